@@ -1,0 +1,193 @@
+//! Catalog access: loading and creating tables, and the one write floe does to a catalog,
+//! the compare-and-swap of a table's metadata pointer.
+//!
+//! ```text
+//!   commit protocol ──► TableCatalog::load / swap_metadata ──► SqlTableCatalog ──► SQLite file
+//!                                                          (JDBC catalog schema: iceberg_tables)
+//! ```
+//!
+//! [`TableCatalog`] is the seam where a REST catalog (and, through `FileIO`, object
+//! storage) slots in, and where fault tests wrap the real catalog to lose responses or race
+//! commits.
+//!
+//! # Invariants
+//! - `swap_metadata` succeeds only if the pointer still equals `expected`: it is the
+//!   `UPDATE iceberg_tables SET metadata_location = new ... WHERE metadata_location = expected`
+//!   that iceberg-catalog-sql and Iceberg's `JdbcCatalog` use. A lost race returns an error of
+//!   kind [`ErrorKind::CommitConflict`], which is retryable.
+//! - Loads always read the pointer fresh; nothing is cached across calls.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use iceberg::io::{FileIO, FileIOBuilder, LocalFsStorageFactory};
+use iceberg::spec::TableMetadata;
+use iceberg::table::Table;
+use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::SqlitePool;
+
+use crate::config::{CatalogConfig, TableName};
+use crate::error::{Error, ErrorKind, Result};
+
+/// A table's current metadata and where it is stored.
+#[derive(Clone, Debug)]
+pub struct TableState {
+    /// The table.
+    pub ident: TableIdent,
+    /// Parsed metadata.
+    pub metadata: Arc<TableMetadata>,
+    /// Location of the metadata file the catalog points at.
+    pub metadata_location: String,
+}
+
+/// The catalog operations floe needs.
+#[async_trait]
+pub trait TableCatalog: Send + Sync + Debug {
+    /// The catalog's name (the `catalog_name` column of the JDBC schema).
+    fn name(&self) -> &str;
+    /// File access for table files.
+    fn file_io(&self) -> &FileIO;
+    /// Creates a namespace if it does not exist.
+    async fn ensure_namespace(&self, namespace: &str) -> Result<()>;
+    /// Loads a table's current state; `None` if the table does not exist.
+    async fn load(&self, ident: &TableIdent) -> Result<Option<TableState>>;
+    /// Creates a table.
+    async fn create(&self, namespace: &str, creation: TableCreation) -> Result<TableState>;
+    /// Moves the table pointer from `expected` to `new`, or fails with `CommitConflict`.
+    async fn swap_metadata(&self, ident: &TableIdent, expected: &str, new: &str) -> Result<()>;
+    /// An iceberg-rust [`Table`] for reading (scans).
+    async fn table(&self, ident: &TableIdent) -> Result<Table>;
+}
+
+/// Converts a floe table name to an iceberg identifier.
+pub fn ident(name: &TableName) -> TableIdent {
+    TableIdent::new(NamespaceIdent::new(name.namespace.clone()), name.name.clone())
+}
+
+/// The embedded default: Iceberg's SQL catalog on a SQLite file, with a local warehouse.
+#[derive(Debug)]
+pub struct SqlTableCatalog {
+    name: String,
+    catalog: SqlCatalog,
+    pool: SqlitePool,
+    file_io: FileIO,
+}
+
+impl SqlTableCatalog {
+    /// Opens (creating if needed) the SQLite catalog and the warehouse folder.
+    pub async fn open(config: &CatalogConfig) -> Result<SqlTableCatalog> {
+        let db = config.uri.strip_prefix("sqlite://").ok_or_else(|| {
+            Error::new(ErrorKind::Config, format!("catalog uri `{}` is not sqlite://", config.uri))
+        })?;
+        let db_path = db.split_once('?').map(|(p, _)| p).unwrap_or(db);
+        if let Some(parent) = std::path::Path::new(db_path).parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::create_dir_all(&config.warehouse)?;
+
+        // Our own small pool for the pointer swap. WAL lets Spark or pyiceberg read the
+        // file while floe commits; the busy timeout rides out concurrent writers.
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{db_path}"))
+            .map_err(Error::from)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options).await?;
+
+        let file_io = FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build();
+        let catalog = SqlCatalogBuilder::default()
+            .uri(format!("sqlite://{db_path}"))
+            .warehouse_location(config.warehouse.clone())
+            .sql_bind_style(SqlBindStyle::QMark)
+            .with_storage_factory(Arc::new(LocalFsStorageFactory))
+            .load(config.name.clone(), HashMap::new())
+            .await
+            .map_err(|e| Error::from(e).context(format!("opening catalog {}", config.uri)))?;
+        Ok(SqlTableCatalog { name: config.name.clone(), catalog, pool, file_io })
+    }
+}
+
+#[async_trait]
+impl TableCatalog for SqlTableCatalog {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn file_io(&self) -> &FileIO {
+        &self.file_io
+    }
+
+    async fn ensure_namespace(&self, namespace: &str) -> Result<()> {
+        let ns = NamespaceIdent::new(namespace.to_string());
+        if self.catalog.namespace_exists(&ns).await? {
+            return Ok(());
+        }
+        match self.catalog.create_namespace(&ns, HashMap::new()).await {
+            Ok(_) => Ok(()),
+            // Another worker or process created it meanwhile.
+            Err(e) if e.kind() == iceberg::ErrorKind::NamespaceAlreadyExists => Ok(()),
+            Err(e) => Err(Error::from(e).context(format!("creating namespace {namespace}"))),
+        }
+    }
+
+    async fn load(&self, ident: &TableIdent) -> Result<Option<TableState>> {
+        if !self.catalog.table_exists(ident).await? {
+            return Ok(None);
+        }
+        let table = self.catalog.load_table(ident).await.map_err(|e| Error::from(e).context(format!("loading {ident}")))?;
+        let metadata_location = table
+            .metadata_location()
+            .ok_or_else(|| Error::new(ErrorKind::Catalog, format!("{ident} has no metadata location")))?
+            .to_string();
+        Ok(Some(TableState { ident: ident.clone(), metadata: table.metadata_ref(), metadata_location }))
+    }
+
+    async fn create(&self, namespace: &str, creation: TableCreation) -> Result<TableState> {
+        self.ensure_namespace(namespace).await?;
+        let ns = NamespaceIdent::new(namespace.to_string());
+        let name = creation.name.clone();
+        let table = self
+            .catalog
+            .create_table(&ns, creation)
+            .await
+            .map_err(|e| Error::from(e).context(format!("creating {namespace}.{name}")))?;
+        let metadata_location = table
+            .metadata_location()
+            .ok_or_else(|| Error::new(ErrorKind::Catalog, format!("{namespace}.{name} has no metadata location")))?
+            .to_string();
+        Ok(TableState { ident: table.identifier().clone(), metadata: table.metadata_ref(), metadata_location })
+    }
+
+    async fn swap_metadata(&self, ident: &TableIdent, expected: &str, new: &str) -> Result<()> {
+        let result = sqlx::query(
+            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND metadata_location = ?",
+        )
+        .bind(new)
+        .bind(expected)
+        .bind(&self.name)
+        .bind(ident.namespace().join("."))
+        .bind(ident.name())
+        .bind(expected)
+        .execute(&self.pool)
+        .await?;
+        if result.rows_affected() == 0 {
+            return Err(Error::new(
+                ErrorKind::CommitConflict,
+                format!("{ident}: the table pointer moved away from {expected}"),
+            )
+            .with_retryable(true));
+        }
+        Ok(())
+    }
+
+    async fn table(&self, ident: &TableIdent) -> Result<Table> {
+        self.catalog.load_table(ident).await.map_err(|e| Error::from(e).context(format!("loading {ident}")))
+    }
+}

@@ -1,0 +1,486 @@
+//! Pipeline configuration: the TOML file a user writes, parsed and validated into
+//! [`PipelineConfig`].
+//!
+//! ```toml
+//! [pipeline]
+//! id = "shop"                  # default: the file's stem
+//! commit_every = 10000         # records per partition in one epoch (one commit per table)
+//!
+//! [catalog]
+//! uri = "sqlite://warehouse/catalog.db"   # default
+//! warehouse = "warehouse"                  # default
+//!
+//! [source]
+//! kind = "replay"
+//! path = "changes.jsonl"
+//!
+//! [[tables]]
+//! topic = "shop.inventory.orders"
+//! base = "base.orders"
+//! cdc = "cdc.orders"
+//! buckets = 16
+//! ```
+//!
+//! # Invariants
+//! - Every error names the file, the key (as a path such as `tables[0].buckets`) and what
+//!   is wrong; unknown keys are errors, so typos never pass silently.
+//! - Relative paths (source path, SQLite file, warehouse) resolve against the folder of the
+//!   pipeline file, never against the process's working directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::schema::{Column, ColumnType, TimeGranularity};
+
+/// A validated pipeline.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// The file it was read from (for messages).
+    pub file: PathBuf,
+    /// Pipeline identity and epoch settings.
+    pub pipeline: PipelineSettings,
+    /// Where tables live.
+    pub catalog: CatalogConfig,
+    /// Where change events come from.
+    pub source: SourceConfig,
+    /// One entry per source table.
+    pub tables: Vec<TableConfig>,
+}
+
+/// `[pipeline]`
+#[derive(Clone, Debug)]
+pub struct PipelineSettings {
+    /// Recorded in every snapshot; a table written by another pipeline id is refused.
+    pub id: String,
+    /// Timely worker threads.
+    pub workers: usize,
+    /// Records per partition per epoch.
+    pub commit_every: u64,
+    /// How many epochs the source may run ahead of the last committed one.
+    pub max_inflight_epochs: u64,
+}
+
+/// `[catalog]`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogConfig {
+    /// Catalog name; the JDBC catalog keys rows by it, so readers must use the same name.
+    pub name: String,
+    /// SQL catalog URI with an absolute path, e.g. `sqlite:///data/warehouse/catalog.db`.
+    pub uri: String,
+    /// Warehouse root: an absolute local path.
+    pub warehouse: String,
+}
+
+/// `[source]`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// A file of Kafka records in `kcat -C -J` form.
+    Replay {
+        /// Absolute path of the log.
+        path: PathBuf,
+    },
+}
+
+/// A fully qualified table name: namespace and table.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableName {
+    /// Namespace (one level).
+    pub namespace: String,
+    /// Table.
+    pub name: String,
+}
+
+impl TableName {
+    /// Parses `namespace.table`.
+    pub fn parse(text: &str) -> Option<TableName> {
+        let (ns, name) = text.split_once('.')?;
+        let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        (ok(ns) && ok(name)).then(|| TableName { namespace: ns.to_string(), name: name.to_string() })
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.namespace, self.name)
+    }
+}
+
+/// `[[tables]]`: one source table and the tables floe maintains for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableConfig {
+    /// Kafka topic carrying the table's change events.
+    pub topic: String,
+    /// The upsert (mirror) table, if maintained.
+    pub base: Option<TableName>,
+    /// The append-only change ledger, if maintained.
+    pub cdc: Option<TableName>,
+    /// Where this topic's bad records go.
+    pub dead_letters: TableName,
+    /// Number of buckets of the base table's partitioning.
+    pub buckets: u32,
+    /// Primary-key columns; default: the fields of the record key.
+    pub key: Option<Vec<String>>,
+    /// Column the base table is bucketed by; default: the first key column.
+    pub bucket_column: Option<String>,
+    /// Whether inserts also delete prior rows with their key (idempotent under redelivery).
+    pub upsert: bool,
+    /// Time granularity of the CDC table's partitioning.
+    pub cdc_partition: TimeGranularity,
+    /// Declared columns, for schemaless (payload-only) topics.
+    pub columns: Option<Vec<Column>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    pipeline: RawPipeline,
+    #[serde(default)]
+    catalog: RawCatalog,
+    source: RawSource,
+    #[serde(default)]
+    tables: Vec<RawTable>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    id: Option<String>,
+    workers: Option<usize>,
+    commit_every: Option<u64>,
+    max_inflight_epochs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    name: Option<String>,
+    uri: Option<String>,
+    warehouse: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum RawSource {
+    Replay { path: PathBuf },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    topic: String,
+    base: Option<String>,
+    cdc: Option<String>,
+    dead_letters: Option<String>,
+    buckets: Option<u32>,
+    key: Option<Vec<String>>,
+    bucket_column: Option<String>,
+    upsert: Option<bool>,
+    cdc_partition: Option<TimeGranularity>,
+    columns: Option<Vec<RawColumn>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawColumn {
+    name: String,
+    #[serde(rename = "type")]
+    ty: String,
+    #[serde(default = "default_true")]
+    nullable: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Default records per partition per epoch.
+pub const DEFAULT_COMMIT_EVERY: u64 = 10_000;
+/// Default bucket count of base tables.
+pub const DEFAULT_BUCKETS: u32 = 16;
+
+impl PipelineConfig {
+    /// Reads and validates a pipeline file.
+    pub fn load(path: &Path) -> Result<PipelineConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::new(ErrorKind::Config, format!("cannot read pipeline file {}", path.display())).with_source(e)
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates pipeline text as if read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
+        let file = path.to_path_buf();
+        let base_dir = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."));
+        let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
+        let raw: RawFile = parse_toml(text, path)?;
+        let err = |key: &str, msg: String| config_error(path, key, &msg);
+
+        let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "floe".into());
+        let pipeline = PipelineSettings {
+            id: raw.pipeline.id.unwrap_or(stem),
+            workers: raw.pipeline.workers.unwrap_or_else(default_workers),
+            commit_every: raw.pipeline.commit_every.unwrap_or(DEFAULT_COMMIT_EVERY),
+            max_inflight_epochs: raw.pipeline.max_inflight_epochs.unwrap_or(4),
+        };
+        if pipeline.id.trim().is_empty() {
+            return Err(err("pipeline.id", "must not be empty".into()));
+        }
+        if pipeline.workers == 0 {
+            return Err(err("pipeline.workers", "must be at least 1".into()));
+        }
+        if pipeline.commit_every == 0 {
+            return Err(err("pipeline.commit_every", "must be at least 1".into()));
+        }
+        if pipeline.max_inflight_epochs == 0 {
+            return Err(err("pipeline.max_inflight_epochs", "must be at least 1".into()));
+        }
+
+        let warehouse = raw.catalog.warehouse.unwrap_or_else(|| "warehouse".into());
+        if warehouse.contains("://") && !warehouse.starts_with("file://") {
+            return Err(err(
+                "catalog.warehouse",
+                format!("`{warehouse}`: only local warehouses are supported so far (a path or file:// URI)"),
+            ));
+        }
+        let warehouse = resolve(&base_dir, warehouse.strip_prefix("file://").unwrap_or(&warehouse));
+        let uri = raw.catalog.uri.unwrap_or_else(|| "sqlite://warehouse/catalog.db".into());
+        let Some(db) = uri.strip_prefix("sqlite://") else {
+            return Err(err("catalog.uri", format!("`{uri}`: only sqlite:// catalogs are supported so far")));
+        };
+        let (db_path, query) = db.split_once('?').unwrap_or((db, ""));
+        if db_path.is_empty() {
+            return Err(err("catalog.uri", format!("`{uri}` names no database file")));
+        }
+        let db_abs = resolve(&base_dir, db_path);
+        let uri = if query.is_empty() {
+            format!("sqlite://{}", db_abs.display())
+        } else {
+            format!("sqlite://{}?{query}", db_abs.display())
+        };
+        let catalog = CatalogConfig {
+            name: raw.catalog.name.unwrap_or_else(|| "floe".into()),
+            uri,
+            warehouse: warehouse.display().to_string(),
+        };
+        if catalog.name.trim().is_empty() {
+            return Err(err("catalog.name", "must not be empty".into()));
+        }
+
+        let source = match raw.source {
+            RawSource::Replay { path: p } => SourceConfig::Replay { path: resolve(&base_dir, &p.to_string_lossy()) },
+        };
+
+        if raw.tables.is_empty() {
+            return Err(err("tables", "at least one [[tables]] entry is required".into()));
+        }
+        let mut tables = Vec::with_capacity(raw.tables.len());
+        let mut topics = BTreeMap::new();
+        for (i, t) in raw.tables.into_iter().enumerate() {
+            let key_of = |k: &str| format!("tables[{i}].{k}");
+            if t.topic.trim().is_empty() {
+                return Err(err(&key_of("topic"), "must not be empty".into()));
+            }
+            if let Some(prev) = topics.insert(t.topic.clone(), i) {
+                return Err(err(&key_of("topic"), format!("`{}` is already consumed by tables[{prev}]", t.topic)));
+            }
+            let name = |k: &str, v: &Option<String>| -> Result<Option<TableName>> {
+                match v {
+                    None => Ok(None),
+                    Some(text) => TableName::parse(text).map(Some).ok_or_else(|| {
+                        err(&key_of(k), format!("`{text}` is not of the form namespace.table"))
+                    }),
+                }
+            };
+            let base = name("base", &t.base)?;
+            let cdc = name("cdc", &t.cdc)?;
+            if base.is_none() && cdc.is_none() {
+                return Err(err(&key_of("base"), "a table needs `base`, `cdc`, or both".into()));
+            }
+            if base.is_some() && base == cdc {
+                return Err(err(&key_of("cdc"), "the CDC table must differ from the base table".into()));
+            }
+            let namespace = base.as_ref().or(cdc.as_ref()).map(|n| n.namespace.clone()).unwrap_or_default();
+            let dead_letters = match name("dead_letters", &t.dead_letters)? {
+                Some(n) => n,
+                None => TableName { namespace, name: "dead_letters".into() },
+            };
+            let buckets = t.buckets.unwrap_or(DEFAULT_BUCKETS);
+            if buckets == 0 {
+                return Err(err(&key_of("buckets"), "must be at least 1".into()));
+            }
+            if let Some(key) = &t.key {
+                if key.is_empty() {
+                    return Err(err(&key_of("key"), "must name at least one column".into()));
+                }
+            }
+            let columns = match t.columns {
+                None => None,
+                Some(cols) => {
+                    let mut out = Vec::with_capacity(cols.len());
+                    for (j, c) in cols.into_iter().enumerate() {
+                        let ty = ColumnType::parse(&c.ty).ok_or_else(|| {
+                            err(
+                                &format!("tables[{i}].columns[{j}].type"),
+                                format!(
+                                    "`{}` is not a type floe knows (boolean, int, long, float, double, decimal(p, s), date, time, timestamp, timestamptz, string, binary)",
+                                    c.ty
+                                ),
+                            )
+                        })?;
+                        out.push(Column { name: c.name, ty, nullable: c.nullable });
+                    }
+                    if t.key.is_none() {
+                        return Err(err(&key_of("key"), "declared columns need an explicit `key`".into()));
+                    }
+                    Some(out)
+                }
+            };
+            if let (Some(cols), Some(key)) = (&columns, &t.key) {
+                for k in key {
+                    if !cols.iter().any(|c| &c.name == k) {
+                        return Err(err(&key_of("key"), format!("`{k}` is not one of the declared columns")));
+                    }
+                }
+            }
+            tables.push(TableConfig {
+                topic: t.topic,
+                base,
+                cdc,
+                dead_letters,
+                buckets,
+                key: t.key,
+                bucket_column: t.bucket_column,
+                upsert: t.upsert.unwrap_or(true),
+                cdc_partition: t.cdc_partition.unwrap_or_default(),
+                columns,
+            });
+        }
+        // Tables named twice would be written by two writers at once.
+        let mut owners: BTreeMap<TableName, String> = BTreeMap::new();
+        for (i, t) in tables.iter().enumerate() {
+            for (k, n) in [("base", &t.base), ("cdc", &t.cdc)] {
+                if let Some(n) = n {
+                    if let Some(prev) = owners.insert(n.clone(), format!("tables[{i}].{k}")) {
+                        return Err(err(&format!("tables[{i}].{k}"), format!("`{n}` is already used by {prev}")));
+                    }
+                }
+            }
+        }
+        for (i, t) in tables.iter().enumerate() {
+            if let Some(prev) = owners.get(&t.dead_letters) {
+                return Err(err(
+                    &format!("tables[{i}].dead_letters"),
+                    format!("`{}` is already used by {prev}", t.dead_letters),
+                ));
+            }
+        }
+        Ok(PipelineConfig { file, pipeline, catalog, source, tables })
+    }
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() { path.to_path_buf() } else { base.join(path) }
+}
+
+fn config_error(file: &Path, key: &str, message: &str) -> Error {
+    Error::new(ErrorKind::Config, format!("{}: `{key}`: {message}", file.display()))
+}
+
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    let line_of = |span: Option<std::ops::Range<usize>>| {
+        span.map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        let line = line_of(e.span()).map(|l| format!(" (line {l})")).unwrap_or_default();
+        Error::new(ErrorKind::Config, format!("{}{line}: invalid TOML: {}", path.display(), e.message().trim()))
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let line = line_of(inner.span()).map(|l| format!(" (line {l})")).unwrap_or_default();
+        let key = if key == "." || key.is_empty() { "(top level)".to_string() } else { key };
+        Error::new(ErrorKind::Config, format!("{}{line}: `{key}`: {}", path.display(), inner.message().trim()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<PipelineConfig> {
+        PipelineConfig::parse(text, Path::new("/srv/pipes/shop.toml"))
+    }
+
+    const MINIMAL: &str = r#"
+[source]
+kind = "replay"
+path = "changes.jsonl"
+[[tables]]
+topic = "shop.inventory.orders"
+base = "base.orders"
+cdc = "cdc.orders"
+"#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.pipeline.id, "shop");
+        assert_eq!(c.catalog.uri, "sqlite:///srv/pipes/warehouse/catalog.db");
+        assert_eq!(c.catalog.warehouse, "/srv/pipes/warehouse");
+        assert_eq!(c.source, SourceConfig::Replay { path: PathBuf::from("/srv/pipes/changes.jsonl") });
+        let t = &c.tables[0];
+        assert_eq!(t.buckets, 16);
+        assert_eq!(t.dead_letters.to_string(), "base.dead_letters");
+        assert!(t.upsert);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_path() {
+        let text = MINIMAL.replace("cdc = \"cdc.orders\"", "cdc = \"cdc.orders\"\nbukets = 4");
+        let e = parse(&text).expect_err("typo").to_string();
+        assert!(e.contains("/srv/pipes/shop.toml"), "{e}");
+        assert!(e.contains("tables[0]"), "{e}");
+        assert!(e.contains("bukets"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let text = MINIMAL.replace("cdc = \"cdc.orders\"", "cdc = \"cdc.orders\"\nbuckets = \"many\"");
+        let e = parse(&text).expect_err("bad type").to_string();
+        assert!(e.contains("tables[0].buckets"), "{e}");
+        assert!(e.contains("line 9"), "{e}");
+    }
+
+    #[test]
+    fn bad_table_name_is_explained() {
+        let text = MINIMAL.replace("base = \"base.orders\"", "base = \"orders\"");
+        let e = parse(&text).expect_err("bad name").to_string();
+        assert!(e.contains("`tables[0].base`") && e.contains("namespace.table"), "{e}");
+    }
+
+    #[test]
+    fn unknown_source_kind() {
+        let text = MINIMAL.replace("kind = \"replay\"", "kind = \"carrier-pigeon\"");
+        let e = parse(&text).expect_err("bad kind").to_string();
+        assert!(e.contains("carrier-pigeon"), "{e}");
+    }
+
+    #[test]
+    fn declared_columns_need_key_and_known_types() {
+        let text = format!("{MINIMAL}key = [\"id\"]\ncolumns = [{{ name = \"id\", type = \"long\", nullable = false }}, {{ name = \"x\", type = \"varchar\" }}]\n");
+        let e = parse(&text).expect_err("bad type").to_string();
+        assert!(e.contains("tables[0].columns[1].type") && e.contains("varchar"), "{e}");
+    }
+}

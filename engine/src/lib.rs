@@ -1,0 +1,28 @@
+//! floe's runtime: the epoch model, catalog and file IO, the commit protocol,
+//! configuration, metrics and logging.
+//!
+//! ```text
+//!   config ──► pipeline plan ──► timely workers ──► operators (floe-operators)
+//!                                    │                    │
+//!                                    │ epochs (epoch.rs)  │ files
+//!                                    ▼                    ▼
+//!                              commit protocol (commit.rs) ──► catalog (catalog.rs)
+//! ```
+//!
+//! Library crates return [`Error`]; binaries wrap it with `anyhow` context.
+#![deny(missing_docs)]
+
+pub mod catalog;
+pub mod commit;
+pub mod config;
+pub mod epoch;
+pub mod error;
+pub mod logging;
+pub mod metrics;
+pub mod offsets;
+pub mod record;
+pub mod runtime;
+pub mod schema;
+pub mod value;
+
+pub use error::{Error, ErrorKind, Result};

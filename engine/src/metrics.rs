@@ -1,0 +1,243 @@
+//! Counters users ask about, a live progress line for terminals, and the run summary.
+//!
+//! Operators update [`Metrics`] (lock-free counters for the hot path, a mutex-guarded map
+//! per table for the per-commit numbers). A [`ProgressLine`] thread prints one line per
+//! second to a terminal; [`Metrics::summary`] renders the final per-table report.
+//!
+//! # Invariants
+//! - Counters only grow; the progress line and the summary are derived, never stored.
+//! - Nothing here affects what is written to tables.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Per-table numbers, updated at each commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Change events (or rows) the table received.
+    pub events: u64,
+    /// Snapshots committed.
+    pub commits: u64,
+    /// Epochs found already committed (resumed runs).
+    pub already_committed: u64,
+    /// Data files added.
+    pub data_files: u64,
+    /// Equality-delete files added.
+    pub delete_files: u64,
+    /// Rows written to data files.
+    pub rows: u64,
+    /// Keys written to equality-delete files.
+    pub deletes: u64,
+    /// Bytes of files written.
+    pub bytes: u64,
+    /// `source.ts_ms` of the newest committed event.
+    pub last_source_ts_ms: Option<i64>,
+}
+
+/// Process-wide metrics shared by all workers.
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    /// Records read from the source.
+    pub records_in: AtomicU64,
+    /// Records skipped because a table already holds them (resume).
+    pub records_skipped: AtomicU64,
+    /// Tombstones (null values) skipped.
+    pub tombstones: AtomicU64,
+    /// Records sent to a dead-letter table.
+    pub dead_letters: AtomicU64,
+    /// Snapshots committed across all tables.
+    pub commits: AtomicU64,
+    /// Commit attempts that lost a race and were retried.
+    pub commit_conflicts: AtomicU64,
+    tables: Mutex<BTreeMap<String, TableStats>>,
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            started: Instant::now(),
+            records_in: AtomicU64::new(0),
+            records_skipped: AtomicU64::new(0),
+            tombstones: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            commit_conflicts: AtomicU64::new(0),
+            tables: Mutex::new(BTreeMap::new()),
+            lag: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    /// New shared metrics.
+    pub fn new() -> Arc<Metrics> {
+        Arc::new(Metrics::default())
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Updates one table's stats.
+    pub fn table(&self, name: &str, update: impl FnOnce(&mut TableStats)) {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        update(tables.entry(name.to_string()).or_default());
+    }
+
+    /// A copy of every table's stats.
+    pub fn tables(&self) -> BTreeMap<String, TableStats> {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records consumer lag (high watermark minus position) of a partition.
+    pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.lag.lock().unwrap_or_else(|p| p.into_inner()).insert((topic.to_string(), partition), lag);
+    }
+
+    /// Total lag over all partitions, if any source reports lag.
+    pub fn total_lag(&self) -> Option<i64> {
+        let lag = self.lag.lock().unwrap_or_else(|p| p.into_inner());
+        (!lag.is_empty()).then(|| lag.values().sum())
+    }
+
+    /// Time since the metrics were created.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The live line: events, rate, commits, dead letters (and lag when known).
+    pub fn progress_line(&self, rate: f64) -> String {
+        let mut line = format!(
+            "floe: {} events ({}/s)  commits {}  dead letters {}",
+            Self::get(&self.records_in),
+            human(rate as u64),
+            Self::get(&self.commits),
+            Self::get(&self.dead_letters),
+        );
+        if let Some(lag) = self.total_lag() {
+            let _ = write!(line, "  lag {lag}");
+        }
+        line
+    }
+
+    /// The final per-table report.
+    pub fn summary(&self) -> String {
+        let secs = self.elapsed().as_secs_f64().max(1e-9);
+        let records = Self::get(&self.records_in);
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{records} records in {secs:.2}s ({}/s), {} tombstones skipped, {} already committed, {} dead letters, peak RSS {}",
+            human((records as f64 / secs) as u64),
+            Self::get(&self.tombstones),
+            Self::get(&self.records_skipped),
+            Self::get(&self.dead_letters),
+            peak_rss_bytes().map(human_bytes).unwrap_or_else(|| "unknown".into()),
+        );
+        let _ = writeln!(
+            out,
+            "{:<28} {:>10} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10}",
+            "table", "events", "commits", "data files", "delete files", "rows", "deletes", "bytes"
+        );
+        for (name, t) in self.tables() {
+            let _ = writeln!(
+                out,
+                "{:<28} {:>10} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10}",
+                name,
+                t.events,
+                t.commits,
+                t.data_files,
+                t.delete_files,
+                t.rows,
+                t.deletes,
+                human_bytes(t.bytes)
+            );
+        }
+        out
+    }
+}
+
+/// Prints [`Metrics::progress_line`] once a second while alive, if stderr is a terminal.
+pub struct ProgressLine {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressLine {
+    /// Starts the printer (a no-op when stderr is not a terminal).
+    pub fn start(metrics: Arc<Metrics>) -> ProgressLine {
+        let stop = Arc::new(AtomicBool::new(false));
+        if !std::io::stderr().is_terminal() {
+            return ProgressLine { stop, thread: None };
+        }
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut last = (Instant::now(), Metrics::get(&metrics.records_in));
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(250));
+                if last.0.elapsed() < Duration::from_secs(1) {
+                    continue;
+                }
+                let now = (Instant::now(), Metrics::get(&metrics.records_in));
+                let rate = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64();
+                last = now;
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r\x1b[2K{}", metrics.progress_line(rate));
+                let _ = err.flush();
+            }
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        });
+        ProgressLine { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for ProgressLine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Peak resident set size of this process (`VmHWM`), if the OS reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// `1234567` → `1.23M`.
+pub fn human(n: u64) -> String {
+    match n {
+        0..=9_999 => n.to_string(),
+        10_000..=999_999 => format!("{:.1}k", n as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.2}M", n as f64 / 1e6),
+        _ => format!("{:.2}G", n as f64 / 1e9),
+    }
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}

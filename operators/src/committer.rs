@@ -1,0 +1,336 @@
+//! The committer: one worker turns each closed epoch's files into one atomic snapshot per
+//! table, recording the source progress the epoch covers.
+//!
+//! ```text
+//!   files @e ─────┐  (Exchange: all to the committer worker)
+//!   progress @e ──┤
+//!                 ▼
+//!   PendingEpochs ── both frontiers > e ──► requests(e) ──► IO runtime:
+//!                                              1. dead-letter tables (sequentially)
+//!                                              2. CDC and base tables (concurrently)
+//!                                           ──► CommitReport @e
+//! ```
+//!
+//! # Invariants
+//! - Exactly one worker commits ([`committer_worker`]); epochs commit strictly in order and
+//!   one at a time, so each table's snapshots follow the epoch order.
+//! - Each snapshot's offsets are cumulative for the table's topics: what the table had
+//!   committed before the run, advanced by every closed epoch of the run.
+//! - Dead-letter tables commit before the others within an epoch, so a restart (which
+//!   resumes from the base and CDC tables) never skips a dead letter.
+//! - A failed commit keeps its capability and records a fatal error: later epochs are never
+//!   committed over a gap.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use floe_engine::commit::{CommitOutcome, CommitRequest, RetryPolicy, commit};
+use floe_engine::epoch::Epoch;
+use floe_engine::error::Result;
+use floe_engine::metrics::Metrics;
+use floe_engine::offsets::SourceOffsets;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::files::{Dest, WrittenFile};
+use crate::plan::{PipelinePlan, PlanRef, Target};
+
+/// A source's statement that, for epoch `e`, a partition is read up to `next_offset`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SourceProgress {
+    /// Table (topic) index.
+    pub table: u32,
+    /// Partition.
+    pub partition: i32,
+    /// First offset not covered by this and earlier epochs.
+    pub next_offset: i64,
+}
+
+/// What the committer did for one epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitReport {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// `(table, snapshot id, newly committed?)` per table touched.
+    pub tables: Vec<(String, i64, bool)>,
+}
+
+/// The worker that commits for a pipeline: one place decides.
+pub fn committer_worker(pipeline_id: &str, peers: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    pipeline_id.hash(&mut h);
+    (h.finish() % peers.max(1) as u64) as usize
+}
+
+#[derive(Default)]
+struct EpochContent {
+    files: BTreeMap<Dest, Vec<WrittenFile>>,
+    progress: Vec<SourceProgress>,
+}
+
+/// The committer's pure core: pending epochs and cumulative offsets.
+pub struct PendingEpochs {
+    plan: PlanRef,
+    epochs: BTreeMap<Epoch, EpochContent>,
+    run_progress: SourceOffsets,
+}
+
+/// The commit requests of one epoch, in commit order.
+#[derive(Debug, Default)]
+pub struct EpochCommits {
+    /// Dead-letter tables: commit first.
+    pub first: Vec<(Dest, CommitRequest)>,
+    /// Base and CDC tables: commit after, concurrently.
+    pub then: Vec<(Dest, CommitRequest)>,
+}
+
+impl EpochCommits {
+    /// Whether nothing is to be committed.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_empty() && self.then.is_empty()
+    }
+}
+
+/// The Iceberg table a destination names.
+pub fn target<'p>(plan: &'p PipelinePlan, dest: Dest) -> Option<&'p Target> {
+    match dest {
+        Dest::Base(t) => plan.tables.get(t as usize)?.base.as_ref(),
+        Dest::Cdc(t) => plan.tables.get(t as usize)?.cdc.as_ref(),
+        Dest::DeadLetters(i) => plan.dead_letters.get(i as usize),
+    }
+}
+
+impl PendingEpochs {
+    /// An empty table of pending epochs.
+    pub fn new(plan: PlanRef) -> PendingEpochs {
+        PendingEpochs { plan, epochs: BTreeMap::new(), run_progress: SourceOffsets::default() }
+    }
+
+    /// Adds a written file.
+    pub fn add_file(&mut self, file: WrittenFile) {
+        self.epochs.entry(file.epoch).or_default().files.entry(file.dest).or_default().push(file);
+    }
+
+    /// Adds source progress for an epoch.
+    pub fn add_progress(&mut self, epoch: Epoch, progress: SourceProgress) {
+        self.epochs.entry(epoch).or_default().progress.push(progress);
+    }
+
+    /// The oldest pending epoch.
+    pub fn oldest(&self) -> Option<Epoch> {
+        self.epochs.keys().next().copied()
+    }
+
+    fn topics(&self, dest: Dest) -> Vec<&str> {
+        match dest {
+            Dest::Base(t) | Dest::Cdc(t) => vec![self.plan.tables[t as usize].topic.as_str()],
+            Dest::DeadLetters(i) => self.plan.dead_letter_topics(i as usize),
+        }
+    }
+
+    /// Closes `epoch` (which must be the oldest): folds its progress into the run's and
+    /// returns the requests that commit its files.
+    pub fn close(&mut self, epoch: Epoch) -> Result<EpochCommits> {
+        let content = self.epochs.remove(&epoch).unwrap_or_default();
+        for p in &content.progress {
+            let topic = &self.plan.tables[p.table as usize].topic;
+            self.run_progress.advance(topic, p.partition, p.next_offset);
+        }
+        let mut commits = EpochCommits::default();
+        for (dest, files) in content.files {
+            let Some(target) = target(&self.plan, dest) else { continue };
+            let mut offsets = target.committed.clone();
+            offsets.merge(&self.run_progress.restrict(self.topics(dest)));
+            let mut data_files = Vec::new();
+            let mut delete_files = Vec::new();
+            for f in &files {
+                if f.deletes {
+                    delete_files.push(f.data_file(target)?);
+                } else {
+                    data_files.push(f.data_file(target)?);
+                }
+            }
+            let request = CommitRequest {
+                table: target.ident.clone(),
+                pipeline_id: self.plan.pipeline_id.clone(),
+                epoch,
+                offsets,
+                data_files,
+                delete_files,
+            };
+            match dest {
+                Dest::DeadLetters(_) => commits.first.push((dest, request)),
+                _ => commits.then.push((dest, request)),
+            }
+        }
+        Ok(commits)
+    }
+}
+
+type Done = (Epoch, Result<Vec<(Dest, CommitOutcome)>>);
+
+async fn run_commits(catalog: Arc<dyn floe_engine::catalog::TableCatalog>, commits: EpochCommits) -> Result<Vec<(Dest, CommitOutcome)>> {
+    let retry = RetryPolicy::default();
+    let mut out = Vec::new();
+    for (dest, request) in &commits.first {
+        out.push((*dest, commit(catalog.as_ref(), request, retry).await?));
+    }
+    let rest = futures::future::try_join_all(commits.then.iter().map(|(dest, request)| {
+        let catalog = Arc::clone(&catalog);
+        async move { Ok::<_, floe_engine::Error>((*dest, commit(catalog.as_ref(), request, retry).await?)) }
+    }))
+    .await?;
+    out.extend(rest);
+    Ok(out)
+}
+
+fn record_metrics(plan: &PipelinePlan, epoch_files: &BTreeMap<Dest, (u64, u64, u64, Option<i64>)>, outcomes: &[(Dest, CommitOutcome)]) {
+    for (dest, outcome) in outcomes {
+        let Some(target) = target(plan, *dest) else { continue };
+        let (data, deletes, bytes, ts) = epoch_files.get(dest).copied().unwrap_or_default();
+        plan.metrics.table(&target.name.to_string(), |s| match outcome {
+            CommitOutcome::Committed { .. } => {
+                s.commits += 1;
+                s.data_files += data;
+                s.delete_files += deletes;
+                s.bytes += bytes;
+                s.last_source_ts_ms = s.last_source_ts_ms.max(ts);
+            }
+            CommitOutcome::AlreadyCommitted { .. } => s.already_committed += 1,
+        });
+        if matches!(outcome, CommitOutcome::Committed { .. }) {
+            Metrics::add(&plan.metrics.commits, 1);
+        }
+    }
+}
+
+/// The committer operator.
+pub fn commit_epochs<'s>(
+    files: Stream<'s, Epoch, Vec<WrittenFile>>,
+    progress: Stream<'s, Epoch, Vec<SourceProgress>>,
+    plan: PlanRef,
+) -> Stream<'s, Epoch, Vec<CommitReport>> {
+    let scope = files.scope();
+    let chosen = committer_worker(&plan.pipeline_id, scope.peers()) as u64;
+    files.binary_frontier(
+        progress,
+        Exchange::new(move |_: &WrittenFile| chosen),
+        Exchange::new(move |_: &SourceProgress| chosen),
+        "Committer",
+        move |_default, info| {
+            let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
+            let (done_tx, done_rx) = mpsc::channel::<Done>();
+            let mut pending = PendingEpochs::new(Arc::clone(&plan));
+            let mut caps: BTreeMap<Epoch, Capability<Epoch>> = BTreeMap::new();
+            let mut inflight: Option<(Epoch, Capability<Epoch>, BTreeMap<Dest, (u64, u64, u64, Option<i64>)>)> = None;
+            let mut failed = false;
+            move |(files_in, files_frontier), (progress_in, progress_frontier), output| {
+                files_in.for_each(|cap, data| {
+                    if let Some(&e) = cap.least() {
+                        if !caps.contains_key(&e) {
+                            if let Some(c) = cap.retain_least(0) {
+                                caps.insert(e, c);
+                            }
+                        }
+                    }
+                    for f in data.drain(..) {
+                        pending.add_file(f);
+                    }
+                });
+                progress_in.for_each(|cap, data| {
+                    let Some(&e) = cap.least() else { return };
+                    if !caps.contains_key(&e) {
+                        if let Some(c) = cap.retain_least(0) {
+                            caps.insert(e, c);
+                        }
+                    }
+                    for p in data.drain(..) {
+                        pending.add_progress(e, p);
+                    }
+                });
+
+                while let Ok((epoch, result)) = done_rx.try_recv() {
+                    match result {
+                        Ok(outcomes) => {
+                            if let Some((e, cap, sizes)) = inflight.take() {
+                                debug_assert_eq!(e, epoch, "commits complete in order");
+                                record_metrics(&plan, &sizes, &outcomes);
+                                let report = CommitReport {
+                                    epoch,
+                                    tables: outcomes
+                                        .iter()
+                                        .filter_map(|(d, o)| {
+                                            let name = target(&plan, *d)?.name.to_string();
+                                            Some(match o {
+                                                CommitOutcome::Committed { snapshot_id, .. } => (name, *snapshot_id, true),
+                                                CommitOutcome::AlreadyCommitted { snapshot_id } => (name, *snapshot_id, false),
+                                            })
+                                        })
+                                        .collect(),
+                                };
+                                tracing::debug!(epoch, tables = report.tables.len(), "epoch committed");
+                                output.session(&cap).give(report);
+                            }
+                        }
+                        Err(e) => {
+                            plan.failure.record(e);
+                            failed = true;
+                        }
+                    }
+                }
+
+                // Start the next epoch once the previous one is done and both inputs passed it.
+                while inflight.is_none() && !failed {
+                    let Some(epoch) = pending.oldest() else { break };
+                    let frontier_passed = !files_frontier.frontier().less_equal(&epoch)
+                        && !progress_frontier.frontier().less_equal(&epoch);
+                    if !frontier_passed {
+                        break;
+                    }
+                    let mut sizes: BTreeMap<Dest, (u64, u64, u64, Option<i64>)> = BTreeMap::new();
+                    for (dest, files) in pending.epochs.get(&epoch).map(|c| &c.files).into_iter().flatten() {
+                        let s = sizes.entry(*dest).or_default();
+                        for f in files {
+                            if f.deletes { s.1 += 1 } else { s.0 += 1 }
+                            s.2 += f.bytes;
+                            s.3 = s.3.max(f.max_source_ts_ms);
+                        }
+                    }
+                    let commits = match pending.close(epoch) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            plan.failure.record(e);
+                            failed = true;
+                            break;
+                        }
+                    };
+                    // Capabilities of earlier epochs are no longer needed.
+                    let cap = caps.remove(&epoch);
+                    caps.retain(|e, _| *e > epoch);
+                    if commits.is_empty() {
+                        continue;
+                    }
+                    let Some(cap) = cap else {
+                        plan.failure.record(format!("committer holds no capability for epoch {epoch}"));
+                        failed = true;
+                        break;
+                    };
+                    let catalog = Arc::clone(&plan.catalog);
+                    let tx = done_tx.clone();
+                    let wake = Arc::clone(&activator);
+                    plan.runtime.spawn(async move {
+                        let result = run_commits(catalog, commits).await;
+                        let _ = tx.send((epoch, result));
+                        let _ = wake.activate();
+                    });
+                    inflight = Some((epoch, cap, sizes));
+                }
+            }
+        },
+    )
+}

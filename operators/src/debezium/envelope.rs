@@ -1,0 +1,301 @@
+//! Streaming parse of a Debezium payload (`before`, `after`, `source`, `op`) straight into
+//! typed rows.
+//!
+//! ```text
+//!   {"before": {...}|null, "after": {...}|null, "source": {..., "ts_ms": n, ...}, "op": "u", ...}
+//!        │                   │                          │                          │
+//!     RowSeed             RowSeed                  SourceSeed                   op string
+//!        ▼                   ▼                          ▼
+//!   Option<Row>         Option<Row>             Option<source ts>
+//! ```
+//!
+//! # Invariants
+//! - A row has exactly `layout.width` values; columns the image does not mention are NULL.
+//! - A field the layout does not know is an error (it would be silently lost otherwise).
+//! - Unknown envelope keys (`transaction`, `ts_ms`, ...) are skipped without allocation.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use floe_engine::value::{Row, Value};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use super::connect_schema::Conversion;
+use super::convert::ValueSeed;
+
+/// Where each source field of a row image lands in the table row.
+#[derive(Clone, Debug)]
+pub struct RowLayout {
+    /// Columns in the table row.
+    pub width: usize,
+    /// Source fields in the order the schema lists them.
+    pub fields: Vec<FieldSlot>,
+    index: HashMap<String, usize>,
+}
+
+/// One source field.
+#[derive(Clone, Debug)]
+pub struct FieldSlot {
+    /// Field (and column) name.
+    pub name: String,
+    /// JSON → value conversion.
+    pub conversion: Conversion,
+    /// Position in the table row.
+    pub position: usize,
+}
+
+impl RowLayout {
+    /// A layout of `fields` into rows of `width` columns.
+    pub fn new(width: usize, fields: Vec<FieldSlot>) -> RowLayout {
+        let index = fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+        RowLayout { width, fields, index }
+    }
+
+    /// The slot for a field name; `hint` is where the field usually is.
+    fn slot(&self, name: &str, hint: usize) -> Option<&FieldSlot> {
+        match self.fields.get(hint) {
+            Some(f) if f.name == name => Some(f),
+            _ => self.index.get(name).map(|&i| &self.fields[i]),
+        }
+    }
+
+    /// The slot of a column by name.
+    pub fn slot_named(&self, name: &str) -> Option<&FieldSlot> {
+        self.index.get(name).map(|&i| &self.fields[i])
+    }
+}
+
+/// The Debezium op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Op {
+    /// `c`: insert.
+    Create,
+    /// `u`: update.
+    Update,
+    /// `d`: delete.
+    Delete,
+    /// `r`: snapshot read.
+    Read,
+}
+
+impl Op {
+    /// Parses the one-letter op.
+    pub fn parse(s: &str) -> Option<Op> {
+        match s {
+            "c" => Some(Op::Create),
+            "u" => Some(Op::Update),
+            "d" => Some(Op::Delete),
+            "r" => Some(Op::Read),
+            _ => None,
+        }
+    }
+
+    /// The one-letter op.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+        }
+    }
+}
+
+/// A parsed payload.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Envelope {
+    /// Before image.
+    pub before: Option<Row>,
+    /// After image.
+    pub after: Option<Row>,
+    /// The op text as found (validated by the decoder).
+    pub op: Option<String>,
+    /// `source.ts_ms`.
+    pub source_ts_ms: Option<i64>,
+    /// Whether any envelope key (`op`, `before`, `after`) was present.
+    pub looks_like_envelope: bool,
+}
+
+/// Map key that borrows when the input allows.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+}
+
+/// Parses one row image (`null` → `None`).
+#[derive(Clone, Copy)]
+pub struct RowSeed<'a> {
+    /// The layout.
+    pub layout: &'a RowLayout,
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = Option<Row>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_> {
+    type Value = Option<Row>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row object or null")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut values = vec![Value::Null; self.layout.width];
+        let mut i = 0;
+        while let Some(name) = map.next_key_seed(KeySeed)? {
+            let slot = self.layout.slot(&name, i).ok_or_else(|| {
+                de::Error::custom(format!("field `{name}` is not a column of the table"))
+            })?;
+            values[slot.position] = map.next_value_seed(ValueSeed { conversion: slot.conversion, column: &slot.name })?;
+            i += 1;
+        }
+        Ok(Some(Row(values)))
+    }
+}
+
+/// Reads `ts_ms` out of the `source` block.
+struct SourceSeed;
+
+impl<'de> DeserializeSeed<'de> for SourceSeed {
+    type Value = Option<i64>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for SourceSeed {
+    type Value = Option<i64>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("the source block")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut ts = None;
+        while let Some(name) = map.next_key_seed(KeySeed)? {
+            if name == "ts_ms" {
+                ts = map.next_value::<Option<i64>>()?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(ts)
+    }
+}
+
+/// Parses a payload object into an [`Envelope`].
+#[derive(Clone, Copy)]
+pub struct EnvelopeSeed<'a> {
+    /// Layout of both images.
+    pub layout: &'a RowLayout,
+}
+
+impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
+    type Value = Envelope;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
+    type Value = Envelope;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Debezium payload object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut env = Envelope::default();
+        while let Some(name) = map.next_key_seed(KeySeed)? {
+            match name.as_ref() {
+                "before" => {
+                    env.before = map.next_value_seed(RowSeed { layout: self.layout })?;
+                    env.looks_like_envelope = true;
+                }
+                "after" => {
+                    env.after = map.next_value_seed(RowSeed { layout: self.layout })?;
+                    env.looks_like_envelope = true;
+                }
+                "op" => {
+                    env.op = map.next_value::<Option<String>>()?;
+                    env.looks_like_envelope = true;
+                }
+                "source" => env.source_ts_ms = map.next_value_seed(SourceSeed)?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> RowLayout {
+        RowLayout::new(
+            3,
+            vec![
+                FieldSlot { name: "id".into(), conversion: Conversion::Long, position: 0 },
+                FieldSlot { name: "name".into(), conversion: Conversion::String, position: 2 },
+            ],
+        )
+    }
+
+    #[test]
+    fn parses_images_into_positions() {
+        let l = layout();
+        let json = r#"{"before":null,"after":{"name":"é\"x","id":7},"source":{"db":"x","ts_ms":42},"op":"c","transaction":null}"#;
+        let mut de = serde_json::Deserializer::from_str(json);
+        let env = EnvelopeSeed { layout: &l }.deserialize(&mut de).expect("parse");
+        assert_eq!(env.after, Some(Row(vec![Value::Long(7), Value::Null, Value::String("é\"x".into())])));
+        assert_eq!(env.before, None);
+        assert_eq!(env.op.as_deref(), Some("c"));
+        assert_eq!(env.source_ts_ms, Some(42));
+    }
+
+    #[test]
+    fn unknown_field_is_an_error() {
+        let l = layout();
+        let json = r#"{"after":{"id":1,"extra":2},"op":"c"}"#;
+        let mut de = serde_json::Deserializer::from_str(json);
+        let err = EnvelopeSeed { layout: &l }.deserialize(&mut de).expect_err("unknown");
+        assert!(err.to_string().contains("field `extra`"), "{err}");
+    }
+}

@@ -1,0 +1,156 @@
+//! Writing Parquet data and equality-delete files with iceberg's writers, and the message a
+//! writer sends the committer about each file.
+//!
+//! ```text
+//!   RecordBatch ──► DataFileWriter ─────────────┐
+//!   (key batch) ──► EqualityDeleteFileWriter ───┴─► DataFile ──► WrittenFile (spec JSON) ──► committer
+//! ```
+//!
+//! # Invariants
+//! - Files are never overwritten: names carry the epoch, the writer and a per-run UUID.
+//! - A file's partition tuple is set by iceberg's writer from the [`PartitionKey`] given.
+//! - [`WrittenFile`] carries the `DataFile` in iceberg's own JSON form, so it crosses
+//!   process boundaries and the committer rebuilds the exact struct.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use floe_engine::epoch::Epoch;
+use floe_engine::error::{Error, ErrorKind, Result};
+use iceberg::io::FileIO;
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileFormat, FormatVersion, PartitionKey, Schema, Struct,
+    deserialize_data_file_from_json, serialize_data_file_to_json,
+};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::base_writer::equality_delete_writer::{EqualityDeleteFileWriterBuilder, EqualityDeleteWriterConfig};
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Target;
+
+/// Which table a file belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Dest {
+    /// Base table of table index.
+    Base(u32),
+    /// CDC table of table index.
+    Cdc(u32),
+    /// Dead-letter table index.
+    DeadLetters(u32),
+}
+
+/// A file written for an epoch, on its way to the committer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WrittenFile {
+    /// Target table.
+    pub dest: Dest,
+    /// Epoch the file belongs to.
+    pub epoch: Epoch,
+    /// Whether it holds rows or equality deletes.
+    pub deletes: bool,
+    /// The `DataFile` in iceberg's JSON form.
+    pub data_file_json: String,
+    /// Rows in the file.
+    pub records: u64,
+    /// File size.
+    pub bytes: u64,
+    /// Largest `source.ts_ms` among the events behind the file, for freshness.
+    pub max_source_ts_ms: Option<i64>,
+}
+
+impl WrittenFile {
+    /// Wraps a `DataFile` written for `target`.
+    pub fn new(dest: Dest, epoch: Epoch, target: &Target, file: DataFile, max_source_ts_ms: Option<i64>) -> Result<WrittenFile> {
+        let partition_type = target.spec.partition_type(&target.schema)?;
+        let deletes = file.content_type() != DataContentType::Data;
+        let records = file.record_count();
+        let bytes = file.file_size_in_bytes();
+        let data_file_json = serialize_data_file_to_json(file, &partition_type, FormatVersion::V2)?;
+        Ok(WrittenFile { dest, epoch, deletes, data_file_json, records, bytes, max_source_ts_ms })
+    }
+
+    /// The `DataFile` back, for the committer.
+    pub fn data_file(&self, target: &Target) -> Result<DataFile> {
+        let partition_type = target.spec.partition_type(&target.schema)?;
+        Ok(deserialize_data_file_from_json(&self.data_file_json, target.spec.spec_id(), &partition_type, &target.schema)?)
+    }
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(1 << 20))
+        .build()
+}
+
+fn partition_key(target: &Target, schema: &Arc<Schema>, partition: Option<Struct>) -> Option<PartitionKey> {
+    partition.map(|p| PartitionKey::new(target.spec.as_ref().clone(), Arc::clone(schema), p))
+}
+
+fn rolling(
+    file_io: &FileIO,
+    target: &Target,
+    schema: Arc<Schema>,
+    name_prefix: &str,
+) -> RollingFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator> {
+    RollingFileWriterBuilder::new_with_default_file_size(
+        ParquetWriterBuilder::new(writer_properties(), schema),
+        file_io.clone(),
+        DefaultLocationGenerator::with_data_location(format!("{}/data", target.location)),
+        DefaultFileNameGenerator::new(name_prefix.to_string(), Some(uuid::Uuid::new_v4().to_string()), DataFileFormat::Parquet),
+    )
+}
+
+/// Writes `batch` as data file(s) of `target` in `partition`.
+pub async fn write_data(
+    file_io: &FileIO,
+    target: &Target,
+    partition: Option<Struct>,
+    batch: RecordBatch,
+    name_prefix: &str,
+) -> Result<Vec<DataFile>> {
+    let schema = Arc::clone(&target.schema);
+    let mut writer = DataFileWriterBuilder::new(rolling(file_io, target, Arc::clone(&schema), name_prefix))
+        .build(partition_key(target, &schema, partition))
+        .await?;
+    writer.write(batch).await?;
+    Ok(writer.close().await?)
+}
+
+/// Writes the key columns in `keys` as equality-delete file(s) of `target` on
+/// `equality_ids`. `keys` must be in the schema [`key_schema`] returns.
+pub async fn write_equality_deletes(
+    file_io: &FileIO,
+    target: &Target,
+    equality_ids: &[i32],
+    partition: Option<Struct>,
+    keys: RecordBatch,
+    name_prefix: &str,
+) -> Result<Vec<DataFile>> {
+    let key_schema = Arc::new(key_schema(&target.schema, equality_ids)?);
+    let config = EqualityDeleteWriterConfig::new(equality_ids.to_vec(), Arc::clone(&key_schema))?;
+    let builder = EqualityDeleteFileWriterBuilder::new(rolling(file_io, target, Arc::clone(&key_schema), name_prefix), config);
+    let mut writer = builder.build(partition_key(target, &target.schema, partition)).await?;
+    writer.write(keys).await?;
+    Ok(writer.close().await?)
+}
+
+/// The schema of an equality-delete file: the equality fields, with their table field ids.
+pub fn key_schema(schema: &Schema, equality_ids: &[i32]) -> Result<Schema> {
+    let fields = equality_ids
+        .iter()
+        .map(|id| {
+            schema
+                .field_by_id(*id)
+                .cloned()
+                .ok_or_else(|| Error::new(ErrorKind::Internal, format!("equality field id {id} is not in the table schema")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Schema::builder().with_schema_id(schema.schema_id()).with_fields(fields).build()?)
+}

@@ -1,0 +1,27 @@
+//! Reusable floe dataflow operators, each a thin timely shell over a core that is tested
+//! without timely.
+//!
+//! ```text
+//!   replay_source ──► decode ──┬─► route::to_upserts ──► consolidate ──► base_writer ──┐
+//!   (SourceProgress)───────┐   ├─► route::cdc_events ─────────────────► cdc_writer ───┤
+//!                          │   └─► route::dead_letters ───────────────► dead_letter ──┤
+//!                          └──────────────────────────────────────────────► committer ◄┘
+//! ```
+#![deny(missing_docs)]
+
+pub mod arrow_rows;
+pub mod base_writer;
+pub mod bucket;
+pub mod cdc_writer;
+pub mod committer;
+pub mod consolidate;
+pub mod dead_letter_writer;
+pub mod debezium;
+pub mod decode;
+pub mod epoch_writer;
+pub mod files;
+pub mod plan;
+pub mod replay_log;
+pub mod replay_source;
+pub mod route;
+pub mod upsert;

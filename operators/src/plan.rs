@@ -1,0 +1,172 @@
+//! The pipeline plan: everything operators need to know about the tables they feed,
+//! resolved once at startup and shared read-only by all workers.
+//!
+//! ```text
+//!   PipelinePlan
+//!    ├── tables[i]: TablePlan          one per [[tables]] entry (one topic)
+//!    │     ├── schema                  row layout (positions = base table field order)
+//!    │     ├── base: Option<Target>    upsert table: Iceberg schema, bucket spec, resume offsets
+//!    │     └── cdc:  Option<Target>    ledger table
+//!    └── dead_letters[j]: Target       one per dead-letter table
+//! ```
+//!
+//! # Invariants
+//! - `Target::committed` is what the table's newest floe snapshot says; a record at
+//!   `(partition, offset)` is written to the target only if `offset` is at or beyond it.
+//! - Plans never change during a run.
+
+use std::sync::Arc;
+
+use floe_engine::catalog::TableCatalog;
+use floe_engine::config::TableName;
+use floe_engine::epoch::EpochPolicy;
+use floe_engine::metrics::Metrics;
+use floe_engine::offsets::SourceOffsets;
+use floe_engine::runtime::IoRuntime;
+use floe_engine::schema::{Column, TableSchemaRef};
+use floe_engine::value::Row;
+use iceberg::TableIdent;
+use iceberg::spec::{PartitionSpecRef, SchemaRef};
+
+/// A user transform over typed rows: edit the row in place, return `false` to drop it.
+pub type RowTransform = Arc<dyn Fn(&mut Row) -> bool + Send + Sync>;
+
+/// One Iceberg table floe writes.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Configured name.
+    pub name: TableName,
+    /// Catalog identifier.
+    pub ident: TableIdent,
+    /// Current Iceberg schema.
+    pub schema: SchemaRef,
+    /// Default partition spec.
+    pub spec: PartitionSpecRef,
+    /// Table location (data files go under `<location>/data`).
+    pub location: String,
+    /// Resume offsets from the newest floe snapshot.
+    pub committed: SourceOffsets,
+}
+
+impl Target {
+    /// Whether a record belongs in this table (it is not below the committed offsets).
+    pub fn wants(&self, topic: &str, partition: i32, offset: i64) -> bool {
+        self.committed.get(topic, partition).is_none_or(|next| offset >= next)
+    }
+}
+
+/// One source table (topic) and the tables maintained for it.
+#[derive(Clone)]
+pub struct TablePlan {
+    /// Index in the pipeline's table list.
+    pub index: u32,
+    /// Source topic.
+    pub topic: String,
+    /// Row layout.
+    pub schema: TableSchemaRef,
+    /// Declared columns, when the topic is schemaless.
+    pub declared: Option<Vec<Column>>,
+    /// Column position the base table is bucketed by.
+    pub bucket_column: usize,
+    /// Bucket count.
+    pub buckets: u32,
+    /// Whether inserts also delete prior rows with the key.
+    pub upsert: bool,
+    /// Base (upsert) table.
+    pub base: Option<Target>,
+    /// CDC (ledger) table.
+    pub cdc: Option<Target>,
+    /// Index into [`PipelinePlan::dead_letters`].
+    pub dead_letters: usize,
+    /// Field ids of the key columns in the base table, in key order (equality ids).
+    pub equality_ids: Vec<i32>,
+    /// For each CDC table field after the metadata columns, the row position it reads.
+    pub cdc_positions: Vec<Option<usize>>,
+    /// Optional user transform applied to every row image.
+    pub transform: Option<RowTransform>,
+}
+
+impl std::fmt::Debug for TablePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TablePlan")
+            .field("index", &self.index)
+            .field("topic", &self.topic)
+            .field("schema", &self.schema)
+            .field("buckets", &self.buckets)
+            .field("base", &self.base.as_ref().map(|t| t.name.to_string()))
+            .field("cdc", &self.cdc.as_ref().map(|t| t.name.to_string()))
+            .field("transform", &self.transform.is_some())
+            .finish()
+    }
+}
+
+/// Everything a run needs, shared by all workers.
+#[derive(Clone, Debug)]
+pub struct PipelinePlan {
+    /// Recorded in every snapshot.
+    pub pipeline_id: String,
+    /// Offsets → epochs.
+    pub epochs: EpochPolicy,
+    /// How far the source may run ahead of the last committed epoch.
+    pub max_inflight_epochs: u64,
+    /// Source tables, by index.
+    pub tables: Vec<TablePlan>,
+    /// Dead-letter tables.
+    pub dead_letters: Vec<Target>,
+    /// Catalog for commits.
+    pub catalog: Arc<dyn TableCatalog>,
+    /// IO runtime for file writes and commits.
+    pub runtime: IoRuntime,
+    /// Shared metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where operators report fatal errors.
+    pub failure: Arc<Failure>,
+}
+
+/// The first fatal error any operator hit. Operators that record one keep holding their
+/// capabilities, so nothing after the failure can be committed; the runner stops the run.
+#[derive(Debug, Default)]
+pub struct Failure(std::sync::Mutex<Option<String>>);
+
+impl Failure {
+    /// Records a fatal error (the first one wins).
+    pub fn record(&self, error: impl std::fmt::Display) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            tracing::error!(error = %error, "fatal pipeline error");
+            *slot = Some(error.to_string());
+        }
+    }
+
+    /// The recorded error, if any.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Shared plan handle.
+pub type PlanRef = Arc<PipelinePlan>;
+
+impl PipelinePlan {
+    /// The topics feeding dead-letter table `index`.
+    pub fn dead_letter_topics(&self, index: usize) -> Vec<&str> {
+        self.tables.iter().filter(|t| t.dead_letters == index).map(|t| t.topic.as_str()).collect()
+    }
+
+    /// Where a source should start reading a partition: the smallest committed offset over
+    /// the base and CDC tables of the topic (`None`: from the beginning).
+    ///
+    /// Dead-letter tables are not consulted: they commit first within an epoch, so they
+    /// are never behind the base and CDC tables.
+    pub fn resume_offset(&self, table: u32, partition: i32) -> Option<i64> {
+        let plan = &self.tables[table as usize];
+        let mut start: Option<i64> = None;
+        for target in [&plan.base, &plan.cdc].into_iter().flatten() {
+            match target.committed.get(&plan.topic, partition) {
+                None => return None,
+                Some(o) => start = Some(start.map_or(o, |s: i64| s.min(o))),
+            }
+        }
+        start
+    }
+}

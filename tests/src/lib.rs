@@ -1,0 +1,1 @@
+//! floe end-to-end tests live in `tests/`.
