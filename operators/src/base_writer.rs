@@ -62,6 +62,10 @@ impl BaseStage {
 impl StageCore for BaseStage {
     type Item = (BucketKey, Epoch, Upsert);
 
+    fn epoch_of(&self, (_, time, _): &Self::Item, _message_time: Epoch) -> Epoch {
+        *time
+    }
+
     fn stage(&mut self, epoch: Epoch, (key, _time, upsert): Self::Item) {
         let action = upsert.action();
         if action == Action::Noop {

@@ -8,6 +8,8 @@
 //! ```
 //!
 //! # Invariants
+//! - Items are staged under their own epoch ([`StageCore::epoch_of`]), which may be later
+//!   than their message's time; a capability is held for each staged epoch.
 //! - The capability for epoch `e` is held from the first record at `e` until every file of
 //!   `e` has been emitted, so the committer never sees `e` complete without all its files.
 //! - On a write error the capability is *kept* and the error recorded in the plan's
@@ -38,6 +40,12 @@ pub type WriteJob = Pin<Box<dyn Future<Output = Result<Vec<WrittenFile>>> + Send
 pub trait StageCore: 'static {
     /// Input record type.
     type Item: 'static;
+    /// The epoch an item belongs to. A message's time is only a lower bound of the times
+    /// of the updates it carries (differential batches span every epoch the frontier
+    /// passed at once), so items that carry their own time must say so.
+    fn epoch_of(&self, _item: &Self::Item, message_time: Epoch) -> Epoch {
+        message_time
+    }
     /// Stages one record of `epoch`.
     fn stage(&mut self, epoch: Epoch, item: Self::Item);
     /// Takes everything staged for `epoch` and returns the jobs that write it.
@@ -65,13 +73,11 @@ where
         let mut inflight: BTreeMap<Epoch, Capability<Epoch>> = BTreeMap::new();
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
-                let Some(&epoch) = cap.least() else { return };
-                if !staged.contains_key(&epoch) {
-                    if let Some(held) = cap.retain_least(0) {
-                        staged.insert(epoch, held);
-                    }
-                }
+                let Some(&time) = cap.least() else { return };
                 for item in data.drain(..) {
+                    let epoch = core.epoch_of(&item, time);
+                    debug_assert!(epoch >= time, "an update's time is at least its message's time");
+                    staged.entry(epoch).or_insert_with(|| cap.delayed(&epoch, 0));
                     core.stage(epoch, item);
                 }
             });

@@ -24,4 +24,5 @@ pub mod plan;
 pub mod replay_log;
 pub mod replay_source;
 pub mod route;
+pub mod row_view;
 pub mod upsert;

@@ -24,12 +24,13 @@ use floe_engine::metrics::Metrics;
 use floe_engine::offsets::SourceOffsets;
 use floe_engine::runtime::IoRuntime;
 use floe_engine::schema::{Column, TableSchemaRef};
-use floe_engine::value::Row;
 use iceberg::TableIdent;
+
+use crate::row_view::RowMut;
 use iceberg::spec::{PartitionSpecRef, SchemaRef};
 
 /// A user transform over typed rows: edit the row in place, return `false` to drop it.
-pub type RowTransform = Arc<dyn Fn(&mut Row) -> bool + Send + Sync>;
+pub type RowTransform = Arc<dyn Fn(&mut RowMut<'_>) -> bool + Send + Sync>;
 
 /// One Iceberg table floe writes.
 #[derive(Clone, Debug)]

@@ -42,6 +42,7 @@ pub fn to_upserts<'s>(events: Stream<'s, Epoch, Vec<Event>>, plan: PlanRef) -> S
                 let Some(&epoch) = cap.least() else { return };
                 let mut session = output.session(&cap);
                 let mut skipped = 0;
+                let mut routed: Vec<u64> = vec![0; plan.tables.len()];
                 for event in data.drain(..) {
                     let table = &plan.tables[event.table as usize];
                     let (Some(target), Some(bucketer)) = (&table.base, &bucketers[event.table as usize]) else { continue };
@@ -51,12 +52,18 @@ pub fn to_upserts<'s>(events: Stream<'s, Epoch, Vec<Event>>, plan: PlanRef) -> S
                     }
                     let key_pos = table.schema.key.iter().position(|&p| p == table.bucket_column).unwrap_or(0);
                     let bucket = bucketer.bucket(&event.key.0[key_pos]);
+                    routed[event.table as usize] += 1;
                     let upsert = Upsert::from_event(&event, table.upsert);
                     let key = BucketKey { table: event.table, bucket, key: event.key };
                     session.give(((key, ()), epoch, upsert));
                 }
                 if skipped > 0 {
                     Metrics::add(&plan.metrics.records_skipped, skipped);
+                }
+                for (t, n) in routed.into_iter().enumerate().filter(|(_, n)| *n > 0) {
+                    if let Some(target) = &plan.tables[t].base {
+                        plan.metrics.table(&target.name.to_string(), |s| s.events += n);
+                    }
                 }
             });
         }

@@ -1,1 +1,17 @@
-//! placeholder
+//! floe pipelines: the standard CDC ingestion pipeline, the Rust pipeline API, and the
+//! pieces of the `floe` CLI.
+//!
+//! ```text
+//!   pipeline.toml ─┐
+//!                  ├─► PipelineConfig ──► planner (tables, schemas, resume offsets) ──► runner
+//!   api::Pipeline ─┘                                                            (timely workers,
+//!                                                                                dataflow.rs)
+//! ```
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod cli;
+pub mod dataflow;
+pub mod demo;
+pub mod planner;
+pub mod runner;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `floe` binary; see [`floe_pipelines::cli`].
+
+fn main() -> std::process::ExitCode {
+    floe_pipelines::cli::main()
+}

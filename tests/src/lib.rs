@@ -1,1 +1,144 @@
-//! floe end-to-end tests live in `tests/`.
+//! Helpers for floe's end-to-end tests: a scratch folder with a replay log, a pipeline file
+//! and a warehouse; running the pipeline in-process or as the `floe` binary; reading tables
+//! back and comparing them with the harness model.
+//!
+//! Every assertion helper takes the seed so a failure names it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use floe_engine::catalog::{SqlTableCatalog, TableCatalog, ident};
+use floe_engine::config::{PipelineConfig, TableName};
+use floe_engine::runtime::IoRuntime;
+use floe_harness::verify::{TableRows, compare_base, compare_cdc, read_table};
+use floe_harness::{Model, WorkloadSpec};
+use floe_pipelines::demo::write_workload;
+use floe_pipelines::runner::{RunOptions, RunOutcome, run};
+
+/// A seed for randomized tests: `FLOE_SEED` if set, else derived from the clock.
+pub fn seed() -> u64 {
+    match std::env::var("FLOE_SEED") {
+        Ok(s) => s.parse().unwrap_or_else(|_| panic!("FLOE_SEED={s} is not a number")),
+        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1),
+    }
+}
+
+/// A scratch pipeline: `<dir>/changes.jsonl`, `<dir>/pipeline.toml`, `<dir>/warehouse`.
+pub struct Scratch {
+    /// Keeps the folder alive.
+    pub dir: tempfile::TempDir,
+    /// The expected tables.
+    pub model: Model,
+    /// Records in the log.
+    pub records: u64,
+    /// The seed.
+    pub seed: u64,
+}
+
+/// The default test pipeline file for the standard workload.
+pub fn pipeline_toml(commit_every: u64, workers: usize) -> String {
+    format!(
+        r#"[pipeline]
+id = "test"
+commit_every = {commit_every}
+workers = {workers}
+
+[source]
+kind = "replay"
+path = "changes.jsonl"
+
+[[tables]]
+topic = "shop.inventory.orders"
+base = "shop.orders"
+cdc = "shop_cdc.orders"
+buckets = 8
+
+[[tables]]
+topic = "shop.inventory.order_lines"
+base = "shop.order_lines"
+cdc = "shop_cdc.order_lines"
+buckets = 4
+"#
+    )
+}
+
+impl Scratch {
+    /// Writes the workload's log and the pipeline file.
+    pub fn new(spec: WorkloadSpec, toml: &str) -> Scratch {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let seed = spec.seed;
+        let (model, records) = write_workload(spec, &dir.path().join("changes.jsonl")).expect("write workload");
+        std::fs::write(dir.path().join("pipeline.toml"), toml).expect("write pipeline");
+        Scratch { dir, model, records, seed }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The pipeline file.
+    pub fn pipeline(&self) -> PathBuf {
+        self.path().join("pipeline.toml")
+    }
+
+    /// The parsed pipeline.
+    pub fn config(&self) -> PipelineConfig {
+        PipelineConfig::load(&self.pipeline()).expect("pipeline config")
+    }
+
+    /// Runs the pipeline in-process.
+    pub fn run(&self) -> RunOutcome {
+        run(&self.config(), RunOptions::default()).unwrap_or_else(|e| panic!("seed {}: run failed: {e}", self.seed))
+    }
+
+    /// Reads one table back.
+    pub fn read(&self, name: &TableName) -> TableRows {
+        let config = self.config();
+        let runtime = IoRuntime::new(1).expect("runtime");
+        let catalog: Arc<dyn TableCatalog> = Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog)).expect("catalog"));
+        runtime.block_on(read_table(catalog.as_ref(), &ident(name))).expect("read table")
+    }
+
+    /// Asserts every base and CDC table equals the model.
+    pub fn assert_tables_equal_model(&self) {
+        for t in &self.config().tables {
+            let m = self.model.table(&t.topic).expect("model");
+            if let Some(b) = &t.base {
+                if let Err(diff) = compare_base(m, &self.read(b)) {
+                    panic!("seed {}: {diff}", self.seed);
+                }
+            }
+            if let Some(c) = &t.cdc {
+                if let Err(diff) = compare_cdc(m, &self.read(c)) {
+                    panic!("seed {}: {diff}", self.seed);
+                }
+            }
+        }
+    }
+
+    /// `(table, snapshot ids on the main branch's ancestry)` for every configured table.
+    pub fn snapshots(&self) -> Vec<(String, Vec<i64>)> {
+        let config = self.config();
+        let runtime = IoRuntime::new(1).expect("runtime");
+        let catalog = runtime.block_on(SqlTableCatalog::open(&config.catalog)).expect("catalog");
+        let mut out = Vec::new();
+        let mut names: Vec<TableName> = Vec::new();
+        for t in &config.tables {
+            names.extend(t.base.clone());
+            names.extend(t.cdc.clone());
+        }
+        for n in names {
+            let state = runtime.block_on(catalog.load(&ident(&n))).expect("load").expect("table exists");
+            let mut ids = Vec::new();
+            let mut next = state.metadata.current_snapshot_id();
+            while let Some(id) = next {
+                ids.push(id);
+                next = state.metadata.snapshot_by_id(id).and_then(|s| s.parent_snapshot_id());
+            }
+            ids.reverse();
+            out.push((n.to_string(), ids));
+        }
+        out
+    }
+}

@@ -33,6 +33,7 @@ use super::connect_schema::{ConnectSchema, Conversion, row_fields};
 use super::convert::ValueSeed;
 use super::envelope::{Envelope, EnvelopeSeed, FieldSlot, Op, RowLayout};
 use crate::plan::RowTransform;
+use crate::row_view::RowMut;
 
 /// A decoded change event.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -249,14 +250,14 @@ impl TableDecoder {
         }
         if let Some(t) = &self.transform {
             if let Some(row) = after.as_mut() {
-                if !t(row) {
+                if !t(&mut RowMut::new(&self.schema, row)) {
                     after = None;
                 } else {
                     self.check_not_null(row, "after image (after the transform)")?;
                 }
             }
             if let Some(row) = before.as_mut() {
-                if !t(row) {
+                if !t(&mut RowMut::new(&self.schema, row)) {
                     before = None;
                 }
             }

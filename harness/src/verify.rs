@@ -1,0 +1,225 @@
+//! The table verifier: reads tables back through iceberg-rust's scan (which applies
+//! equality deletes) and compares them with the reference model.
+//!
+//! # Invariants
+//! - Reading never trusts floe's own bookkeeping: rows come from the table's current
+//!   snapshot as any Iceberg reader would see them.
+//! - Every mismatch report lists the differing rows (up to a limit), so a failure explains
+//!   itself; callers add the seed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use arrow_array::{Array, RecordBatch, cast::AsArray};
+use arrow_schema::{DataType, TimeUnit};
+use floe_engine::catalog::TableCatalog;
+use floe_engine::error::{Error, ErrorKind, Result};
+use floe_engine::value::{Row, Value};
+use futures::TryStreamExt;
+use iceberg::TableIdent;
+use ordered_float::OrderedFloat;
+
+use crate::model::{TableModel, fingerprint};
+
+/// A table read back: column names and rows.
+#[derive(Clone, Debug, Default)]
+pub struct TableRows {
+    /// Column names in field order.
+    pub columns: Vec<String>,
+    /// Rows.
+    pub rows: Vec<Row>,
+}
+
+impl TableRows {
+    /// Position of a column.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+}
+
+/// Reads a table's current snapshot (equality deletes applied).
+pub async fn read_table(catalog: &dyn TableCatalog, ident: &TableIdent) -> Result<TableRows> {
+    let table = catalog.table(ident).await?;
+    let columns: Vec<String> = table.metadata().current_schema().as_struct().fields().iter().map(|f| f.name.clone()).collect();
+    if table.metadata().current_snapshot().is_none() {
+        return Ok(TableRows { columns, rows: Vec::new() });
+    }
+    let scan = table.scan().select_all().build()?;
+    let batches: Vec<RecordBatch> = scan.to_arrow().await?.try_collect().await?;
+    let mut rows = Vec::new();
+    for batch in &batches {
+        rows.extend(batch_rows(batch)?);
+    }
+    Ok(TableRows { columns, rows })
+}
+
+/// Converts a record batch to rows of values.
+pub fn batch_rows(batch: &RecordBatch) -> Result<Vec<Row>> {
+    let mut rows: Vec<Row> = (0..batch.num_rows()).map(|_| Row(Vec::with_capacity(batch.num_columns()))).collect();
+    for col in batch.columns() {
+        for (i, row) in rows.iter_mut().enumerate() {
+            row.0.push(cell(col.as_ref(), i)?);
+        }
+    }
+    Ok(rows)
+}
+
+fn cell(a: &dyn Array, i: usize) -> Result<Value> {
+    use arrow_array::types::*;
+    if a.is_null(i) {
+        return Ok(Value::Null);
+    }
+    Ok(match a.data_type() {
+        DataType::Boolean => Value::Boolean(a.as_boolean().value(i)),
+        DataType::Int32 => Value::Int(a.as_primitive::<Int32Type>().value(i)),
+        DataType::Int64 => Value::Long(a.as_primitive::<Int64Type>().value(i)),
+        DataType::Float32 => Value::Float(OrderedFloat(a.as_primitive::<Float32Type>().value(i))),
+        DataType::Float64 => Value::Double(OrderedFloat(a.as_primitive::<Float64Type>().value(i))),
+        DataType::Decimal128(_, _) => Value::Decimal(a.as_primitive::<Decimal128Type>().value(i)),
+        DataType::Date32 => Value::Date(a.as_primitive::<Date32Type>().value(i)),
+        DataType::Time64(TimeUnit::Microsecond) => Value::Time(a.as_primitive::<Time64MicrosecondType>().value(i)),
+        DataType::Timestamp(TimeUnit::Microsecond, None) => {
+            Value::Timestamp(a.as_primitive::<TimestampMicrosecondType>().value(i))
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => {
+            Value::TimestampTz(a.as_primitive::<TimestampMicrosecondType>().value(i))
+        }
+        DataType::Utf8 => Value::String(a.as_string::<i32>().value(i).to_string()),
+        DataType::LargeUtf8 => Value::String(a.as_string::<i64>().value(i).to_string()),
+        DataType::Utf8View => Value::String(a.as_string_view().value(i).to_string()),
+        DataType::Binary => Value::Binary(a.as_binary::<i32>().value(i).to_vec()),
+        DataType::LargeBinary => Value::Binary(a.as_binary::<i64>().value(i).to_vec()),
+        DataType::BinaryView => Value::Binary(a.as_binary_view().value(i).to_vec()),
+        other => return Err(Error::new(ErrorKind::Data, format!("verifier cannot read Arrow type {other}"))),
+    })
+}
+
+const SHOW: usize = 10;
+
+/// Rows of `read` rearranged into the model's column order (by name).
+fn in_model_order(model: &TableModel, read: &TableRows) -> Result<Vec<Row>> {
+    let mut positions = Vec::with_capacity(model.schema.columns.len());
+    for c in &model.schema.columns {
+        let p = read
+            .position(&c.name)
+            .ok_or_else(|| Error::new(ErrorKind::Data, format!("table has no column `{}`", c.name)))?;
+        positions.push(p);
+    }
+    Ok(read.rows.iter().map(|r| Row(positions.iter().map(|&p| r.0[p].clone()).collect())).collect())
+}
+
+/// Compares a base table with the model: same keys, same rows, no duplicates.
+pub fn compare_base(model: &TableModel, read: &TableRows) -> std::result::Result<(), String> {
+    let rows = in_model_order(model, read).map_err(|e| e.to_string())?;
+    let mut actual: BTreeMap<Row, Vec<Row>> = BTreeMap::new();
+    for row in rows {
+        actual.entry(row.project(&model.schema.key)).or_default().push(row);
+    }
+    let mut report = String::new();
+    let (mut missing, mut extra, mut differ, mut dups) = (0, 0, 0, 0);
+    for (key, expected) in &model.rows {
+        match actual.get(key) {
+            None => {
+                missing += 1;
+                if missing <= SHOW {
+                    let _ = writeln!(report, "  missing key {key}: expected {expected}");
+                }
+            }
+            Some(found) if found.len() > 1 => {
+                dups += 1;
+                if dups <= SHOW {
+                    let _ = writeln!(report, "  key {key} appears {} times: {:?}", found.len(), found.iter().map(|r| r.to_string()).collect::<Vec<_>>());
+                }
+            }
+            Some(found) if &found[0] != expected => {
+                differ += 1;
+                if differ <= SHOW {
+                    let _ = writeln!(report, "  key {key}:\n    expected {expected}\n    actual   {}", found[0]);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for (key, found) in &actual {
+        if !model.rows.contains_key(key) {
+            extra += 1;
+            if extra <= SHOW {
+                let _ = writeln!(report, "  unexpected key {key}: {}", found[0]);
+            }
+        }
+    }
+    if missing + extra + differ + dups == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "base table for {} differs from the model: {missing} missing, {extra} unexpected, {differ} different, {dups} duplicated (model {} rows, table {} rows)\n{report}",
+            model.topic,
+            model.rows.len(),
+            read.rows.len()
+        ))
+    }
+}
+
+/// Compares a CDC table with the model: every event exactly once, with its op, source
+/// time and image.
+pub fn compare_cdc(model: &TableModel, read: &TableRows) -> std::result::Result<(), String> {
+    let pos = |n: &str| read.position(n).ok_or_else(|| format!("CDC table has no `{n}` column"));
+    let (op, ts, part, off) = (pos("_op")?, pos("_source_ts")?, pos("_kafka_partition")?, pos("_kafka_offset")?);
+    let images = in_model_order(model, read).map_err(|e| e.to_string())?;
+    let mut actual: HashMap<(i32, i64), Vec<u64>> = HashMap::new();
+    for (row, image) in read.rows.iter().zip(&images) {
+        let (Value::Int(p), Value::Long(o)) = (&row.0[part], &row.0[off]) else {
+            return Err(format!("CDC row without partition/offset: {row}"));
+        };
+        let Value::String(op_text) = &row.0[op] else { return Err(format!("CDC row without _op: {row}")) };
+        let ts_ms = match &row.0[ts] {
+            Value::TimestampTz(us) => Some(us / 1000),
+            _ => None,
+        };
+        actual.entry((*p, *o)).or_default().push(fingerprint(op_text, ts_ms, &image.0));
+    }
+    let mut report = String::new();
+    let (mut missing, mut extra, mut differ, mut dups) = (0, 0, 0, 0);
+    for (at, fp) in &model.cdc {
+        match actual.get(at) {
+            None => {
+                missing += 1;
+                if missing <= SHOW {
+                    let _ = writeln!(report, "  missing event at partition {} offset {}", at.0, at.1);
+                }
+            }
+            Some(found) if found.len() > 1 => {
+                dups += 1;
+                if dups <= SHOW {
+                    let _ = writeln!(report, "  event at partition {} offset {} appears {} times", at.0, at.1, found.len());
+                }
+            }
+            Some(found) if found[0] != *fp => {
+                differ += 1;
+                if differ <= SHOW {
+                    let row = read.rows.iter().find(|r| r.0[part] == Value::Int(at.0) && r.0[off] == Value::Long(at.1));
+                    let _ = writeln!(report, "  event at partition {} offset {} differs: {}", at.0, at.1, row.map(|r| r.to_string()).unwrap_or_default());
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for at in actual.keys() {
+        if !model.cdc.contains_key(at) {
+            extra += 1;
+            if extra <= SHOW {
+                let _ = writeln!(report, "  unexpected event at partition {} offset {}", at.0, at.1);
+            }
+        }
+    }
+    if missing + extra + differ + dups == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "CDC table for {} differs from the model: {missing} missing, {extra} unexpected, {differ} different, {dups} duplicated (model {} events, table {} rows)\n{report}",
+            model.topic,
+            model.cdc.len(),
+            read.rows.len()
+        ))
+    }
+}

@@ -1,0 +1,380 @@
+//! Turning a validated configuration into a [`PipelinePlan`]: decide each table's column
+//! model, create missing Iceberg tables, and read back where each table left off.
+//!
+//! ```text
+//!   for each [[tables]]:
+//!     column model ← existing base table │ existing CDC table │ declared columns │ first record's schema
+//!     create missing base (bucket spec), CDC (time spec) and dead-letter tables
+//!     committed offsets ← newest floe snapshot of each table (and refuse foreign pipelines)
+//! ```
+//!
+//! # Invariants
+//! - An existing table is authoritative: its schema, key and partition spec win over the
+//!   configuration, and a conflicting configuration is an error naming the key.
+//! - Creating a table that another process created meanwhile is not an error.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use floe_engine::catalog::{TableCatalog, TableState, ident};
+use floe_engine::config::{PipelineConfig, TableConfig, TableName};
+use floe_engine::epoch::EpochPolicy;
+use floe_engine::error::{Error, ErrorKind, Result};
+use floe_engine::metrics::Metrics;
+use floe_engine::offsets::{SourceOffsets, committed_progress};
+use floe_engine::runtime::IoRuntime;
+use floe_engine::schema::{
+    Column, TableSchema, base_partition_spec, cdc_columns, cdc_partition_spec, dead_letter_schema,
+};
+use floe_operators::debezium::connect_schema::{ConnectSchema, key_fields, row_fields};
+use floe_operators::plan::{Failure, PipelinePlan, RowTransform, TablePlan, Target};
+use iceberg::TableCreation;
+use iceberg::spec::{Schema, Transform, UnboundPartitionSpec};
+use tracing::{info, warn};
+
+/// Finds a sample message of a topic, to learn its schema when no table exists yet.
+pub trait SchemaDiscovery {
+    /// Up to `limit` `(key, value)` samples of table `table`'s topic, oldest first.
+    fn samples(&self, table: u32, limit: usize) -> Result<Vec<(Option<Vec<u8>>, Vec<u8>)>>;
+}
+
+/// Property recording a table's key columns (the CDC table has no identifier fields).
+pub const KEY_PROPERTY: &str = "floe.key";
+
+/// Builds the plan. `transforms` are user transforms by table index.
+pub fn plan(
+    config: &PipelineConfig,
+    catalog: Arc<dyn TableCatalog>,
+    runtime: IoRuntime,
+    metrics: Arc<Metrics>,
+    discovery: &dyn SchemaDiscovery,
+    transforms: &HashMap<usize, RowTransform>,
+) -> Result<PipelinePlan> {
+    let mut dead_letter_names: Vec<TableName> = Vec::new();
+    let mut tables = Vec::new();
+    for (i, t) in config.tables.iter().enumerate() {
+        let dl = match dead_letter_names.iter().position(|n| n == &t.dead_letters) {
+            Some(p) => p,
+            None => {
+                dead_letter_names.push(t.dead_letters.clone());
+                dead_letter_names.len() - 1
+            }
+        };
+        match plan_table(config, i, t, catalog.as_ref(), &runtime, discovery)? {
+            Some(mut table) => {
+                table.dead_letters = dl;
+                table.transform = transforms.get(&i).cloned();
+                tables.push(table);
+            }
+            None => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "{}: `tables[{i}]`: topic `{}` has no records to learn its columns from and no table exists yet; declare `columns` or start once the topic has data",
+                        config.file.display(),
+                        t.topic
+                    ),
+                ));
+            }
+        }
+    }
+    let mut dead_letters = Vec::new();
+    for name in &dead_letter_names {
+        let state = ensure(catalog.as_ref(), &runtime, name, dead_letter_schema()?, UnboundPartitionSpec::builder().with_spec_id(0).build(), props("dead-letters", None, None))?;
+        dead_letters.push(target(name, &state, &config.pipeline.id)?);
+    }
+    Ok(PipelinePlan {
+        pipeline_id: config.pipeline.id.clone(),
+        epochs: EpochPolicy::every(config.pipeline.commit_every),
+        max_inflight_epochs: config.pipeline.max_inflight_epochs,
+        tables,
+        dead_letters,
+        catalog,
+        runtime,
+        metrics,
+        failure: Arc::new(Failure::default()),
+    })
+}
+
+fn props(kind: &str, topic: Option<&str>, key: Option<&[String]>) -> HashMap<String, String> {
+    let mut p = HashMap::from([
+        ("floe.kind".to_string(), kind.to_string()),
+        ("write.parquet.compression-codec".to_string(), "zstd".to_string()),
+    ]);
+    if kind == "base" {
+        for k in ["write.delete.mode", "write.update.mode", "write.merge.mode"] {
+            p.insert(k.to_string(), "merge-on-read".to_string());
+        }
+        p.insert("write.upsert.enabled".to_string(), "true".to_string());
+    }
+    if let Some(t) = topic {
+        p.insert("floe.topic".to_string(), t.to_string());
+    }
+    if let Some(k) = key {
+        p.insert(KEY_PROPERTY.to_string(), k.join(","));
+    }
+    p
+}
+
+fn load(catalog: &dyn TableCatalog, runtime: &IoRuntime, name: &TableName) -> Result<Option<TableState>> {
+    runtime.block_on(catalog.load(&ident(name)))
+}
+
+fn ensure(
+    catalog: &dyn TableCatalog,
+    runtime: &IoRuntime,
+    name: &TableName,
+    schema: Schema,
+    spec: UnboundPartitionSpec,
+    properties: HashMap<String, String>,
+) -> Result<TableState> {
+    if let Some(state) = load(catalog, runtime, name)? {
+        return Ok(state);
+    }
+    let creation = TableCreation::builder()
+        .name(name.name.clone())
+        .schema(schema)
+        .partition_spec(spec)
+        .properties(properties)
+        .build();
+    match runtime.block_on(catalog.create(&name.namespace, creation)) {
+        Ok(state) => {
+            info!(table = %name, "created table");
+            Ok(state)
+        }
+        Err(e) => match load(catalog, runtime, name)? {
+            // Lost a creation race: the other creator's table is as good as ours.
+            Some(state) => Ok(state),
+            None => Err(e),
+        },
+    }
+}
+
+fn target(name: &TableName, state: &TableState, pipeline_id: &str) -> Result<Target> {
+    let committed = match committed_progress(&state.metadata)? {
+        Some(p) if p.pipeline_id != pipeline_id => {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "{name} is written by pipeline `{}`; this pipeline is `{pipeline_id}`. Two pipelines must not write one table: set `pipeline.id = \"{}\"` to continue that pipeline",
+                    p.pipeline_id, p.pipeline_id
+                ),
+            ));
+        }
+        Some(p) => p.offsets,
+        None => SourceOffsets::default(),
+    };
+    Ok(Target {
+        name: name.clone(),
+        ident: state.ident.clone(),
+        schema: Arc::clone(state.metadata.current_schema()),
+        spec: Arc::clone(state.metadata.default_partition_spec()),
+        location: state.metadata.location().to_string(),
+        committed,
+    })
+}
+
+/// Column model from a sample message: its value schema's row struct, and its key
+/// schema's fields (or `key` from the configuration).
+pub fn schema_from_sample(key: Option<&[u8]>, value: &[u8], config_key: Option<&[String]>) -> Result<Option<TableSchema>> {
+    #[derive(serde::Deserialize)]
+    struct WithSchema {
+        schema: Option<ConnectSchema>,
+    }
+    let Ok(parsed) = serde_json::from_slice::<WithSchema>(value) else { return Ok(None) };
+    let Some(schema) = parsed.schema else { return Ok(None) };
+    let Some(fields) = row_fields(&schema) else { return Ok(None) };
+    let columns: Vec<Column> = fields.into_iter().map(|(c, _)| c).collect();
+    let key_names: Vec<String> = match config_key {
+        Some(k) => k.to_vec(),
+        None => {
+            let from_key = key.and_then(|k| serde_json::from_slice::<WithSchema>(k).ok()).and_then(|k| k.schema).map(|s| key_fields(&s));
+            match from_key {
+                Some(k) if !k.is_empty() => k,
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        "the record key carries no schema to take the primary key from; set `key` for the table",
+                    ));
+                }
+            }
+        }
+    };
+    TableSchema::new(columns, &key_names).map(Some)
+}
+
+fn plan_table(
+    config: &PipelineConfig,
+    index: usize,
+    t: &TableConfig,
+    catalog: &dyn TableCatalog,
+    runtime: &IoRuntime,
+    discovery: &dyn SchemaDiscovery,
+) -> Result<Option<TablePlan>> {
+    let file = config.file.display();
+    let key_err = |k: &str, msg: String| Error::new(ErrorKind::Config, format!("{file}: `tables[{index}].{k}`: {msg}"));
+    let base_state = match &t.base {
+        Some(n) => load(catalog, runtime, n)?,
+        None => None,
+    };
+    let cdc_state = match &t.cdc {
+        Some(n) => load(catalog, runtime, n)?,
+        None => None,
+    };
+
+    // 1. The column model.
+    let schema: TableSchema = if let Some(state) = &base_state {
+        TableSchema::from_base_schema(state.metadata.current_schema())?
+    } else if let Some(state) = &cdc_state {
+        let s = state.metadata.current_schema();
+        let columns = s
+            .as_struct()
+            .fields()
+            .iter()
+            .skip(cdc_columns::COUNT)
+            .map(|f| {
+                let ty = match f.field_type.as_ref() {
+                    iceberg::spec::Type::Primitive(p) => floe_engine::schema::ColumnType::from_iceberg(p),
+                    _ => None,
+                };
+                ty.map(|ty| Column { name: f.name.clone(), ty, nullable: true })
+                    .ok_or_else(|| Error::new(ErrorKind::Data, format!("CDC column `{}` has a type floe does not write", f.name)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let key: Vec<String> = match (&t.key, state.metadata.properties().get(KEY_PROPERTY)) {
+            (Some(k), _) => k.clone(),
+            (None, Some(p)) => p.split(',').map(str::to_string).collect(),
+            (None, None) => return Err(key_err("key", "the existing CDC table does not record its key; set `key`".into())),
+        };
+        TableSchema::new(columns, &key)?
+    } else if let Some(columns) = &t.columns {
+        let key = t.key.clone().unwrap_or_default();
+        TableSchema::new(columns.clone(), &key).map_err(|e| key_err("columns", e.to_string()))?
+    } else {
+        let samples = discovery.samples(index as u32, 64)?;
+        if samples.is_empty() {
+            return Ok(None);
+        }
+        let mut found = None;
+        for (k, v) in &samples {
+            if let Some(s) = schema_from_sample(k.as_deref(), v, t.key.as_deref()).map_err(|e| key_err("key", e.to_string()))? {
+                found = Some(s);
+                break;
+            }
+        }
+        match found {
+            Some(s) => {
+                info!(topic = %t.topic, columns = s.columns.len(), key = ?s.key_names(), "learned columns from the topic");
+                s
+            }
+            None => {
+                return Err(key_err(
+                    "columns",
+                    format!("`{}` carries no Connect schemas (schemaless JSON); declare the table's `columns`", t.topic),
+                ));
+            }
+        }
+    };
+    if let Some(k) = &t.key {
+        if &schema.key_names() != k {
+            return Err(key_err("key", format!("the table's key is {:?}, not {k:?}", schema.key_names())));
+        }
+    }
+    if let Some(declared) = &t.columns {
+        let declared_schema = TableSchema::new(declared.clone(), &schema.key_names()).map_err(|e| key_err("columns", e.to_string()))?;
+        schema.check_compatible(&declared_schema).map_err(|e| key_err("columns", e.to_string()))?;
+    }
+
+    // 2. Bucketing.
+    let (bucket_column, buckets) = match &base_state {
+        Some(state) => {
+            let spec = state.metadata.default_partition_spec();
+            let field = spec.fields().first().filter(|_| spec.fields().len() == 1);
+            match field.map(|f| (f.transform, f.source_id)) {
+                Some((Transform::Bucket(n), source_id)) => {
+                    let name = state.metadata.current_schema().field_by_id(source_id).map(|f| f.name.clone()).unwrap_or_default();
+                    let pos = schema.position(&name).filter(|p| schema.key.contains(p)).ok_or_else(|| {
+                        key_err("base", "the base table is bucketed by a column outside the key".into())
+                    })?;
+                    if n != t.buckets {
+                        warn!(table = %t.base.as_ref().map(|b| b.to_string()).unwrap_or_default(), existing = n, configured = t.buckets, "the base table keeps its bucket count");
+                    }
+                    (pos, n)
+                }
+                _ => return Err(key_err("base", "the existing base table is not partitioned by bucket(N, key column)".into())),
+            }
+        }
+        None => {
+            let pos = match &t.bucket_column {
+                Some(c) => schema.position(c).filter(|p| schema.key.contains(p)).ok_or_else(|| {
+                    key_err("bucket_column", format!("`{c}` is not a key column; the bucket must be a function of the key"))
+                })?,
+                None => schema.key[0],
+            };
+            (pos, t.buckets)
+        }
+    };
+
+    // 3. Tables.
+    let key_names = schema.key_names();
+    let base = match &t.base {
+        None => None,
+        Some(name) => {
+            let state = match base_state {
+                Some(s) => s,
+                None => ensure(
+                    catalog,
+                    runtime,
+                    name,
+                    schema.base_schema()?,
+                    base_partition_spec(&schema, bucket_column, buckets)?,
+                    props("base", Some(&t.topic), Some(&key_names)),
+                )?,
+            };
+            Some(target(name, &state, &config.pipeline.id)?)
+        }
+    };
+    let cdc = match &t.cdc {
+        None => None,
+        Some(name) => {
+            let state = match cdc_state {
+                Some(s) => s,
+                None => ensure(
+                    catalog,
+                    runtime,
+                    name,
+                    schema.cdc_schema()?,
+                    cdc_partition_spec(t.cdc_partition)?,
+                    props("cdc", Some(&t.topic), Some(&key_names)),
+                )?,
+            };
+            Some(target(name, &state, &config.pipeline.id)?)
+        }
+    };
+    let equality_ids = match &base {
+        Some(b) => key_names
+            .iter()
+            .map(|n| b.schema.field_by_name(n).map(|f| f.id).ok_or_else(|| key_err("base", format!("key column `{n}` missing"))))
+            .collect::<Result<Vec<_>>>()?,
+        None => Vec::new(),
+    };
+    let cdc_positions = match &cdc {
+        Some(c) => c.schema.as_struct().fields().iter().skip(cdc_columns::COUNT).map(|f| schema.position(&f.name)).collect(),
+        None => Vec::new(),
+    };
+    Ok(Some(TablePlan {
+        index: index as u32,
+        topic: t.topic.clone(),
+        schema: Arc::new(schema),
+        declared: t.columns.clone(),
+        bucket_column,
+        buckets,
+        upsert: t.upsert,
+        base,
+        cdc,
+        dead_letters: 0,
+        equality_ids,
+        cdc_positions,
+        transform: None,
+    }))
+}

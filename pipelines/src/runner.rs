@@ -1,0 +1,114 @@
+//! Running a pipeline: open the catalog, index the source, plan, then drive the dataflow
+//! on timely worker threads until the source is exhausted and every epoch is committed.
+//!
+//! # Invariants
+//! - A run either ends with every read record committed (or dead-lettered), or returns an
+//!   error; it never reports success over a failed write or commit.
+//! - Workers park while waiting on IO, so an idle pipeline costs no CPU.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use floe_engine::catalog::{SqlTableCatalog, TableCatalog};
+use floe_engine::config::{PipelineConfig, SourceConfig};
+use floe_engine::epoch::Epoch;
+use floe_engine::error::{Error, ErrorKind, Result};
+use floe_engine::metrics::{Metrics, ProgressLine};
+use floe_engine::runtime::IoRuntime;
+use floe_operators::plan::{PlanRef, RowTransform};
+use floe_operators::replay_log::{PartitionCursor, ReplayIndex};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use tracing::info;
+
+use crate::dataflow::{SourceSpec, build};
+use crate::planner::{SchemaDiscovery, plan};
+
+/// Knobs of a run beyond the pipeline file.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// User transforms by table index.
+    pub transforms: HashMap<usize, RowTransform>,
+    /// Show the live progress line (when stderr is a terminal).
+    pub progress_line: bool,
+}
+
+/// What a finished run reports.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Counters of the run.
+    pub metrics: Arc<Metrics>,
+}
+
+struct ReplayDiscovery(Arc<ReplayIndex>);
+
+impl SchemaDiscovery for ReplayDiscovery {
+    fn samples(&self, table: u32, limit: usize) -> Result<Vec<(Option<Vec<u8>>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for p in self.0.partitions.iter().filter(|p| p.table == table) {
+            let mut cursor = PartitionCursor::open(&self.0.path, p, None)?;
+            while out.len() < limit {
+                match cursor.read()? {
+                    Some(r) => {
+                        if let Some(v) = r.value {
+                            out.push((r.key, v));
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Runs a pipeline to completion (replay sources end when the log is consumed).
+pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
+    let metrics = Metrics::new();
+    let runtime = IoRuntime::new(2)?;
+    let catalog: Arc<dyn TableCatalog> = Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog))?);
+    let topics: HashMap<String, u32> = config.tables.iter().enumerate().map(|(i, t)| (t.topic.clone(), i as u32)).collect();
+    let source = match &config.source {
+        SourceConfig::Replay { path } => {
+            let index = ReplayIndex::build(path, &topics)?;
+            info!(log = %path.display(), records = index.len(), partitions = index.partitions.len(), "indexed replay log");
+            SourceSpec::Replay(Arc::new(index))
+        }
+    };
+    let discovery = match &source {
+        SourceSpec::Replay(index) => ReplayDiscovery(Arc::clone(index)),
+    };
+    let plan: PlanRef = Arc::new(plan(config, catalog, runtime, Arc::clone(&metrics), &discovery, &options.transforms)?);
+    info!(pipeline = %plan.pipeline_id, tables = plan.tables.len(), workers = config.pipeline.workers, "pipeline start");
+    let _line = options.progress_line.then(|| ProgressLine::start(Arc::clone(&metrics)));
+    execute(plan.clone(), source, config.pipeline.workers)?;
+    if let Some(err) = plan.failure.get() {
+        return Err(Error::new(ErrorKind::Internal, err));
+    }
+    info!(pipeline = %plan.pipeline_id, "pipeline finished");
+    Ok(RunOutcome { metrics })
+}
+
+/// Drives the dataflow on `workers` threads until it completes or fails.
+pub fn execute(plan: PlanRef, source: SourceSpec, workers: usize) -> Result<()> {
+    let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
+        let probe = ProbeHandle::<Epoch>::new();
+        let built = worker.dataflow::<Epoch, _, _>(|scope| build(scope, Arc::clone(&plan), &source, &probe));
+        if let Err(e) = built {
+            plan.failure.record(e);
+            return;
+        }
+        while !probe.done() {
+            if plan.failure.get().is_some() {
+                return;
+            }
+            worker.step_or_park(Some(Duration::from_millis(50)));
+        }
+    })
+    .map_err(|e| Error::new(ErrorKind::Internal, format!("starting workers: {e}")))?;
+    for result in guards.join() {
+        result.map_err(|e| Error::new(ErrorKind::Internal, format!("a worker failed: {e}")))?;
+    }
+    Ok(())
+}
