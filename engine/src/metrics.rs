@@ -54,6 +54,8 @@ pub struct Metrics {
     pub commits: AtomicU64,
     /// Commit attempts that lost a race and were retried.
     pub commit_conflicts: AtomicU64,
+    /// Peak anonymous RSS of the run, bytes (set by the runner).
+    pub peak_anon_bytes: AtomicU64,
     tables: Mutex<BTreeMap<String, TableStats>>,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
@@ -68,6 +70,7 @@ impl Default for Metrics {
             dead_letters: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             commit_conflicts: AtomicU64::new(0),
+            peak_anon_bytes: AtomicU64::new(0),
             tables: Mutex::new(BTreeMap::new()),
             lag: Mutex::new(BTreeMap::new()),
         }
@@ -139,11 +142,12 @@ impl Metrics {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{records} records in {secs:.2}s ({}/s), {} tombstones skipped, {} already committed, {} dead letters, peak RSS {}",
+            "{records} records in {secs:.2}s ({}/s), {} tombstones skipped, {} already committed, {} dead letters, peak memory {} (anonymous; {} RSS incl. the mapped log)",
             human((records as f64 / secs) as u64),
             Self::get(&self.tombstones),
             Self::get(&self.records_skipped),
             Self::get(&self.dead_letters),
+            human_bytes(Self::get(&self.peak_anon_bytes)),
             peak_rss_bytes().map(human_bytes).unwrap_or_else(|| "unknown".into()),
         );
         let _ = writeln!(
@@ -212,12 +216,67 @@ impl Drop for ProgressLine {
     }
 }
 
-/// Peak resident set size of this process (`VmHWM`), if the OS reports it.
-pub fn peak_rss_bytes() -> Option<u64> {
+/// Samples this process's anonymous resident memory (`RssAnon`: heap, stacks; not the
+/// page cache of mapped files such as replay logs) and remembers the peak.
+pub struct MemorySampler {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MemorySampler {
+    /// Starts sampling every 20 ms.
+    pub fn start() -> MemorySampler {
+        let peak = Arc::new(AtomicU64::new(anon_rss_bytes().unwrap_or(0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (Arc::clone(&peak), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("floe-mem".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    if let Some(now) = anon_rss_bytes() {
+                        p.fetch_max(now, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+            .ok();
+        MemorySampler { peak, stop, thread }
+    }
+
+    /// Peak anonymous RSS seen so far.
+    pub fn peak(&self) -> u64 {
+        if let Some(now) = anon_rss_bytes() {
+            self.peak.fetch_max(now, Ordering::Relaxed);
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for MemorySampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn status_kb(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+/// Current anonymous resident memory (`RssAnon`).
+pub fn anon_rss_bytes() -> Option<u64> {
+    status_kb("RssAnon:")
+}
+
+/// Peak resident set size of this process (`VmHWM`), if the OS reports it. It includes
+/// resident pages of mapped files (a replay log being read).
+pub fn peak_rss_bytes() -> Option<u64> {
+    status_kb("VmHWM:")
 }
 
 /// `1234567` → `1.23M`.

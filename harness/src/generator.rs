@@ -77,6 +77,27 @@ pub struct WorkloadSpec {
 }
 
 impl WorkloadSpec {
+    /// The benchmark workload: one 11-column table, ~60% updates, ~25% inserts, ~15%
+    /// deletes (each followed by a tombstone half the time), a few hot keys, 4 partitions.
+    pub fn bench(seed: u64, events: u64, initial_rows: u64) -> WorkloadSpec {
+        WorkloadSpec {
+            seed,
+            events,
+            partitions: 4,
+            snapshot_rows: initial_rows,
+            tables: vec![GenTable::accounts()],
+            schemaless: Vec::new(),
+            p_update: 0.6,
+            p_delete: 0.15,
+            p_reinsert: 0.2,
+            p_hot: 0.05,
+            p_no_before: 0.0,
+            p_tombstone: 0.5,
+            p_duplicate: 0.0,
+            p_bad: 0.0,
+        }
+    }
+
     /// The standard oracle workload: both tables, every feature, no bad records.
     pub fn standard(seed: u64, events: u64) -> WorkloadSpec {
         WorkloadSpec {

@@ -95,6 +95,29 @@ impl GenTable {
         )
     }
 
+    /// `accounts`: the benchmark table, an int64 key and ten columns of mixed types, the
+    /// shape of a typical OLTP row.
+    pub fn accounts() -> GenTable {
+        use GenType::*;
+        GenTable::new(
+            "accounts",
+            vec![
+                col("id", Int64, false),
+                col("name", Str, false),
+                col("email", Str, true),
+                col("balance", Decimal(14, 2), true),
+                col("status", Enum, true),
+                col("visits", Int32, true),
+                col("score", Float64, true),
+                col("active", Boolean, true),
+                col("created_at", MicroTimestamp, true),
+                col("updated_at", ZonedTimestamp, true),
+                col("birthday", DbzDate, true),
+            ],
+            vec![0],
+        )
+    }
+
     /// The columns floe should create (Iceberg types), with the key.
     pub fn table_schema(&self) -> TableSchema {
         let columns = self

@@ -66,10 +66,10 @@ impl StageCore for BaseStage {
         *time
     }
 
-    fn stage(&mut self, epoch: Epoch, (key, _time, upsert): Self::Item) {
+    fn stage(&mut self, epoch: Epoch, (key, _time, upsert): Self::Item) -> Result<()> {
         let action = upsert.action();
         if action == Action::Noop {
-            return;
+            return Ok(());
         }
         let stage = self.staged.entry(epoch).or_default().entry((key.table, key.bucket)).or_default();
         match action {
@@ -81,6 +81,7 @@ impl StageCore for BaseStage {
             }
             Action::Delete => stage.deletes.push(key.key),
         }
+        Ok(())
     }
 
     fn flush(&mut self, epoch: Epoch) -> Result<Vec<WriteJob>> {

@@ -1,8 +1,8 @@
-//! The CDC-table writer: every event becomes one ledger row, written per epoch and per
-//! `_source_ts` time partition.
+//! The CDC-table writer: every event becomes one ledger row, appended straight into Arrow
+//! builders per epoch and `_source_ts` time partition, and written when the epoch closes.
 //!
 //! ```text
-//!   Event @e ──► partition = day(_source_ts) ──► stage[(table, partition)] ──► data file @e
+//!   Event @e ──► partition = day(_source_ts) ──► builders[(e, table, partition)] ──► data file @e
 //!   row = (_op, _source_ts, _kafka_partition, _kafka_offset, after image | before image)
 //! ```
 //!
@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use arrow_schema::SchemaRef;
 use floe_engine::epoch::Epoch;
 use floe_engine::error::Result;
 use floe_engine::value::{Row, Value};
@@ -24,31 +25,41 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
 
 use crate::arrow_rows::BatchBuilder;
-use crate::debezium::Event;
+use crate::debezium::{Event, Op};
 use crate::epoch_writer::{StageCore, WriteJob, write_epochs};
 use crate::files::{Dest, WrittenFile, write_data};
 use crate::plan::PlanRef;
 
-/// Staging of ledger rows per `(table, time partition)` and epoch.
+struct Pending {
+    batch: BatchBuilder,
+    max_ts: Option<i64>,
+}
+
+/// Staging of ledger rows per `(table, time partition)` and epoch, in Arrow builders.
 pub struct CdcStage {
     plan: PlanRef,
     worker: usize,
     transforms: HashMap<u32, BoxedTransformFunction>,
-    staged: BTreeMap<Epoch, HashMap<(u32, Option<i32>), Vec<Event>>>,
+    schemas: HashMap<u32, SchemaRef>,
+    ops: [Value; 4],
+    staged: BTreeMap<Epoch, HashMap<(u32, Option<i32>), Pending>>,
 }
 
 impl CdcStage {
     /// Staging for worker `worker`.
     pub fn new(plan: PlanRef, worker: usize) -> Result<CdcStage> {
         let mut transforms = HashMap::new();
+        let mut schemas = HashMap::new();
         for t in &plan.tables {
             if let Some(target) = &t.cdc {
                 if let Some(field) = target.spec.fields().first() {
                     transforms.insert(t.index, create_transform_function(&field.transform)?);
                 }
+                schemas.insert(t.index, Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?));
             }
         }
-        Ok(CdcStage { plan, worker, transforms, staged: BTreeMap::new() })
+        let ops = [Op::Create, Op::Update, Op::Delete, Op::Read].map(|o| Value::String(o.as_str().to_string()));
+        Ok(CdcStage { plan, worker, transforms, schemas, ops, staged: BTreeMap::new() })
     }
 
     fn partition_of(&self, event: &Event) -> Option<i32> {
@@ -60,59 +71,75 @@ impl CdcStage {
             _ => None,
         }
     }
+
+    fn op_value(&self, op: Op) -> &Value {
+        &self.ops[match op {
+            Op::Create => 0,
+            Op::Update => 1,
+            Op::Delete => 2,
+            Op::Read => 3,
+        }]
+    }
 }
 
-/// The ledger row of an event, in the CDC table's field order.
-pub fn ledger_row(event: &Event, key_positions: &[usize], positions: &[Option<usize>]) -> Vec<Value> {
+/// Appends an event's ledger row (in the CDC table's field order) to `batch`.
+pub fn append_ledger_row(
+    batch: &mut BatchBuilder,
+    op: &Value,
+    event: &Event,
+    key_positions: &[usize],
+    positions: &[Option<usize>],
+) -> Result<()> {
+    let meta = [
+        event.source_ts_ms.map(|ms| Value::TimestampTz(ms.saturating_mul(1000))).unwrap_or(Value::Null),
+        Value::Int(event.partition),
+        Value::Long(event.offset),
+    ];
     let image: Option<&Row> = event.after.as_ref().or(event.before.as_ref());
-    let mut cells = Vec::with_capacity(4 + positions.len());
-    cells.push(Value::String(event.op.as_str().to_string()));
-    cells.push(event.source_ts_ms.map(|ms| Value::TimestampTz(ms.saturating_mul(1000))).unwrap_or(Value::Null));
-    cells.push(Value::Int(event.partition));
-    cells.push(Value::Long(event.offset));
-    for p in positions {
-        let v = match (p, image) {
-            (Some(p), Some(row)) => row.0.get(*p).cloned().unwrap_or(Value::Null),
-            // A delete without a before image still records its key.
-            (Some(p), None) => key_positions
-                .iter()
-                .position(|k| k == p)
-                .and_then(|i| event.key.0.get(i).cloned())
-                .unwrap_or(Value::Null),
-            (None, _) => Value::Null,
-        };
-        cells.push(v);
-    }
-    cells
+    let null = Value::Null;
+    let cells = positions.iter().map(|p| match (p, image) {
+        (Some(p), Some(row)) => row.0.get(*p).unwrap_or(&null),
+        // A delete without a before image still records its key.
+        (Some(p), None) => key_positions.iter().position(|k| k == p).and_then(|i| event.key.0.get(i)).unwrap_or(&null),
+        (None, _) => &null,
+    });
+    batch.append(std::iter::once(op).chain(meta.iter()).chain(cells))
 }
 
 impl StageCore for CdcStage {
     type Item = Event;
 
-    fn stage(&mut self, epoch: Epoch, event: Event) {
+    fn stage(&mut self, epoch: Epoch, event: Event) -> Result<()> {
         let partition = self.partition_of(&event);
-        self.staged.entry(epoch).or_default().entry((event.table, partition)).or_default().push(event);
+        let table = &self.plan.tables[event.table as usize];
+        let op = self.op_value(event.op).clone();
+        let group = self.staged.entry(epoch).or_default();
+        let pending = match group.entry((event.table, partition)) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let schema = self.schemas.get(&event.table).cloned().ok_or_else(|| {
+                    floe_engine::Error::new(floe_engine::ErrorKind::Internal, "CDC event for a table without a CDC table")
+                })?;
+                v.insert(Pending { batch: BatchBuilder::new(schema, 1024)?, max_ts: None })
+            }
+        };
+        append_ledger_row(&mut pending.batch, &op, &event, &table.schema.key, &table.cdc_positions)?;
+        pending.max_ts = pending.max_ts.max(event.source_ts_ms);
+        Ok(())
     }
 
     fn flush(&mut self, epoch: Epoch) -> Result<Vec<WriteJob>> {
         let Some(groups) = self.staged.remove(&epoch) else { return Ok(Vec::new()) };
         let mut jobs: Vec<WriteJob> = Vec::with_capacity(groups.len());
-        for ((table, partition), events) in groups {
-            let table_plan = &self.plan.tables[table as usize];
-            let Some(target) = table_plan.cdc.clone() else { continue };
-            let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?);
-            let mut batch = BatchBuilder::new(arrow, events.len())?;
-            let mut max_ts: Option<i64> = None;
-            for e in &events {
-                batch.append(&ledger_row(e, &table_plan.schema.key, &table_plan.cdc_positions))?;
-                max_ts = max_ts.max(e.source_ts_ms);
-            }
-            let rows = batch.len() as u64;
+        for ((table, partition), pending) in groups {
+            let Some(target) = self.plan.tables[table as usize].cdc.clone() else { continue };
+            let rows = pending.batch.len() as u64;
             self.plan.metrics.table(&target.name.to_string(), |s| {
                 s.events += rows;
                 s.rows += rows;
             });
-            let batch = batch.finish()?;
+            let batch = pending.batch.finish()?;
+            let max_ts = pending.max_ts;
             let file_io = self.plan.catalog.file_io().clone();
             let prefix = format!("e{epoch}-w{}", self.worker);
             let partition: Struct = [partition.map(Literal::int)].into_iter().collect();

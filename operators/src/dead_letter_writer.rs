@@ -38,9 +38,10 @@ impl DeadLetterStage {
 impl StageCore for DeadLetterStage {
     type Item = DeadLetter;
 
-    fn stage(&mut self, epoch: Epoch, dead: DeadLetter) {
+    fn stage(&mut self, epoch: Epoch, dead: DeadLetter) -> Result<()> {
         let index = self.plan.tables[dead.table as usize].dead_letters;
         self.staged.entry(epoch).or_default().entry(index).or_default().push(dead);
+        Ok(())
     }
 
     fn flush(&mut self, epoch: Epoch) -> Result<Vec<WriteJob>> {

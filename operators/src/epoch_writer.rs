@@ -46,8 +46,9 @@ pub trait StageCore: 'static {
     fn epoch_of(&self, _item: &Self::Item, message_time: Epoch) -> Epoch {
         message_time
     }
-    /// Stages one record of `epoch`.
-    fn stage(&mut self, epoch: Epoch, item: Self::Item);
+    /// Stages one record of `epoch`. An error is a bug upstream (a value of the wrong
+    /// type); it stops the pipeline before anything of the epoch is committed.
+    fn stage(&mut self, epoch: Epoch, item: Self::Item) -> Result<()>;
     /// Takes everything staged for `epoch` and returns the jobs that write it.
     fn flush(&mut self, epoch: Epoch) -> Result<Vec<WriteJob>>;
 }
@@ -78,7 +79,9 @@ where
                     let epoch = core.epoch_of(&item, time);
                     debug_assert!(epoch >= time, "an update's time is at least its message's time");
                     staged.entry(epoch).or_insert_with(|| cap.delayed(&epoch, 0));
-                    core.stage(epoch, item);
+                    if let Err(e) = core.stage(epoch, item) {
+                        plan.failure.record(e.context(format!("{name}: staging epoch {epoch}")));
+                    }
                 }
             });
 

@@ -2,8 +2,8 @@
 //! without timely.
 //!
 //! ```text
-//!   replay_source ──► decode ──┬─► route::to_upserts ──► consolidate ──► base_writer ──┐
-//!   (SourceProgress)───────┐   ├─► route::cdc_events ─────────────────► cdc_writer ───┤
+//!   replay_source ──► decode ──┬─► route::fan_out ─┬─► consolidate ──► base_writer ──┐
+//!   (SourceProgress)───────┐   │                   └─────────────────► cdc_writer ───┤
 //!                          │   └─► route::dead_letters ───────────────► dead_letter ──┤
 //!                          └──────────────────────────────────────────────► committer ◄┘
 //! ```
@@ -20,6 +20,7 @@ pub mod debezium;
 pub mod decode;
 pub mod epoch_writer;
 pub mod files;
+pub mod kcat_line;
 pub mod plan;
 pub mod replay_log;
 pub mod replay_source;

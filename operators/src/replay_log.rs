@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!   1. ReplayIndex::build   one pass: (topic, partition) → [(offset, byte position)]
-//!   2. PartitionCursor      per partition, reads its lines in offset order by position
+//!   2. PartitionCursor      per partition, reads its lines from the mapped log and
+//!                           parses them with KcatParser
 //! ```
 //!
 //! The index lets every worker read its partitions epoch by epoch, in step, whatever the
@@ -22,15 +23,17 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::{Mmap, MmapOptions};
 
 use floe_engine::error::{Error, ErrorKind, Result};
 use floe_engine::record::SourceRecord;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+
+use crate::kcat_line::KcatParser;
 
 /// The lines of one partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,8 +42,8 @@ pub struct PartitionIndex {
     pub table: u32,
     /// Partition.
     pub partition: i32,
-    /// `(offset, byte position of the line)`, in offset order.
-    pub entries: Vec<(i64, u64)>,
+    /// `(offset, byte position of the line, line length)`, in offset order.
+    pub entries: Vec<(i64, u64, u32)>,
 }
 
 /// Where every record of a replay log is.
@@ -48,6 +51,8 @@ pub struct PartitionIndex {
 pub struct ReplayIndex {
     /// The log.
     pub path: PathBuf,
+    /// The log, mapped.
+    pub log: MappedLog,
     /// One entry per `(table, partition)`, sorted.
     pub partitions: Vec<PartitionIndex>,
     /// Records of topics the pipeline does not consume.
@@ -62,66 +67,120 @@ struct Header<'a> {
     offset: i64,
 }
 
-impl ReplayIndex {
-    /// Scans a log, keeping the records of `topics` (topic → table index).
-    pub fn build(path: &Path, topics: &HashMap<String, u32>) -> Result<ReplayIndex> {
+/// A replay log mapped read-only into memory, shared by every reader of a run.
+///
+/// Mapping avoids copying each line out of the page cache (twice: once to index, once to
+/// read), which dominated system time on multi-gigabyte logs.
+#[derive(Clone)]
+pub struct MappedLog(Arc<Mmap>);
+
+impl std::fmt::Debug for MappedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MappedLog({} bytes)", self.0.len())
+    }
+}
+
+impl MappedLog {
+    /// Maps `path` read-only.
+    pub fn open(path: &Path) -> Result<MappedLog> {
         let file = File::open(path)
             .map_err(|e| Error::new(ErrorKind::Source, format!("cannot open replay log {}", path.display())).with_source(e))?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        let mut parts: BTreeMap<(u32, i32), Vec<(i64, u64)>> = BTreeMap::new();
+        if file.metadata()?.len() == 0 {
+            return Ok(MappedLog(Arc::new(MmapOptions::new().len(0).map_anon()?.make_read_only()?)));
+        }
+        // SAFETY: the mapping is read-only and private to this process. Its one hazard is
+        // another process truncating the file while it is mapped (reads of the lost pages
+        // then fault). A replay log is an input the run owns for its duration, as the
+        // README states; floe never writes it.
+        #[allow(unsafe_code)]
+        let map = unsafe { MmapOptions::new().map(&file) }
+            .map_err(|e| Error::new(ErrorKind::Source, format!("cannot map replay log {}", path.display())).with_source(e))?;
+        Ok(MappedLog(Arc::new(map)))
+    }
+
+    /// The log's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// One indexed line: table, partition, offset, byte position, length.
+type Entry = (u32, i32, i64, u64, u32);
+
+/// What one thread found in its byte range of the log.
+struct RangeScan {
+    entries: Vec<Entry>,
+    lines: u64,
+    foreign: u64,
+    error: Option<(u64, String)>,
+}
+
+impl ReplayIndex {
+    /// Scans a log, keeping the records of `topics` (topic → table index). The file is
+    /// split into one byte range per core, scanned in parallel, and merged in file order.
+    pub fn build(path: &Path, topics: &HashMap<String, u32>) -> Result<ReplayIndex> {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+        let small = std::fs::metadata(path).map(|m| m.len() < (16 << 20)).unwrap_or(true);
+        Self::build_with(path, topics, if small { 1 } else { threads })
+    }
+
+    /// [`ReplayIndex::build`] with an explicit number of scanning threads.
+    pub fn build_with(path: &Path, topics: &HashMap<String, u32>, threads: usize) -> Result<ReplayIndex> {
+        let log = MappedLog::open(path)?;
+        let bytes = log.bytes();
+        let len = bytes.len();
+        let threads = threads.max(1);
+        let bounds: Vec<usize> = (0..=threads).map(|i| len * i / threads).collect();
+        let scans: Vec<RangeScan> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|i| {
+                    let (from, to) = (bounds[i], bounds[i + 1]);
+                    scope.spawn(move || scan_range(bytes, from, to, topics))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| RangeScan {
+                        entries: Vec::new(),
+                        lines: 0,
+                        foreign: 0,
+                        error: Some((0, "index thread panicked".into())),
+                    })
+                })
+                .collect()
+        });
+        let mut parts: BTreeMap<(u32, i32), Vec<(i64, u64, u32)>> = BTreeMap::new();
         let mut foreign = 0;
-        let mut line = Vec::with_capacity(8192);
-        let mut pos: u64 = 0;
-        let mut line_no = 0u64;
-        loop {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line).map_err(|e| {
-                Error::new(ErrorKind::Source, format!("reading replay log {}", path.display())).with_source(e)
-            })?;
-            if n == 0 {
-                break;
+        let mut lines_before = 0;
+        for scan in scans {
+            if let Some((line, message)) = scan.error {
+                return Err(Error::new(ErrorKind::Source, format!("{}:{}: {message}", path.display(), lines_before + line)));
             }
-            line_no += 1;
-            let start = pos;
-            pos += n as u64;
-            if line.trim_ascii().is_empty() {
-                continue;
-            }
-            let (topic, partition, offset) = match scan_header(&line) {
-                Some(h) => h,
-                None => {
-                    let h: Header<'_> = serde_json::from_slice(line.trim_ascii()).map_err(|e| {
-                        Error::new(
+            foreign += scan.foreign;
+            for (table, partition, offset, pos, len) in scan.entries {
+                let entries = parts.entry((table, partition)).or_default();
+                if let Some(&(last, _, _)) = entries.last() {
+                    if offset <= last {
+                        let topic = topics.iter().find(|(_, t)| **t == table).map(|(n, _)| n.as_str()).unwrap_or("?");
+                        return Err(Error::new(
                             ErrorKind::Source,
-                            format!("{}:{line_no}: not a kcat -J record (topic, partition, offset): {e}", path.display()),
-                        )
-                    })?;
-                    (h.topic.into_owned(), h.partition, h.offset)
+                            format!(
+                                "{}: offset {offset} of {topic}/{partition} (byte {pos}) does not follow offset {last}; a replay log must list each partition in offset order",
+                                path.display()
+                            ),
+                        ));
+                    }
                 }
-            };
-            let Some(&table) = topics.get(&topic) else {
-                foreign += 1;
-                continue;
-            };
-            let entries = parts.entry((table, partition)).or_default();
-            if let Some(&(last, _)) = entries.last() {
-                if offset <= last {
-                    return Err(Error::new(
-                        ErrorKind::Source,
-                        format!(
-                            "{}:{line_no}: offset {offset} of {topic}/{partition} does not follow offset {last}; a replay log must list each partition in offset order",
-                            path.display()
-                        ),
-                    ));
-                }
+                entries.push((offset, pos, len));
             }
-            entries.push((offset, start));
+            lines_before += scan.lines;
         }
         let partitions = parts
             .into_iter()
             .map(|((table, partition), entries)| PartitionIndex { table, partition, entries })
             .collect();
-        Ok(ReplayIndex { path: path.to_path_buf(), partitions, foreign_records: foreign })
+        Ok(ReplayIndex { path: path.to_path_buf(), log, partitions, foreign_records: foreign })
     }
 
     /// Records indexed.
@@ -135,9 +194,52 @@ impl ReplayIndex {
     }
 }
 
+/// Indexes the lines that *start* in `[from, to)` of `bytes`.
+fn scan_range(bytes: &[u8], from: usize, to: usize, topics: &HashMap<String, u32>) -> RangeScan {
+    let mut out = RangeScan { entries: Vec::new(), lines: 0, foreign: 0, error: None };
+    // A line starting before `from` belongs to the previous range.
+    let mut at = if from == 0 {
+        0
+    } else {
+        match memchr::memchr(b'\n', &bytes[from - 1..]) {
+            Some(n) => from + n,
+            None => return out,
+        }
+    };
+    while at < to && at < bytes.len() {
+        let end = memchr::memchr(b'\n', &bytes[at..]).map(|n| at + n).unwrap_or(bytes.len());
+        let line = &bytes[at..end];
+        out.lines += 1;
+        if !line.trim_ascii().is_empty() {
+            let header = match scan_header(line) {
+                Some((t, p, o)) => Ok((std::str::from_utf8(t).ok().and_then(|t| topics.get(t).copied()), p, o)),
+                None => serde_json::from_slice::<Header<'_>>(line.trim_ascii())
+                    .map(|h| (topics.get(h.topic.as_ref()).copied(), h.partition, h.offset))
+                    .map_err(|e| format!("not a kcat -J record (topic, partition, offset): {e}")),
+            };
+            match header {
+                Err(message) => {
+                    out.error = Some((out.lines, message));
+                    return out;
+                }
+                Ok((None, _, _)) => out.foreign += 1,
+                Ok((Some(table), partition, offset)) => {
+                    let Ok(len) = u32::try_from(line.trim_ascii_end().len()) else {
+                        out.error = Some((out.lines, "a record longer than 4 GiB".into()));
+                        return out;
+                    };
+                    out.entries.push((table, partition, offset, at as u64, len));
+                }
+            }
+        }
+        at = end + 1;
+    }
+    out
+}
+
 /// Fast header scan for lines that list `topic`, `partition` and `offset` before any
 /// nested value (kcat does). Returns `None` when unsure; the caller then parses fully.
-fn scan_header(line: &[u8]) -> Option<(String, i32, i64)> {
+fn scan_header(line: &[u8]) -> Option<(&[u8], i32, i64)> {
     let mut i = skip_ws(line, 0);
     if line.get(i) != Some(&b'{') {
         return None;
@@ -158,7 +260,7 @@ fn scan_header(line: &[u8]) -> Option<(String, i32, i64)> {
         match name {
             b"topic" => {
                 let (t, next) = plain_string(line, i)?;
-                topic = Some(std::str::from_utf8(t).ok()?.to_string());
+                topic = Some(t);
                 i = next;
             }
             b"partition" | b"offset" => {
@@ -173,8 +275,8 @@ fn scan_header(line: &[u8]) -> Option<(String, i32, i64)> {
             }
             _ => i = skip_scalar(line, i)?,
         }
-        if let (Some(t), Some(p), Some(o)) = (&topic, partition, offset) {
-            return Some((t.clone(), p, o));
+        if let (Some(t), Some(p), Some(o)) = (topic, partition, offset) {
+            return Some((t, p, o));
         }
         i = skip_ws(line, i);
         match line.get(i) {
@@ -224,81 +326,34 @@ fn skip_scalar(line: &[u8], i: usize) -> Option<usize> {
     }
 }
 
-/// `key`/`payload`: a JSON string (the record bytes), `null`, or an inline JSON value.
-struct RecordBytes(Option<Vec<u8>>);
-
-impl<'de> Deserialize<'de> for RecordBytes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RecordBytes;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string, null, or a JSON value")
-            }
-            fn visit_unit<E: de::Error>(self) -> std::result::Result<RecordBytes, E> {
-                Ok(RecordBytes(None))
-            }
-            fn visit_none<E: de::Error>(self) -> std::result::Result<RecordBytes, E> {
-                Ok(RecordBytes(None))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<RecordBytes, E> {
-                Ok(RecordBytes(Some(v.as_bytes().to_vec())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> std::result::Result<RecordBytes, E> {
-                Ok(RecordBytes(Some(v.into_bytes())))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<RecordBytes, A::Error> {
-                let v: serde_json::Value = Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(RecordBytes(Some(v.to_string().into_bytes())))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-#[derive(Deserialize)]
-struct Line<'a> {
-    #[serde(borrow)]
-    topic: Cow<'a, str>,
-    partition: i32,
-    offset: i64,
-    #[serde(default)]
-    key: Option<RecordBytes>,
-    #[serde(default)]
-    payload: Option<RecordBytes>,
-}
-
-/// Reads one partition's records in offset order.
+/// Reads one partition's records in offset order, straight from the mapped log.
 pub struct PartitionCursor {
     table: u32,
     partition: i32,
-    entries: Vec<(i64, u64)>,
+    entries: Vec<(i64, u64, u32)>,
     next: usize,
-    reader: BufReader<File>,
-    reader_pos: u64,
-    line: Vec<u8>,
+    log: MappedLog,
+    parser: KcatParser,
     path: PathBuf,
 }
 
 impl PartitionCursor {
-    /// A cursor over `index`, starting at the first record at or after `start`.
-    pub fn open(path: &Path, index: &PartitionIndex, start: Option<i64>) -> Result<PartitionCursor> {
-        let file = File::open(path)
-            .map_err(|e| Error::new(ErrorKind::Source, format!("cannot open replay log {}", path.display())).with_source(e))?;
+    /// A cursor over `index`'s partition `part`, starting at the first record at or
+    /// after `start`.
+    pub fn open(index: &ReplayIndex, part: &PartitionIndex, start: Option<i64>) -> PartitionCursor {
         let next = match start {
-            Some(s) => index.entries.partition_point(|&(o, _)| o < s),
+            Some(s) => part.entries.partition_point(|&(o, _, _)| o < s),
             None => 0,
         };
-        Ok(PartitionCursor {
-            table: index.table,
-            partition: index.partition,
-            entries: index.entries.clone(),
+        PartitionCursor {
+            table: part.table,
+            partition: part.partition,
+            entries: part.entries.clone(),
             next,
-            reader: BufReader::with_capacity(1 << 20, file),
-            reader_pos: 0,
-            line: Vec::with_capacity(8192),
-            path: path.to_path_buf(),
-        })
+            log: index.log.clone(),
+            parser: KcatParser::new(),
+            path: index.path.clone(),
+        }
     }
 
     /// Table index.
@@ -313,44 +368,21 @@ impl PartitionCursor {
 
     /// Offset of the next record, if any.
     pub fn peek_offset(&self) -> Option<i64> {
-        self.entries.get(self.next).map(|&(o, _)| o)
+        self.entries.get(self.next).map(|&(o, _, _)| o)
     }
 
     /// Reads the next record.
     pub fn read(&mut self) -> Result<Option<SourceRecord>> {
-        let Some(&(offset, pos)) = self.entries.get(self.next) else { return Ok(None) };
-        let io = |e: std::io::Error| Error::new(ErrorKind::Source, format!("reading {}", self.path.display())).with_source(e);
-        if pos != self.reader_pos {
-            let delta = pos as i64 - self.reader_pos as i64;
-            self.reader.seek_relative(delta).map_err(io)?;
-            self.reader_pos = pos;
-        }
-        self.line.clear();
-        let n = self.reader.by_ref().read_until(b'\n', &mut self.line).map_err(io)?;
-        self.reader_pos += n as u64;
+        let Some(&(offset, pos, len)) = self.entries.get(self.next) else { return Ok(None) };
         self.next += 1;
-        let parsed: Line<'_> = serde_json::from_slice(self.line.trim_ascii()).map_err(|e| {
+        let line = &self.log.bytes()[pos as usize..pos as usize + len as usize];
+        let parsed = self.parser.parse(line).map_err(|e| {
             Error::new(ErrorKind::Source, format!("{}: record at byte {pos} is not a kcat -J record: {e}", self.path.display()))
         })?;
         if parsed.offset != offset || parsed.partition != self.partition {
             return Err(Error::new(ErrorKind::Source, format!("{} changed while being read (byte {pos})", self.path.display())));
         }
-        let _ = parsed.topic;
-        Ok(Some(SourceRecord {
-            table: self.table,
-            partition: self.partition,
-            offset,
-            key: parsed.key.and_then(|k| k.0),
-            value: parsed.payload.and_then(|p| p.0),
-        }))
-    }
-
-    /// Seeks the underlying file to the start (used by tests).
-    pub fn rewind(&mut self) -> Result<()> {
-        self.reader.seek(SeekFrom::Start(0))?;
-        self.reader_pos = 0;
-        self.next = 0;
-        Ok(())
+        Ok(Some(SourceRecord { table: self.table, partition: self.partition, offset, key: parsed.key, value: parsed.value }))
     }
 }
 
@@ -368,7 +400,7 @@ mod tests {
         for l in lines {
             let fast = scan_header(l.as_bytes()).expect("fast path");
             let slow: Header<'_> = serde_json::from_str(l).expect("serde");
-            assert_eq!(fast, (slow.topic.to_string(), slow.partition, slow.offset), "{l}");
+            assert_eq!(fast, (slow.topic.as_bytes(), slow.partition, slow.offset), "{l}");
         }
         assert_eq!(scan_header(br#"{"headers":["a","b"],"topic":"t","partition":0,"offset":1}"#), None);
     }
@@ -387,12 +419,34 @@ mod tests {
         let index = ReplayIndex::build(&path, &topics).expect("index");
         assert_eq!(index.len(), 5);
         assert_eq!(index.foreign_records, 1);
-        let mut c = PartitionCursor::open(&path, &index.partitions[0], Some(1)).expect("cursor");
+        let mut c = PartitionCursor::open(&index, &index.partitions[0], Some(1));
         let r = c.read().expect("read").expect("record");
         assert_eq!((r.partition, r.offset), (0, 1));
         assert_eq!(r.value.as_deref(), Some(br#"{"v":1}"#.as_slice()));
         assert_eq!(c.read().expect("read").map(|r| r.offset), Some(2));
         assert_eq!(c.read().expect("read"), None);
+    }
+
+    #[test]
+    fn parallel_scan_matches_sequential_scan() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("log.jsonl");
+        let mut f = File::create(&path).expect("create");
+        for o in 0..500 {
+            let pad = "x".repeat(o % 37);
+            writeln!(f, r#"{{"topic":"t","partition":{},"offset":{o},"key":"{pad}","payload":null}}"#, o % 3).expect("write");
+            if o % 50 == 0 {
+                writeln!(f).expect("blank line");
+            }
+        }
+        drop(f);
+        let topics = HashMap::from([("t".to_string(), 0u32)]);
+        let one = ReplayIndex::build_with(&path, &topics, 1).expect("index");
+        for threads in [2, 3, 7, 64] {
+            let many = ReplayIndex::build_with(&path, &topics, threads).expect("index");
+            assert_eq!(many.partitions, one.partitions, "{threads} threads");
+        }
+        assert_eq!(one.len(), 500);
     }
 
     #[test]
@@ -406,6 +460,6 @@ mod tests {
         .expect("write");
         let topics = HashMap::from([("t".to_string(), 0u32)]);
         let err = ReplayIndex::build(&path, &topics).expect_err("order").to_string();
-        assert!(err.contains(":2:") && err.contains("offset order"), "{err}");
+        assert!(err.contains("offset 4") && err.contains("offset order"), "{err}");
     }
 }

@@ -84,13 +84,9 @@ pub fn replay_source<'s>(
                 continue;
             }
             let start = plan.resume_offset(p.table, p.partition);
-            match PartitionCursor::open(&index.path, p, start) {
-                Ok(cursor) => {
-                    let origin = start.or(cursor.peek_offset()).unwrap_or(0);
-                    parts.push(Assigned { cursor, origin, last: None, reported: None });
-                }
-                Err(e) => plan.failure.record(e),
-            }
+            let cursor = PartitionCursor::open(&index, p, start);
+            let origin = start.or(cursor.peek_offset()).unwrap_or(0);
+            parts.push(Assigned { cursor, origin, last: None, reported: None });
         }
         let first = parts.iter().filter_map(|a| a.next_epoch(&policy)).min();
         let mut cap = first.map(|e| {

@@ -38,8 +38,8 @@ pub type Seq = (i64, i32);
 pub enum Prior {
     /// The source says the key did not exist.
     Absent,
-    /// The source's before image.
-    Present(Row),
+    /// The source's before image, by digest of its JSON text.
+    Present(u128),
     /// The source did not say (no before image, or an upserting insert).
     Unknown,
 }
@@ -55,6 +55,8 @@ pub struct Upsert {
     pub last: Seq,
     /// State after the latest event (`None`: deleted).
     pub after: Option<Row>,
+    /// Digest of the latest after image's JSON text.
+    pub after_digest: Option<u128>,
 }
 
 /// The partitioned primary key: table, bucket, then key values. Sorting by it groups a
@@ -97,6 +99,7 @@ impl Semigroup for Upsert {
         if rhs.last > self.last {
             self.last = rhs.last;
             self.after = rhs.after.clone();
+            self.after_digest = rhs.after_digest;
         }
     }
 }
@@ -104,20 +107,20 @@ impl Semigroup for Upsert {
 impl Upsert {
     /// The update an event contributes. With `upsert_inserts`, inserts do not assert that
     /// the key was absent, so a redelivered insert cannot duplicate a row.
-    pub fn from_event(event: &Event, upsert_inserts: bool) -> Upsert {
+    pub fn from_event(event: Event, upsert_inserts: bool) -> Upsert {
         let seq = (event.offset, event.partition);
         let prior = match event.op {
             Op::Create | Op::Read if upsert_inserts => Prior::Unknown,
             Op::Create | Op::Read => Prior::Absent,
-            Op::Update | Op::Delete => event.before.clone().map(Prior::Present).unwrap_or(Prior::Unknown),
+            Op::Update | Op::Delete => event.before_digest.map(Prior::Present).unwrap_or(Prior::Unknown),
         };
-        Upsert { first: seq, prior, last: seq, after: event.after.clone() }
+        Upsert { first: seq, prior, last: seq, after: event.after, after_digest: event.after_digest }
     }
 
     /// The net effect on the base table.
     pub fn action(self) -> Action {
         match (self.prior, self.after) {
-            (Prior::Present(before), Some(after)) if before == after => Action::Noop,
+            (Prior::Present(before), Some(_)) if Some(before) == self.after_digest => Action::Noop,
             (Prior::Absent, None) => Action::Noop,
             (Prior::Absent, Some(after)) => Action::Insert(after),
             (_, Some(after)) => Action::Replace(after),
@@ -136,6 +139,7 @@ mod tests {
     }
 
     fn ev(offset: i64, op: Op, before: Option<i64>, after: Option<i64>) -> Event {
+        // The digest of an image stands for its JSON text; here, for its value.
         Event {
             table: 0,
             partition: 0,
@@ -143,15 +147,17 @@ mod tests {
             op,
             source_ts_ms: None,
             key: Row(vec![Value::Long(1)]),
-            before: before.map(row),
+            before: None,
             after: after.map(row),
+            before_digest: before.map(|b| b as u128),
+            after_digest: after.map(|a| a as u128),
         }
     }
 
     fn consolidate(events: &[Event], upsert: bool, order: &[usize]) -> Action {
         let mut acc: Option<Upsert> = None;
         for &i in order {
-            let u = Upsert::from_event(&events[i], upsert);
+            let u = Upsert::from_event(events[i].clone(), upsert);
             match acc.as_mut() {
                 None => acc = Some(u),
                 Some(a) => a.plus_equals(&u),

@@ -10,7 +10,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use floe_engine::config::PipelineConfig;
 use floe_engine::error::ErrorKind;
+use crate::bench::{BenchOptions, RunStats, bench, cpu_seconds};
 use crate::demo::{DemoOptions, demo};
+use floe_engine::metrics::{Metrics, peak_rss_bytes};
 use crate::runner::{RunOptions, run};
 
 /// floe: Debezium change streams into Apache Iceberg CDC and base tables.
@@ -30,6 +32,30 @@ enum Command {
         /// Override `pipeline.workers`.
         #[arg(long)]
         workers: Option<usize>,
+        /// Also write the run's numbers (records, seconds, peak RSS, CPU) as JSON here.
+        #[arg(long)]
+        stats_json: Option<PathBuf>,
+    },
+    /// Benchmark replay-log → committed tables on the benchmark workload, verified.
+    Bench {
+        /// Change events to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Rows of the initial snapshot (part of the events).
+        #[arg(long, default_value_t = 100_000)]
+        initial_rows: u64,
+        /// Workload seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Scratch folder (replaced).
+        #[arg(long, default_value = "floe-bench")]
+        dir: PathBuf,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Records per partition per epoch.
+        #[arg(long, default_value_t = 25_000)]
+        commit_every: u64,
     },
     /// Generate a seeded workload, run it on embedded defaults, and verify the tables.
     Demo {
@@ -53,7 +79,12 @@ pub fn main() -> ExitCode {
     floe_engine::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { pipeline, workers } => run_pipeline(pipeline, workers),
+        Command::Run { pipeline, workers, stats_json } => run_pipeline(pipeline, workers, stats_json),
+        Command::Bench { events, initial_rows, seed, dir, workers, commit_every } => {
+            bench(&BenchOptions { events, initial_rows, seed, dir, workers, commit_every })
+                .map(|report| print!("{report}"))
+                .map_err(anyhow::Error::from)
+        }
         Command::Demo { events, seed, dir, workers } => {
             if dir.exists() {
                 // A demo always starts from scratch: remove what a previous demo left.
@@ -72,13 +103,26 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run_pipeline(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
+fn run_pipeline(path: PathBuf, workers: Option<usize>, stats_json: Option<PathBuf>) -> anyhow::Result<()> {
     let mut config = PipelineConfig::load(&path)?;
     if let Some(w) = workers {
         config.pipeline.workers = w.max(1);
     }
+    let started = std::time::Instant::now();
     let outcome = run(&config, RunOptions { progress_line: true, ..Default::default() })
         .with_context(|| format!("pipeline `{}` ({})", config.pipeline.id, path.display()))?;
     print!("{}", outcome.metrics.summary());
+    if let Some(stats_path) = stats_json {
+        let stats = RunStats {
+            records: Metrics::get(&outcome.metrics.records_in),
+            seconds: started.elapsed().as_secs_f64(),
+            peak_memory_bytes: Metrics::get(&outcome.metrics.peak_anon_bytes),
+            peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
+            cpu_seconds: cpu_seconds(),
+            commits: Metrics::get(&outcome.metrics.commits),
+        };
+        std::fs::write(&stats_path, serde_json::to_vec_pretty(&stats)?)
+            .with_context(|| format!("writing {}", stats_path.display()))?;
+    }
     Ok(())
 }

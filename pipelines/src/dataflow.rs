@@ -1,8 +1,8 @@
 //! The standard CDC ingestion dataflow, built once per worker.
 //!
 //! ```text
-//!   source ──► decode ──┬─► to_upserts ─► consolidate (exchange by bucket) ─► base writer ──┐
-//!      │                ├─► cdc_events ─────────────────────────────────────► CDC writer ───┤
+//!   source ──► decode ──► fan_out ─┬─► consolidate (exchange by bucket) ─► base writer ──┐
+//!      │                │          └────────────────────────────────────► CDC writer ───┤
 //!      │                └─► dead letters ───────────────────────────────────► DLQ writer ───┤
 //!      └──────── progress ───────────────────────────────────────────────────► committer ◄──┘
 //!                                                                                  │
@@ -23,7 +23,7 @@ use floe_operators::decode::decode;
 use floe_operators::plan::PlanRef;
 use floe_operators::replay_log::ReplayIndex;
 use floe_operators::replay_source::replay_source;
-use floe_operators::route::{cdc_events, dead_letters, to_upserts};
+use floe_operators::route::{dead_letters, fan_out};
 use timely::dataflow::Scope;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::{Concatenate, Probe};
@@ -41,13 +41,13 @@ pub fn build<'s>(scope: Scope<'s, Epoch>, plan: PlanRef, source: &SourceSpec, pr
         SourceSpec::Replay(index) => replay_source(scope, Arc::clone(index), Arc::clone(&plan), probe.clone()),
     };
     let (events, dead) = decode(records, Arc::clone(&plan));
+    let (upserts, ledger) = fan_out(events, Arc::clone(&plan));
     let mut files = Vec::new();
     if plan.tables.iter().any(|t| t.base.is_some()) {
-        let upserts = consolidate_upserts(to_upserts(events.clone(), Arc::clone(&plan)));
-        files.push(write_base(upserts, Arc::clone(&plan)));
+        files.push(write_base(consolidate_upserts(upserts), Arc::clone(&plan)));
     }
     if plan.tables.iter().any(|t| t.cdc.is_some()) {
-        files.push(write_cdc(cdc_events(events, Arc::clone(&plan)), Arc::clone(&plan))?);
+        files.push(write_cdc(ledger, Arc::clone(&plan))?);
     }
     files.push(write_dead_letters(dead_letters(dead, Arc::clone(&plan)), Arc::clone(&plan)));
     let files = scope.concatenate(files);

@@ -15,7 +15,7 @@ use std::time::Instant;
 use floe_engine::catalog::{SqlTableCatalog, TableCatalog, ident};
 use floe_engine::config::{PipelineConfig, TableName};
 use floe_engine::error::{Error, ErrorKind, Result};
-use floe_engine::metrics::{human, human_bytes, peak_rss_bytes};
+use floe_engine::metrics::{human, human_bytes};
 use floe_engine::runtime::IoRuntime;
 use floe_harness::kcat::write_log;
 use floe_harness::verify::{compare_base, compare_cdc, read_table};
@@ -127,11 +127,11 @@ pub fn demo(options: &DemoOptions) -> Result<String> {
     report += &outcome.metrics.summary();
     let records = floe_engine::metrics::Metrics::get(&outcome.metrics.records_in);
     report += &format!(
-        "ingest: {} records in {:.2}s = {}/s, peak RSS {}\n",
+        "ingest: {} records in {:.2}s = {}/s, peak memory {} (anonymous RSS)\n",
         records,
         elapsed.as_secs_f64(),
         human((records as f64 / elapsed.as_secs_f64().max(1e-9)) as u64),
-        peak_rss_bytes().map(human_bytes).unwrap_or_else(|| "unknown".into())
+        human_bytes(floe_engine::metrics::Metrics::get(&outcome.metrics.peak_anon_bytes))
     );
     report += "verified (read back with equality deletes applied):\n";
     for line in checks {

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod dataflow;
 pub mod demo;

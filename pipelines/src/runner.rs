@@ -14,7 +14,7 @@ use floe_engine::catalog::{SqlTableCatalog, TableCatalog};
 use floe_engine::config::{PipelineConfig, SourceConfig};
 use floe_engine::epoch::Epoch;
 use floe_engine::error::{Error, ErrorKind, Result};
-use floe_engine::metrics::{Metrics, ProgressLine};
+use floe_engine::metrics::{MemorySampler, Metrics, ProgressLine};
 use floe_engine::runtime::IoRuntime;
 use floe_operators::plan::{PlanRef, RowTransform};
 use floe_operators::replay_log::{PartitionCursor, ReplayIndex};
@@ -46,7 +46,7 @@ impl SchemaDiscovery for ReplayDiscovery {
     fn samples(&self, table: u32, limit: usize) -> Result<Vec<(Option<Vec<u8>>, Vec<u8>)>> {
         let mut out = Vec::new();
         for p in self.0.partitions.iter().filter(|p| p.table == table) {
-            let mut cursor = PartitionCursor::open(&self.0.path, p, None)?;
+            let mut cursor = PartitionCursor::open(&self.0, p, None);
             while out.len() < limit {
                 match cursor.read()? {
                     Some(r) => {
@@ -66,6 +66,7 @@ impl SchemaDiscovery for ReplayDiscovery {
 /// Runs a pipeline to completion (replay sources end when the log is consumed).
 pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
     let metrics = Metrics::new();
+    let memory = MemorySampler::start();
     let runtime = IoRuntime::new(2)?;
     let catalog: Arc<dyn TableCatalog> = Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog))?);
     let topics: HashMap<String, u32> = config.tables.iter().enumerate().map(|(i, t)| (t.topic.clone(), i as u32)).collect();
@@ -82,7 +83,9 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
     let plan: PlanRef = Arc::new(plan(config, catalog, runtime, Arc::clone(&metrics), &discovery, &options.transforms)?);
     info!(pipeline = %plan.pipeline_id, tables = plan.tables.len(), workers = config.pipeline.workers, "pipeline start");
     let _line = options.progress_line.then(|| ProgressLine::start(Arc::clone(&metrics)));
-    execute(plan.clone(), source, config.pipeline.workers)?;
+    let executed = execute(plan.clone(), source, config.pipeline.workers);
+    metrics.peak_anon_bytes.store(memory.peak(), std::sync::atomic::Ordering::Relaxed);
+    executed?;
     if let Some(err) = plan.failure.get() {
         return Err(Error::new(ErrorKind::Internal, err));
     }

@@ -1,3 +1,4 @@
+//! Prints the manifests of a table: content, sequence numbers, first entries.
 use floe_engine::catalog::{SqlTableCatalog, TableCatalog};
 use floe_engine::config::PipelineConfig;
 use floe_engine::runtime::IoRuntime;

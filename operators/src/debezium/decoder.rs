@@ -36,6 +36,10 @@ use crate::plan::RowTransform;
 use crate::row_view::RowMut;
 
 /// A decoded change event.
+///
+/// The typed `before` image is decoded only for deletes (the CDC table records it); an
+/// update's before image travels as `before_digest`, a 128-bit digest of its JSON text,
+/// which is all the base table needs to recognise an epoch whose changes cancel out.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Event {
     /// Table index.
@@ -50,10 +54,20 @@ pub struct Event {
     pub source_ts_ms: Option<i64>,
     /// Primary-key values.
     pub key: Row,
-    /// Before image.
+    /// Before image (deletes only).
     pub before: Option<Row>,
     /// After image.
     pub after: Option<Row>,
+    /// Digest of the before image's JSON text, when the event has one.
+    pub before_digest: Option<u128>,
+    /// Digest of the after image's JSON text, when the event has one.
+    pub after_digest: Option<u128>,
+}
+
+/// Digest of a row image's JSON text: equal texts (the source writes both images of a row
+/// the same way) mean equal rows.
+pub fn image_digest(raw: &RawValue) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(raw.get().as_bytes())
 }
 
 /// A record that could not be decoded, with everything needed to replay it by hand.
@@ -143,7 +157,7 @@ impl TableDecoder {
             Some(fast) => Ok(fast),
             None => self.parse_slow(value),
         };
-        let result = parsed.and_then(|env| self.to_event(&record, env));
+        let result = parsed.and_then(|(env, layout)| self.to_event(&record, env, &layout));
         match result {
             Ok(event) => Decoded::Event(event),
             Err(reason) => Decoded::Dead(DeadLetter {
@@ -157,7 +171,7 @@ impl TableDecoder {
         }
     }
 
-    fn parse_fast(&self, value: &[u8]) -> Option<Envelope> {
+    fn parse_fast<'v>(&self, value: &'v [u8]) -> Option<(Envelope<'v>, Arc<RowLayout>)> {
         let (prefix, layout) = self.fast.as_ref()?;
         let rest = value.strip_prefix(&prefix[..])?;
         let trimmed = rest.trim_ascii_end();
@@ -165,10 +179,10 @@ impl TableDecoder {
         let mut de = serde_json::Deserializer::from_slice(payload);
         let env = EnvelopeSeed { layout }.deserialize(&mut de).ok()?;
         de.end().ok()?;
-        Some(env)
+        Some((env, Arc::clone(layout)))
     }
 
-    fn parse_slow(&mut self, value: &[u8]) -> Result<Envelope, String> {
+    fn parse_slow<'v>(&mut self, value: &'v [u8]) -> Result<(Envelope<'v>, Arc<RowLayout>), String> {
         let top: Top<'_> = serde_json::from_slice(value).map_err(|e| format!("unparseable JSON: {e}"))?;
         let (payload, layout): (&[u8], Arc<RowLayout>) = match (top.schema, top.payload) {
             (Some(schema), Some(payload)) if schema.get() != "null" => {
@@ -188,7 +202,7 @@ impl TableDecoder {
         if !env.looks_like_envelope {
             return Err("not a Debezium change event: no `op`, `before` or `after`".to_string());
         }
-        Ok(env)
+        Ok((env, layout))
     }
 
     fn declared_layout(&self) -> Result<Arc<RowLayout>, String> {
@@ -233,18 +247,29 @@ impl TableDecoder {
         Ok(RowLayout::new(self.schema.columns.len(), slots))
     }
 
-    fn to_event(&self, record: &SourceRecord, env: Envelope) -> Result<Event, String> {
+    fn to_event(&self, record: &SourceRecord, env: Envelope<'_>, layout: &RowLayout) -> Result<Event, String> {
         let op_text = env.op.as_deref().ok_or_else(|| "missing `op`".to_string())?;
         let op = Op::parse(op_text).ok_or_else(|| format!("unknown op `{op_text}`"))?;
-        let Envelope { mut before, mut after, source_ts_ms, .. } = env;
-        match op {
-            Op::Create | Op::Read | Op::Update if after.is_none() => {
+        let Envelope { before: before_raw, after: after_raw, source_ts_ms, .. } = env;
+        let (before_raw, after_raw) = match op {
+            Op::Create | Op::Read | Op::Update if after_raw.is_none() => {
                 return Err(format!("op `{}` without an after image", op.as_str()));
             }
-            Op::Create | Op::Read => before = None,
-            Op::Delete => after = None,
-            Op::Update => {}
-        }
+            Op::Create | Op::Read => (None, after_raw),
+            Op::Delete => (before_raw, None),
+            Op::Update => (before_raw, after_raw),
+        };
+        let mut after = match after_raw {
+            Some(raw) => layout.parse(raw)?,
+            None => None,
+        };
+        // Typed before images are needed only by deletes (the CDC table's image).
+        let mut before = match (op, before_raw) {
+            (Op::Delete, Some(raw)) => layout.parse(raw)?,
+            _ => None,
+        };
+        let before_digest = before_raw.map(image_digest);
+        let mut after_digest = after_raw.map(image_digest);
         if let Some(row) = &after {
             self.check_not_null(row, "after image")?;
         }
@@ -252,6 +277,7 @@ impl TableDecoder {
             if let Some(row) = after.as_mut() {
                 if !t(&mut RowMut::new(&self.schema, row)) {
                     after = None;
+                    after_digest = None;
                 } else {
                     self.check_not_null(row, "after image (after the transform)")?;
                 }
@@ -262,7 +288,11 @@ impl TableDecoder {
                 }
             }
         }
-        let key = self.key_of(record, after.as_ref().or(before.as_ref()))?;
+        let key = match (&after, &before, op, before_raw) {
+            // An update's before image is not decoded; its key equals the after image's.
+            (None, None, Op::Update, Some(raw)) => self.key_of(record, layout.parse(raw)?.as_ref())?,
+            _ => self.key_of(record, after.as_ref().or(before.as_ref()))?,
+        };
         Ok(Event {
             table: self.table,
             partition: record.partition,
@@ -272,6 +302,8 @@ impl TableDecoder {
             key,
             before,
             after,
+            before_digest,
+            after_digest,
         })
     }
 

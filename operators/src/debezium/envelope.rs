@@ -20,6 +20,7 @@ use std::fmt;
 
 use floe_engine::value::{Row, Value};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 use super::connect_schema::Conversion;
 use super::convert::ValueSeed;
@@ -102,13 +103,14 @@ impl Op {
     }
 }
 
-/// A parsed payload.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Envelope {
-    /// Before image.
-    pub before: Option<Row>,
-    /// After image.
-    pub after: Option<Row>,
+/// A parsed payload. The images stay raw JSON (borrowed from the input) until the decoder
+/// knows which it needs typed: updates keep only a digest of their before image.
+#[derive(Clone, Debug, Default)]
+pub struct Envelope<'de> {
+    /// Before image, as JSON text.
+    pub before: Option<&'de RawValue>,
+    /// After image, as JSON text.
+    pub after: Option<&'de RawValue>,
     /// The op text as found (validated by the decoder).
     pub op: Option<String>,
     /// `source.ts_ms`.
@@ -222,19 +224,27 @@ impl<'de> Visitor<'de> for SourceSeed {
 /// Parses a payload object into an [`Envelope`].
 #[derive(Clone, Copy)]
 pub struct EnvelopeSeed<'a> {
-    /// Layout of both images.
+    /// Layout of both images (kept for symmetry with [`RowSeed`]; images are parsed later).
     pub layout: &'a RowLayout,
 }
 
+impl RowLayout {
+    /// Parses a raw row image into a typed row.
+    pub fn parse(&self, raw: &RawValue) -> Result<Option<Row>, String> {
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        RowSeed { layout: self }.deserialize(&mut de).map_err(|e| e.to_string())
+    }
+}
+
 impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
-    type Value = Envelope;
+    type Value = Envelope<'de>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
-    type Value = Envelope;
+    type Value = Envelope<'de>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a Debezium payload object")
     }
@@ -243,11 +253,11 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
         while let Some(name) = map.next_key_seed(KeySeed)? {
             match name.as_ref() {
                 "before" => {
-                    env.before = map.next_value_seed(RowSeed { layout: self.layout })?;
+                    env.before = map.next_value::<Option<&'de RawValue>>()?;
                     env.looks_like_envelope = true;
                 }
                 "after" => {
-                    env.after = map.next_value_seed(RowSeed { layout: self.layout })?;
+                    env.after = map.next_value::<Option<&'de RawValue>>()?;
                     env.looks_like_envelope = true;
                 }
                 "op" => {
@@ -284,8 +294,9 @@ mod tests {
         let json = r#"{"before":null,"after":{"name":"é\"x","id":7},"source":{"db":"x","ts_ms":42},"op":"c","transaction":null}"#;
         let mut de = serde_json::Deserializer::from_str(json);
         let env = EnvelopeSeed { layout: &l }.deserialize(&mut de).expect("parse");
-        assert_eq!(env.after, Some(Row(vec![Value::Long(7), Value::Null, Value::String("é\"x".into())])));
-        assert_eq!(env.before, None);
+        let after = l.parse(env.after.expect("after")).expect("row");
+        assert_eq!(after, Some(Row(vec![Value::Long(7), Value::Null, Value::String("é\"x".into())])));
+        assert!(env.before.is_none());
         assert_eq!(env.op.as_deref(), Some("c"));
         assert_eq!(env.source_ts_ms, Some(42));
     }
@@ -295,7 +306,8 @@ mod tests {
         let l = layout();
         let json = r#"{"after":{"id":1,"extra":2},"op":"c"}"#;
         let mut de = serde_json::Deserializer::from_str(json);
-        let err = EnvelopeSeed { layout: &l }.deserialize(&mut de).expect_err("unknown");
-        assert!(err.to_string().contains("field `extra`"), "{err}");
+        let env = EnvelopeSeed { layout: &l }.deserialize(&mut de).expect("envelope");
+        let err = l.parse(env.after.expect("after")).expect_err("unknown");
+        assert!(err.contains("field `extra`"), "{err}");
     }
 }

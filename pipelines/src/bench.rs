@@ -1,0 +1,150 @@
+//! `floe bench`: replay-log → committed-tables throughput on the benchmark workload.
+//!
+//! ```text
+//!   generate W (seed) ──► <dir>/changes.jsonl       (not timed)
+//!   floe run <dir>/bench.toml  (a child process)   (timed: wall, CPU, peak RSS of the child)
+//!   read tables back, compare with the model        (not timed; a mismatch fails the bench)
+//! ```
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use floe_engine::config::PipelineConfig;
+use floe_engine::error::{Error, ErrorKind, Result};
+use floe_engine::metrics::{human, human_bytes};
+use floe_harness::WorkloadSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::demo::{verify, write_workload};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Change events to generate.
+    pub events: u64,
+    /// Rows of the initial snapshot (part of `events`).
+    pub initial_rows: u64,
+    /// Seed.
+    pub seed: u64,
+    /// Scratch folder.
+    pub dir: PathBuf,
+    /// Worker threads of the measured run.
+    pub workers: Option<usize>,
+    /// Records per partition per epoch.
+    pub commit_every: u64,
+}
+
+/// Machine-readable numbers of one `floe run` (written with `--stats-json`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunStats {
+    /// Records read.
+    pub records: u64,
+    /// Wall seconds of the run (pipeline start to exit).
+    pub seconds: f64,
+    /// Peak anonymous resident memory (heap, stacks), bytes.
+    pub peak_memory_bytes: u64,
+    /// Peak resident set size, bytes, including resident pages of the mapped replay log.
+    pub peak_rss_bytes: u64,
+    /// User + system CPU seconds of the process.
+    pub cpu_seconds: f64,
+    /// Snapshots committed.
+    pub commits: u64,
+}
+
+/// The benchmark pipeline file.
+pub fn bench_pipeline(commit_every: u64, workers: Option<usize>) -> String {
+    let workers = workers.map(|w| format!("workers = {w}\n")).unwrap_or_default();
+    format!(
+        r#"[pipeline]
+id = "bench"
+commit_every = {commit_every}
+{workers}
+[source]
+kind = "replay"
+path = "changes.jsonl"
+
+[[tables]]
+topic = "shop.inventory.accounts"
+base = "bench.accounts"
+cdc = "bench_cdc.accounts"
+buckets = 16
+"#
+    )
+}
+
+/// CPU seconds (user + system) of this process so far, from `/proc/self/stat`.
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Runs the benchmark and returns the report.
+pub fn bench(options: &BenchOptions) -> Result<String> {
+    if options.dir.exists() {
+        std::fs::remove_dir_all(&options.dir)?;
+    }
+    std::fs::create_dir_all(&options.dir)?;
+    let log = options.dir.join("changes.jsonl");
+    let spec = WorkloadSpec::bench(options.seed, options.events, options.initial_rows);
+    let generating = Instant::now();
+    let (model, written) = write_workload(spec, &log)?;
+    let generated = generating.elapsed().as_secs_f64();
+    let log_bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let pipeline = options.dir.join("bench.toml");
+    std::fs::write(&pipeline, bench_pipeline(options.commit_every, options.workers))?;
+    let stats_path = options.dir.join("stats.json");
+
+    let exe = std::env::current_exe()?;
+    let started = Instant::now();
+    let status = Command::new(exe)
+        .arg("run")
+        .arg(&pipeline)
+        .arg("--stats-json")
+        .arg(&stats_path)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .status()?;
+    let wall = started.elapsed().as_secs_f64();
+    if !status.success() {
+        return Err(Error::new(ErrorKind::Internal, format!("the measured run failed: {status}")));
+    }
+    let stats: RunStats = serde_json::from_slice(&std::fs::read(&stats_path)?)
+        .map_err(|e| Error::new(ErrorKind::Internal, "unreadable run stats").with_source(e))?;
+    let verifying = Instant::now();
+    let checks = verify(&PipelineConfig::load(&pipeline)?, &model)?;
+    let verified = verifying.elapsed().as_secs_f64();
+
+    let mut r = String::new();
+    r += &format!(
+        "workload: {written} records ({} change events, {} initial rows; seed {}), {} log ({:.0} bytes/record)\n",
+        model.events(),
+        options.initial_rows,
+        options.seed,
+        human_bytes(log_bytes),
+        log_bytes as f64 / written.max(1) as f64
+    );
+    r += &format!(
+        "floe run: {:.2}s wall ({:.2}s in the pipeline), {:.2} CPU s, {} commits, peak memory {} (anonymous RSS; {} RSS incl. the mapped log)\n",
+        wall,
+        stats.seconds,
+        stats.cpu_seconds,
+        stats.commits,
+        human_bytes(stats.peak_memory_bytes),
+        human_bytes(stats.peak_rss_bytes)
+    );
+    r += &format!(
+        "throughput: {} events/s ({:.0} MB/s of replay log), end to end incl. process start and planning\n",
+        human((stats.records as f64 / wall) as u64),
+        log_bytes as f64 / wall / 1e6
+    );
+    for line in checks {
+        r += &format!("verified: {line}\n");
+    }
+    r += &format!("(generating the log took {generated:.1}s, verifying {verified:.1}s; neither is timed above)\n");
+    Ok(r)
+}
