@@ -24,6 +24,7 @@
 use ordered_float::OrderedFloat;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// One typed cell.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -84,13 +85,38 @@ impl fmt::Display for Value {
 }
 
 /// A row: one value per table column, in column order.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Row(pub Vec<Value>);
+///
+/// Rows are shared, not copied: the CDC and base paths, differential's batches and the
+/// writers all hold the same allocation, so cloning a row is a reference-count bump.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Row(pub Arc<[Value]>);
+
+impl Default for Row {
+    fn default() -> Self {
+        Row(Arc::from(Vec::new()))
+    }
+}
+
+impl From<Vec<Value>> for Row {
+    fn from(values: Vec<Value>) -> Row {
+        Row(values.into())
+    }
+}
 
 impl Row {
+    /// A row of `values`.
+    pub fn new(values: Vec<Value>) -> Row {
+        Row(values.into())
+    }
+
     /// The values of the given column positions, as a key.
     pub fn project(&self, positions: &[usize]) -> Row {
         Row(positions.iter().map(|&i| self.0.get(i).cloned().unwrap_or(Value::Null)).collect())
+    }
+
+    /// Mutable access to the values (copies them first if the row is shared).
+    pub fn values_mut(&mut self) -> &mut [Value] {
+        Arc::make_mut(&mut self.0)
     }
 }
 

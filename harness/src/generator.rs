@@ -210,7 +210,7 @@ impl Generator {
             json.insert(c.name.to_string(), j);
             values.push(v);
         }
-        (Row(values), json)
+        (Row::new(values), json)
     }
 
     fn key_json(table: &GenTable, row_json: &Map<String, Json>) -> Map<String, Json> {
@@ -237,13 +237,13 @@ impl Generator {
                 values.push(v);
             }
         }
-        Live { json, row: Row(values) }
+        Live { json, row: Row::new(values) }
     }
 
     fn mutate(&mut self, t: usize, live: &Live) -> Live {
         let table = self.tables[t].table.clone();
         let mut json = live.json.clone();
-        let mut values = live.row.0.clone();
+        let mut values = live.row.0.to_vec();
         let candidates: Vec<usize> = (0..table.columns.len()).filter(|i| !table.key.contains(i)).collect();
         let changes = self.rng.random_range(1..=3.min(candidates.len().max(1)));
         for _ in 0..changes {
@@ -258,7 +258,7 @@ impl Generator {
                 values[i] = v;
             }
         }
-        Live { json, row: Row(values) }
+        Live { json, row: Row::new(values) }
     }
 
     fn source(&self, table: &str, snapshot: bool) -> Json {
@@ -381,7 +381,7 @@ impl Generator {
         table
             .key
             .iter()
-            .zip(&key.0)
+            .zip(key.0.iter())
             .map(|(&k, v)| {
                 let j = match v {
                     Value::Long(x) => json!(x),

@@ -55,13 +55,13 @@ pub async fn read_table(catalog: &dyn TableCatalog, ident: &TableIdent) -> Resul
 
 /// Converts a record batch to rows of values.
 pub fn batch_rows(batch: &RecordBatch) -> Result<Vec<Row>> {
-    let mut rows: Vec<Row> = (0..batch.num_rows()).map(|_| Row(Vec::with_capacity(batch.num_columns()))).collect();
+    let mut rows: Vec<Vec<Value>> = (0..batch.num_rows()).map(|_| Vec::with_capacity(batch.num_columns())).collect();
     for col in batch.columns() {
         for (i, row) in rows.iter_mut().enumerate() {
-            row.0.push(cell(col.as_ref(), i)?);
+            row.push(cell(col.as_ref(), i)?);
         }
     }
-    Ok(rows)
+    Ok(rows.into_iter().map(Row::new).collect())
 }
 
 fn cell(a: &dyn Array, i: usize) -> Result<Value> {

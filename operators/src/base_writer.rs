@@ -93,12 +93,12 @@ impl StageCore for BaseStage {
             let data_schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?);
             let mut data = BatchBuilder::new(data_schema, stage.rows.len())?;
             for row in &stage.rows {
-                data.append(&row.0)?;
+                data.append(row.0.iter())?;
             }
             let key_arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&key_schema(&target.schema, &table_plan.equality_ids)?)?);
             let mut keys = BatchBuilder::new(key_arrow, stage.deletes.len())?;
             for key in &stage.deletes {
-                keys.append(&key.0)?;
+                keys.append(key.0.iter())?;
             }
             let (rows, deletes) = (data.len() as u64, keys.len() as u64);
             self.plan.metrics.table(&target.name.to_string(), |s| {

@@ -28,7 +28,7 @@ use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
@@ -82,9 +82,22 @@ impl WrittenFile {
     }
 }
 
-fn writer_properties() -> WriterProperties {
+/// Parquet codec from the table's `write.parquet.compression-codec` (and `-level`), as
+/// Iceberg writers honour it; zstd (level 1) when unset, Iceberg's default codec.
+pub fn compression(properties: &std::collections::HashMap<String, String>) -> Compression {
+    let level = properties.get("write.parquet.compression-level").and_then(|l| l.parse::<i32>().ok());
+    match properties.get("write.parquet.compression-codec").map(|c| c.to_ascii_lowercase()).as_deref() {
+        Some("snappy") => Compression::SNAPPY,
+        Some("gzip") => Compression::GZIP(level.and_then(|l| GzipLevel::try_new(l as u32).ok()).unwrap_or_default()),
+        Some("lz4") => Compression::LZ4_RAW,
+        Some("uncompressed" | "none") => Compression::UNCOMPRESSED,
+        _ => Compression::ZSTD(ZstdLevel::try_new(level.unwrap_or(1)).unwrap_or_default()),
+    }
+}
+
+fn writer_properties(target: &Target) -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_compression(compression(&target.properties))
         .set_max_row_group_row_count(Some(1 << 20))
         .build()
 }
@@ -100,7 +113,7 @@ fn rolling(
     name_prefix: &str,
 ) -> RollingFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator> {
     RollingFileWriterBuilder::new_with_default_file_size(
-        ParquetWriterBuilder::new(writer_properties(), schema),
+        ParquetWriterBuilder::new(writer_properties(target), schema),
         file_io.clone(),
         DefaultLocationGenerator::with_data_location(format!("{}/data", target.location)),
         DefaultFileNameGenerator::new(name_prefix.to_string(), Some(uuid::Uuid::new_v4().to_string()), DataFileFormat::Parquet),

@@ -18,6 +18,8 @@
 //! - Everything else about the line is parsed by serde_json (fields in any order, inline
 //!   JSON values, `null`s); a malformed line is an error naming what is wrong.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
@@ -25,30 +27,43 @@ use serde_json::value::RawValue;
 /// A parsed line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KcatRecord {
-    /// Topic.
-    pub topic: String,
+    /// Byte range of the topic name within the line (as written, between the quotes).
+    pub topic: std::ops::Range<usize>,
     /// Partition.
     pub partition: i32,
     /// Offset.
     pub offset: i64,
-    /// Key bytes.
+    /// Key bytes (after `key_prefix`).
     pub key: Option<Vec<u8>>,
-    /// Value bytes.
+    /// The cached schema prefix of the key, shared by every record that starts with it.
+    pub key_prefix: Option<Arc<[u8]>>,
+    /// Value bytes (after `value_prefix`).
     pub value: Option<Vec<u8>>,
+    /// The cached schema prefix of the value, shared by every record that starts with it.
+    pub value_prefix: Option<Arc<[u8]>>,
 }
 
-/// A line parser remembering one topic's escaped schema prefix.
+/// One field's escaped-prefix cache: the escaped form as it appears in lines, and the
+/// unescaped bytes it stands for.
+#[derive(Default)]
+struct PrefixCache(Option<(Vec<u8>, Arc<[u8]>)>);
+
+/// A line parser remembering one topic's escaped schema prefixes (key and value).
 #[derive(Default)]
 pub struct KcatParser {
-    prefix: Option<(Vec<u8>, Vec<u8>)>,
+    key: PrefixCache,
+    value: PrefixCache,
 }
 
 fn err(msg: impl Into<String>) -> String {
     msg.into()
 }
 
+/// Decoded `key`/`payload`: bytes after the shared prefix, and the prefix.
+type Bytes = (Option<Vec<u8>>, Option<Arc<[u8]>>);
+
 impl KcatParser {
-    /// A parser with an empty cache.
+    /// A parser with empty caches.
     pub fn new() -> KcatParser {
         KcatParser::default()
     }
@@ -60,47 +75,46 @@ impl KcatParser {
             return Err(err("a kcat -J line must be a JSON object"));
         }
         i = skip_ws(line, i + 1);
-        let (mut topic, mut partition, mut offset, mut key, mut value) = (None, None, None, None, None);
+        let (mut topic, mut partition, mut offset) = (None, None, None);
+        let (mut key, mut value): (Bytes, Bytes) = ((None, None), (None, None));
         if line.get(i) == Some(&b'}') {
             i += 1;
         } else {
             loop {
-                let (name, next) = self.read_json::<String>(line, i)?;
+                let (name, next) = field_name(line, i)?;
                 i = skip_ws(line, next);
                 if line.get(i) != Some(&b':') {
-                    return Err(err(format!("expected `:` after field `{name}`")));
+                    return Err(err(format!("expected `:` after field `{}`", String::from_utf8_lossy(&name))));
                 }
                 i = skip_ws(line, i + 1);
-                match name.as_str() {
-                    "topic" => {
-                        let (t, next) = self.read_json::<String>(line, i)?;
-                        topic = Some(t);
+                match name.as_ref() {
+                    b"topic" => {
+                        let (span, next) = plain_string_span(line, i)
+                            .ok_or_else(|| err("`topic` must be a plain string"))?;
+                        topic = Some(span);
                         i = next;
                     }
-                    "partition" => {
-                        let (p, next) = self.read_json::<i32>(line, i)?;
-                        partition = Some(p);
+                    b"partition" => {
+                        let (p, next) = integer(line, i)?;
+                        partition = Some(i32::try_from(p).map_err(|_| err("`partition` is out of range"))?);
                         i = next;
                     }
-                    "offset" => {
-                        let (o, next) = self.read_json::<i64>(line, i)?;
+                    b"offset" => {
+                        let (o, next) = integer(line, i)?;
                         offset = Some(o);
                         i = next;
                     }
-                    "key" => {
-                        let (k, next) = self.bytes(line, i, false)?;
+                    b"key" => {
+                        let (k, next) = bytes(line, i, &mut self.key)?;
                         key = k;
                         i = next;
                     }
-                    "payload" => {
-                        let (v, next) = self.bytes(line, i, true)?;
+                    b"payload" => {
+                        let (v, next) = bytes(line, i, &mut self.value)?;
                         value = v;
                         i = next;
                     }
-                    _ => {
-                        let (_, next) = self.read_json::<IgnoredAny>(line, i)?;
-                        i = next;
-                    }
+                    _ => i = skip_value(line, i)?,
                 }
                 i = skip_ws(line, i);
                 match line.get(i) {
@@ -120,70 +134,126 @@ impl KcatParser {
             topic: topic.ok_or_else(|| err("missing `topic`"))?,
             partition: partition.ok_or_else(|| err("missing `partition`"))?,
             offset: offset.ok_or_else(|| err("missing `offset`"))?,
-            key,
-            value,
+            key: key.0,
+            key_prefix: key.1,
+            value: value.0,
+            value_prefix: value.1,
         })
     }
+}
 
-    /// Deserializes one JSON value starting at `at`; returns it and the index after it.
-    fn read_json<T: for<'de> Deserialize<'de>>(&self, line: &[u8], at: usize) -> Result<(T, usize), String> {
-        let mut stream = serde_json::Deserializer::from_slice(&line[at..]).into_iter::<T>();
-        match stream.next() {
-            Some(Ok(v)) => Ok((v, at + stream.byte_offset())),
-            Some(Err(e)) => Err(e.to_string()),
-            None => Err(err("unexpected end of line")),
+/// Deserializes one JSON value starting at `at`; returns it and the index after it.
+fn read_json<T: for<'de> Deserialize<'de>>(line: &[u8], at: usize) -> Result<(T, usize), String> {
+    let mut stream = serde_json::Deserializer::from_slice(&line[at..]).into_iter::<T>();
+    match stream.next() {
+        Some(Ok(v)) => Ok((v, at + stream.byte_offset())),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err(err("unexpected end of line")),
+    }
+}
+
+/// A field name: borrowed when it has no escapes (always, for kcat), else decoded.
+fn field_name(line: &[u8], at: usize) -> Result<(std::borrow::Cow<'_, [u8]>, usize), String> {
+    if let Some((span, next)) = plain_string_span(line, at) {
+        return Ok((std::borrow::Cow::Borrowed(&line[span]), next));
+    }
+    let (name, next) = read_json::<String>(line, at)?;
+    Ok((std::borrow::Cow::Owned(name.into_bytes()), next))
+}
+
+/// The content span of a string without escapes at `at` (its opening quote), and the
+/// index after its closing quote.
+fn plain_string_span(line: &[u8], at: usize) -> Option<(std::ops::Range<usize>, usize)> {
+    if line.get(at) != Some(&b'"') {
+        return None;
+    }
+    let start = at + 1;
+    let end = start + memchr::memchr2(b'"', b'\\', &line[start..])?;
+    (line[end] == b'"').then_some((start..end, end + 1))
+}
+
+/// A JSON integer at `at`.
+fn integer(line: &[u8], at: usize) -> Result<(i64, usize), String> {
+    let negative = line.get(at) == Some(&b'-');
+    let digits_start = at + negative as usize;
+    let digits_end = digits_start + line[digits_start..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let simple = digits_end > digits_start && !matches!(line.get(digits_end), Some(b'.' | b'e' | b'E'));
+    if simple {
+        if let Ok(v) = std::str::from_utf8(&line[at..digits_end]).unwrap_or("x").parse::<i64>() {
+            return Ok((v, digits_end));
         }
     }
+    read_json::<i64>(line, at)
+}
 
-    /// A `key`/`payload` value: a JSON string (the record bytes), `null`, or inline JSON.
-    fn bytes(&mut self, line: &[u8], at: usize, cache: bool) -> Result<(Option<Vec<u8>>, usize), String> {
-        match line.get(at) {
-            Some(b'"') => {}
-            Some(b'n') => {
-                let (_, next) = self.read_json::<Option<IgnoredAny>>(line, at)?;
-                return Ok((None, next));
-            }
-            _ => {
-                let (raw, next) = self.read_json::<Box<RawValue>>(line, at)?;
-                return Ok((Some(raw.get().as_bytes().to_vec()), next));
-            }
-        }
-        let content = &line[at + 1..];
-        if cache {
-            if let Some((escaped, unescaped)) = &self.prefix {
-                if content.starts_with(escaped) {
-                    let mut value = Vec::with_capacity(unescaped.len() + content.len() - escaped.len());
-                    value.extend_from_slice(unescaped);
-                    if let Some(consumed) = unescape_into(&content[escaped.len()..], &mut value) {
-                        return Ok((Some(value), at + 1 + escaped.len() + consumed));
-                    }
+/// Skips any JSON value at `at`.
+fn skip_value(line: &[u8], at: usize) -> Result<usize, String> {
+    match line.get(at) {
+        Some(b'"') => {
+            let mut i = at + 1;
+            loop {
+                match line.get(i) {
+                    Some(b'"') => return Ok(i + 1),
+                    Some(b'\\') => i += 2,
+                    Some(_) => i += 1,
+                    None => return Err(err("unterminated string")),
                 }
             }
         }
-        let (text, next) = self.read_json::<String>(line, at)?;
-        if cache {
-            self.learn(content, &text);
+        Some(b'{' | b'[') => read_json::<IgnoredAny>(line, at).map(|(_, next)| next),
+        Some(_) => {
+            let end = line[at..].iter().position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace());
+            Ok(at + end.unwrap_or(line.len() - at))
         }
-        Ok((Some(text.into_bytes()), next))
+        None => Err(err("unexpected end of line")),
     }
+}
 
-    fn learn(&mut self, escaped_content: &[u8], value: &str) {
-        #[derive(Deserialize)]
-        struct Top<'a> {
-            #[serde(borrow)]
-            schema: Option<&'a RawValue>,
+/// A `key`/`payload` value: a JSON string (the record bytes), `null`, or inline JSON.
+fn bytes(line: &[u8], at: usize, cache: &mut PrefixCache) -> Result<(Bytes, usize), String> {
+    match line.get(at) {
+        Some(b'"') => {}
+        Some(b'n') => {
+            let (_, next) = read_json::<Option<IgnoredAny>>(line, at)?;
+            return Ok(((None, None), next));
         }
-        let Ok(top) = serde_json::from_str::<Top<'_>>(value) else { return };
-        let Some(schema) = top.schema else { return };
-        let unescaped = format!("{{\"schema\":{},\"payload\":", schema.get());
-        if !value.starts_with(&unescaped) {
-            return;
+        _ => {
+            let (raw, next) = read_json::<Box<RawValue>>(line, at)?;
+            return Ok(((Some(raw.get().as_bytes().to_vec()), None), next));
         }
-        let Ok(quoted) = serde_json::to_string(&unescaped) else { return };
-        let escaped = &quoted.as_bytes()[1..quoted.len() - 1];
-        if escaped_content.starts_with(escaped) {
-            self.prefix = Some((escaped.to_vec(), unescaped.into_bytes()));
+    }
+    let content = &line[at + 1..];
+    if let Some((escaped, unescaped)) = &cache.0 {
+        if content.starts_with(escaped) {
+            let mut rest = Vec::new();
+            if let Some(consumed) = unescape_into(&content[escaped.len()..], &mut rest) {
+                return Ok(((Some(rest), Some(Arc::clone(unescaped))), at + 1 + escaped.len() + consumed));
+            }
         }
+    }
+    let (text, next) = read_json::<String>(line, at)?;
+    learn(cache, content, &text);
+    Ok(((Some(text.into_bytes()), None), next))
+}
+
+/// Remembers `{"schema":S,"payload":` as a shared prefix, if `value` starts with it and
+/// this producer escaped it the way serde_json does.
+fn learn(cache: &mut PrefixCache, escaped_content: &[u8], value: &str) {
+    #[derive(Deserialize)]
+    struct Top<'a> {
+        #[serde(borrow)]
+        schema: Option<&'a RawValue>,
+    }
+    let Ok(top) = serde_json::from_str::<Top<'_>>(value) else { return };
+    let Some(schema) = top.schema else { return };
+    let unescaped = format!("{{\"schema\":{},\"payload\":", schema.get());
+    if !value.starts_with(&unescaped) {
+        return;
+    }
+    let Ok(quoted) = serde_json::to_string(&unescaped) else { return };
+    let escaped = &quoted.as_bytes()[1..quoted.len() - 1];
+    if escaped_content.starts_with(escaped) {
+        cache.0 = Some((escaped.to_vec(), Arc::from(unescaped.into_bytes())));
     }
 }
 
@@ -193,54 +263,95 @@ impl KcatParser {
 /// to serde_json, which reports the error). UTF-8 is not validated here: the decoder
 /// parses the value with serde_json, which does.
 fn unescape_into(body: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    // Escapes are dense in embedded JSON (every quote is one). Eight bytes at a time: find
+    // the first quote or backslash in the word with a zero-byte test, copy the word, and
+    // keep only the bytes before it.
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let base = out.len();
+    out.reserve(body.len().min(4096));
     let mut i = 0;
     loop {
-        let k = memchr::memchr2(b'"', b'\\', &body[i..])?;
-        out.extend_from_slice(&body[i..i + k]);
-        i += k;
-        if body[i] == b'"' {
-            return Some(i + 1);
-        }
-        let esc = *body.get(i + 1)?;
-        i += 2;
-        let byte = match esc {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            b'/' => b'/',
-            b'b' => 0x08,
-            b'f' => 0x0c,
-            b'n' => b'\n',
-            b'r' => b'\r',
-            b't' => b'\t',
-            b'u' => {
-                let hex = |at: usize| -> Option<u32> {
-                    let h = body.get(at..at + 4)?;
-                    u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
-                };
-                let first = hex(i)?;
-                i += 4;
-                let code = if (0xD800..0xDC00).contains(&first) {
-                    // A high surrogate must be followed by `\u` and a low surrogate.
-                    if body.get(i..i + 2)? != b"\\u" {
-                        return None;
-                    }
-                    let second = hex(i + 2)?;
-                    if !(0xDC00..0xE000).contains(&second) {
-                        return None;
-                    }
-                    i += 6;
-                    0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
-                } else {
-                    first
-                };
-                let c = char::from_u32(code)?;
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        if let Some(chunk) = body.get(i..i + 8) {
+            let w = u64::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7]]);
+            let hits = zero_byte(w ^ (ONES * b'"' as u64)) | zero_byte(w ^ (ONES * b'\\' as u64));
+            // The lowest flagged byte is exact (borrows only disturb bytes above it).
+            let clean = ((hits.trailing_zeros() / 8) as usize).min(8);
+            // A fixed-size copy compiles to one store; then drop the bytes past the hit.
+            out.extend_from_slice(&w.to_le_bytes());
+            out.truncate(out.len() - (8 - clean));
+            i += clean;
+            if clean == 8 {
                 continue;
             }
-            _ => return None,
+        }
+        let Some(&b) = body.get(i) else {
+            out.truncate(base);
+            return None;
         };
-        out.push(byte);
+        i += 1;
+        match b {
+            b'"' => return Some(i),
+            b'\\' => {
+                let Some(&esc) = body.get(i) else {
+                    out.truncate(base);
+                    return None;
+                };
+                i += 1;
+                let byte = match esc {
+                    b'"' => b'"',
+                    b'\\' => b'\\',
+                    b'/' => b'/',
+                    b'b' => 0x08,
+                    b'f' => 0x0c,
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'u' => match unicode_escape(body, i) {
+                        Some((c, used)) => {
+                            i += used;
+                            let mut buf = [0u8; 4];
+                            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                            continue;
+                        }
+                        None => {
+                            out.truncate(base);
+                            return None;
+                        }
+                    },
+                    _ => {
+                        out.truncate(base);
+                        return None;
+                    }
+                };
+                out.push(byte);
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+/// The character of a `\uXXXX` escape (or a surrogate pair) whose hex digits start at
+/// `at`, and how many bytes after `\u` it used.
+fn unicode_escape(body: &[u8], at: usize) -> Option<(char, usize)> {
+    let hex = |at: usize| -> Option<u32> {
+        let h = body.get(at..at + 4)?;
+        u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
+    };
+    let first = hex(at)?;
+    if (0xD800..0xDC00).contains(&first) {
+        // A high surrogate must be followed by `\u` and a low surrogate.
+        if body.get(at + 4..at + 6)? != b"\\u" {
+            return None;
+        }
+        let second = hex(at + 6)?;
+        if !(0xDC00..0xE000).contains(&second) {
+            return None;
+        }
+        Some((char::from_u32(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00))?, 10))
+    } else {
+        Some((char::from_u32(first)?, 4))
     }
 }
 
@@ -270,19 +381,22 @@ mod tests {
             r#"{"after":{"id":1},"op":"c"}"#,
         ];
         for (n, m) in messages.iter().enumerate() {
-            let r = p.parse(line(Some(m)).as_bytes()).expect("parse");
-            assert_eq!(r.value.as_deref(), Some(m.as_bytes()), "message {n}");
+            let l = line(Some(m));
+            let r = p.parse(l.as_bytes()).expect("parse");
+            let whole = [r.value_prefix.as_deref().unwrap_or_default(), r.value.as_deref().unwrap_or_default()].concat();
+            assert_eq!(whole, m.as_bytes(), "message {n}");
             assert_eq!(r.key.as_deref(), Some(br#"{"id":1}"#.as_slice()));
-            assert_eq!((r.topic.as_str(), r.partition, r.offset), ("t", 2, 9));
+            assert_eq!((&l.as_bytes()[r.topic.clone()], r.partition, r.offset), (b"t".as_slice(), 2, 9));
             if n == 0 {
-                assert!(p.prefix.is_some(), "learned the schema prefix");
+                assert!(p.value.0.is_some(), "learned the schema prefix");
             }
         }
     }
 
     #[test]
     fn unescape_agrees_with_serde_json() {
-        let samples = ["plain", "q\" b\\ s/ \u{1}\u{1f}", "é 日本語 🚀 \u{10FFFF}", "\n\r\t\u{8}\u{c}", ""];
+        let long: String = (0..200).map(|i| if i % 7 == 0 { '"' } else if i % 11 == 0 { '\\' } else { (b'a' + (i % 26) as u8) as char }).collect();
+        let samples = [long.as_str(), "0123456\"", "01234567\"89", "plain", "q\" b\\ s/ \u{1}\u{1f}", "é 日本語 🚀 \u{10FFFF}", "\n\r\t\u{8}\u{c}", ""];
         for s in samples {
             let escaped = serde_json::to_string(s).expect("escape");
             let mut out = Vec::new();
@@ -303,6 +417,11 @@ mod tests {
     fn nulls_inline_values_and_errors() {
         let mut p = KcatParser::new();
         assert_eq!(p.parse(line(None).as_bytes()).expect("tombstone").value, None);
+        let shared = p.parse(line(Some(r#"{"schema":{"a":1},"payload":{"op":"c"}}"#)).as_bytes()).expect("learn");
+        assert!(shared.value_prefix.is_none(), "the first record teaches the prefix");
+        let next = p.parse(line(Some(r#"{"schema":{"a":1},"payload":{"op":"u"}}"#)).as_bytes()).expect("reuse");
+        assert_eq!(next.value_prefix.as_deref(), Some(br#"{"schema":{"a":1},"payload":"#.as_slice()));
+        assert_eq!(next.value.as_deref(), Some(br#"{"op":"u"}}"#.as_slice()));
         let inline = r#"{"topic":"t","partition":0,"offset":1,"payload":{"a":1}}"#;
         assert_eq!(p.parse(inline.as_bytes()).expect("inline").value.as_deref(), Some(br#"{"a":1}"#.as_slice()));
         assert!(p.parse(br#"{"topic":"t","partition":0}"#).expect_err("no offset").contains("offset"));

@@ -47,6 +47,8 @@ pub struct Target {
     pub location: String,
     /// Resume offsets from the newest floe snapshot.
     pub committed: SourceOffsets,
+    /// Table properties (write settings such as the Parquet codec).
+    pub properties: std::collections::HashMap<String, String>,
 }
 
 impl Target {

@@ -382,7 +382,15 @@ impl PartitionCursor {
         if parsed.offset != offset || parsed.partition != self.partition {
             return Err(Error::new(ErrorKind::Source, format!("{} changed while being read (byte {pos})", self.path.display())));
         }
-        Ok(Some(SourceRecord { table: self.table, partition: self.partition, offset, key: parsed.key, value: parsed.value }))
+        Ok(Some(SourceRecord {
+            table: self.table,
+            partition: self.partition,
+            offset,
+            key: parsed.key,
+            key_prefix: parsed.key_prefix,
+            value: parsed.value,
+            value_prefix: parsed.value_prefix,
+        }))
     }
 }
 
@@ -422,7 +430,7 @@ mod tests {
         let mut c = PartitionCursor::open(&index, &index.partitions[0], Some(1));
         let r = c.read().expect("read").expect("record");
         assert_eq!((r.partition, r.offset), (0, 1));
-        assert_eq!(r.value.as_deref(), Some(br#"{"v":1}"#.as_slice()));
+        assert_eq!(r.value_bytes().as_deref(), Some(br#"{"v":1}"#.as_slice()));
         assert_eq!(c.read().expect("read").map(|r| r.offset), Some(2));
         assert_eq!(c.read().expect("read"), None);
     }

@@ -12,7 +12,7 @@
 //!     ],
 //!     &["id".to_string()],
 //! ).unwrap();
-//! let mut row = Row(vec![Value::Long(7), Value::String("a@b.c".into())]);
+//! let mut row = Row::new(vec![Value::Long(7), Value::String("a@b.c".into())]);
 //! let mut view = RowMut::new(&schema, &mut row);
 //! assert_eq!(view.get_i64("id"), Some(7));
 //! view.set("email", Value::Null).unwrap();
@@ -89,7 +89,7 @@ impl<'a> RowMut<'a> {
         if !fits {
             return Err(format!("column `{column}` is {}{}; cannot hold {value}", c.ty, if c.nullable { "" } else { " NOT NULL" }));
         }
-        self.row.0[p] = value;
+        self.row.values_mut()[p] = value;
         Ok(())
     }
 }

@@ -135,7 +135,7 @@ mod tests {
     use floe_engine::value::Value;
 
     fn row(v: i64) -> Row {
-        Row(vec![Value::Long(1), Value::Long(v)])
+        Row::new(vec![Value::Long(1), Value::Long(v)])
     }
 
     fn ev(offset: i64, op: Op, before: Option<i64>, after: Option<i64>) -> Event {
@@ -146,7 +146,7 @@ mod tests {
             offset,
             op,
             source_ts_ms: None,
-            key: Row(vec![Value::Long(1)]),
+            key: Row::new(vec![Value::Long(1)]),
             before: None,
             after: after.map(row),
             before_digest: before.map(|b| b as u128),

@@ -76,6 +76,7 @@ enum Command {
 
 /// Parses arguments and runs the command.
 pub fn main() -> ExitCode {
+    crate::allocator::tune();
     floe_engine::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {

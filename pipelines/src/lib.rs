@@ -9,6 +9,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod allocator;
 pub mod api;
 pub mod bench;
 pub mod cli;

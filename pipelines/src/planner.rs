@@ -171,6 +171,7 @@ fn target(name: &TableName, state: &TableState, pipeline_id: &str) -> Result<Tar
         spec: Arc::clone(state.metadata.default_partition_spec()),
         location: state.metadata.location().to_string(),
         committed,
+        properties: state.metadata.properties().clone(),
     })
 }
 

@@ -50,8 +50,8 @@ impl SchemaDiscovery for ReplayDiscovery {
             while out.len() < limit {
                 match cursor.read()? {
                     Some(r) => {
-                        if let Some(v) = r.value {
-                            out.push((r.key, v));
+                        if let (key, Some(v)) = r.into_parts() {
+                            out.push((key, v));
                             break;
                         }
                     }

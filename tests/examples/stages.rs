@@ -19,11 +19,13 @@ fn main() {
     let mut d = TableDecoder::new(0, "shop.inventory.accounts", Arc::new(schema), false, None);
     let (mut read_t, mut decode_t, mut up_t, mut clone_t) = (0f64, 0f64, 0f64, 0f64);
     let mut n = 0;
+    let mut misses = 0;
     for p in &index.partitions {
         let mut c = PartitionCursor::open(&index, p, None);
         loop {
             let t = Instant::now();
             let Some(r) = c.read().unwrap() else { break };
+            if r.value.is_some() && r.value_prefix.is_none() { misses += 1; }
             read_t += t.elapsed().as_secs_f64();
             n += 1;
             let t = Instant::now();
@@ -41,5 +43,6 @@ fn main() {
         }
     }
     let us = |x: f64| x * 1e6 / n as f64;
+    println!("prefix cache misses: {misses}");
     println!("per record: read+parse line {:.2} us, decode {:.2} us, upsert {:.2} us, clone event {:.2} us", us(read_t), us(decode_t), us(up_t), us(clone_t));
 }

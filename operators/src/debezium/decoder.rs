@@ -107,7 +107,7 @@ pub struct TableDecoder {
     schema: TableSchemaRef,
     declared: Option<Arc<RowLayout>>,
     plans: Vec<(Box<[u8]>, Result<Arc<RowLayout>, String>)>,
-    fast: Option<(Box<[u8]>, Arc<RowLayout>)>,
+    fast: Option<(Arc<[u8]>, Arc<RowLayout>)>,
     transform: Option<RowTransform>,
     not_null: Vec<usize>,
 }
@@ -150,30 +150,50 @@ impl TableDecoder {
 
     /// Decodes one record.
     pub fn decode(&mut self, record: SourceRecord) -> Decoded {
-        let Some(value) = record.value.as_deref() else {
+        let Some(tail) = record.value.as_deref() else {
             return Decoded::Tombstone;
         };
-        let parsed = match self.parse_fast(value) {
-            Some(fast) => Ok(fast),
-            None => self.parse_slow(value),
+        let result = {
+            let whole;
+            let fast = match &record.value_prefix {
+                Some(shared) => self.shared_prefix_matches(shared).then_some(tail).and_then(|rest| self.parse_payload(rest)),
+                None => self.fast.as_ref().and_then(|(p, _)| tail.strip_prefix(&p[..])).and_then(|rest| self.parse_payload(rest)),
+            };
+            let parsed = match fast {
+                Some(fast) => Ok(fast),
+                None => {
+                    whole = record.value_bytes().unwrap_or_default();
+                    self.parse_slow(&whole)
+                }
+            };
+            parsed.and_then(|(env, layout)| self.to_event(&record, env, &layout))
         };
-        let result = parsed.and_then(|(env, layout)| self.to_event(&record, env, &layout));
         match result {
             Ok(event) => Decoded::Event(event),
-            Err(reason) => Decoded::Dead(DeadLetter {
-                table: self.table,
-                partition: record.partition,
-                offset: record.offset,
-                key: record.key,
-                value: record.value,
-                reason,
-            }),
+            Err(reason) => {
+                let (partition, offset) = (record.partition, record.offset);
+                let (key, value) = record.into_parts();
+                Decoded::Dead(DeadLetter { table: self.table, partition, offset, key, value, reason })
+            }
         }
     }
 
-    fn parse_fast<'v>(&self, value: &'v [u8]) -> Option<(Envelope<'v>, Arc<RowLayout>)> {
-        let (prefix, layout) = self.fast.as_ref()?;
-        let rest = value.strip_prefix(&prefix[..])?;
+    /// Whether a source's shared value prefix is the schema prefix we have a layout for;
+    /// adopts the source's allocation so later checks are a pointer comparison.
+    fn shared_prefix_matches(&mut self, shared: &Arc<[u8]>) -> bool {
+        match &mut self.fast {
+            Some((mine, _)) if Arc::ptr_eq(mine, shared) => true,
+            Some((mine, _)) if mine[..] == shared[..] => {
+                *mine = Arc::clone(shared);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Parses `payload}` (what follows the schema prefix) with the cached layout.
+    fn parse_payload<'v>(&self, rest: &'v [u8]) -> Option<(Envelope<'v>, Arc<RowLayout>)> {
+        let (_, layout) = self.fast.as_ref()?;
         let trimmed = rest.trim_ascii_end();
         let payload = trimmed.strip_suffix(b"}")?;
         let mut de = serde_json::Deserializer::from_slice(payload);
@@ -189,7 +209,7 @@ impl TableDecoder {
                 let layout = self.layout_for(schema.get().as_bytes())?;
                 let prefix = [b"{\"schema\":".as_slice(), schema.get().as_bytes(), b",\"payload\":"].concat();
                 if value.starts_with(&prefix) {
-                    self.fast = Some((prefix.into_boxed_slice(), Arc::clone(&layout)));
+                    self.fast = Some((Arc::from(prefix), Arc::clone(&layout)));
                 }
                 (payload.get().as_bytes(), layout)
             }
@@ -323,8 +343,8 @@ impl TableDecoder {
                 return Ok(key);
             }
         }
-        let bytes = record.key.as_deref().ok_or_else(|| "missing key: no record key and no image with the key columns".to_string())?;
-        let json: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("unparseable key: {e}"))?;
+        let bytes = record.key_bytes().ok_or_else(|| "missing key: no record key and no image with the key columns".to_string())?;
+        let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| format!("unparseable key: {e}"))?;
         let payload = match &json {
             serde_json::Value::Object(m) if m.contains_key("payload") && m.contains_key("schema") => &m["payload"],
             other => other,
@@ -352,7 +372,7 @@ impl TableDecoder {
             }
             values.push(v);
         }
-        Ok(Row(values))
+        Ok(Row::new(values))
     }
 }
 
@@ -377,26 +397,28 @@ mod tests {
     const SCHEMA: &str = r#"{"type":"struct","fields":[{"type":"struct","fields":[{"type":"int64","optional":false,"field":"id"},{"type":"string","optional":true,"field":"name"}],"optional":true,"field":"before"},{"type":"struct","fields":[{"type":"int64","optional":false,"field":"id"},{"type":"string","optional":true,"field":"name"}],"optional":true,"field":"after"},{"type":"string","optional":false,"field":"op"}],"optional":false,"name":"x.Envelope"}"#;
 
     fn record(offset: i64, payload: &str) -> SourceRecord {
-        SourceRecord {
-            table: 0,
-            partition: 0,
-            offset,
-            key: Some(br#"{"id":1}"#.to_vec()),
-            value: Some(format!(r#"{{"schema":{SCHEMA},"payload":{payload}}}"#).into_bytes()),
-        }
+        SourceRecord::new(0, 0, offset, Some(br#"{"id":1}"#.to_vec()), Some(format!(r#"{{"schema":{SCHEMA},"payload":{payload}}}"#).into_bytes()))
     }
 
     #[test]
     fn decodes_and_then_takes_the_fast_path() {
         let mut d = TableDecoder::new(0, "t", schema(), false, None);
         let first = d.decode(record(0, r#"{"before":null,"after":{"id":1,"name":"a"},"op":"c","source":{"ts_ms":5}}"#));
-        assert!(matches!(first, Decoded::Event(ref e) if e.key == Row(vec![Value::Long(1)]) && e.source_ts_ms == Some(5)), "{first:?}");
+        assert!(matches!(first, Decoded::Event(ref e) if e.key == Row::new(vec![Value::Long(1)]) && e.source_ts_ms == Some(5)), "{first:?}");
         assert!(d.fast.is_some(), "prefix cached");
+        // A source that splits the shared prefix off hits the same fast path.
+        let prefix: Arc<[u8]> = Arc::from(format!(r#"{{"schema":{SCHEMA},"payload":"#).into_bytes());
+        let split = SourceRecord {
+            value_prefix: Some(prefix),
+            value: Some(br#"{"after":{"id":1,"name":"z"},"op":"r"}}"#.to_vec()),
+            ..SourceRecord::new(0, 0, 2, None, None)
+        };
+        assert!(matches!(d.decode(split), Decoded::Event(ref e) if e.after.as_ref().is_some_and(|a| a.0[1] == Value::String("z".into()))));
         let second = d.decode(record(1, r#"{"before":{"id":1,"name":"a"},"after":{"id":1,"name":"b"},"op":"u"}"#));
         match second {
             Decoded::Event(e) => {
                 assert_eq!(e.op, Op::Update);
-                assert_eq!(e.after, Some(Row(vec![Value::Long(1), Value::String("b".into())])));
+                assert_eq!(e.after, Some(Row::new(vec![Value::Long(1), Value::String("b".into())])));
             }
             other => panic!("{other:?}"),
         }
@@ -420,39 +442,39 @@ mod tests {
                 other => panic!("{payload}: {other:?}"),
             }
         }
-        let garbage = SourceRecord { table: 0, partition: 0, offset: 9, key: None, value: Some(b"{not json".to_vec()) };
+        let garbage = SourceRecord::new(0, 0, 9, None, Some(b"{not json".to_vec()));
         assert!(matches!(d.decode(garbage), Decoded::Dead(ref dl) if dl.reason.contains("unparseable JSON")));
     }
 
     #[test]
     fn tombstones_are_skipped_and_key_falls_back_to_record_key() {
         let mut d = TableDecoder::new(0, "t", schema(), false, None);
-        let tomb = SourceRecord { table: 0, partition: 0, offset: 3, key: Some(b"{}".to_vec()), value: None };
+        let tomb = SourceRecord::new(0, 0, 3, Some(b"{}".to_vec()), None);
         assert_eq!(d.decode(tomb), Decoded::Tombstone);
         let del = d.decode(record(4, r#"{"before":null,"after":null,"op":"d"}"#));
-        assert!(matches!(del, Decoded::Event(ref e) if e.key == Row(vec![Value::Long(1)])), "{del:?}");
+        assert!(matches!(del, Decoded::Event(ref e) if e.key == Row::new(vec![Value::Long(1)])), "{del:?}");
     }
 
     #[test]
     fn schemaless_needs_declared_columns() {
         let mut strict = TableDecoder::new(0, "t", schema(), false, None);
-        let rec = SourceRecord { table: 0, partition: 0, offset: 0, key: None, value: Some(br#"{"after":{"id":2},"op":"r"}"#.to_vec()) };
+        let rec = SourceRecord::new(0, 0, 0, None, Some(br#"{"after":{"id":2},"op":"r"}"#.to_vec()));
         assert!(matches!(strict.decode(rec.clone()), Decoded::Dead(ref dl) if dl.reason.contains("declares no `columns`")));
         let mut lenient = TableDecoder::new(0, "t", schema(), true, None);
-        assert!(matches!(lenient.decode(rec), Decoded::Event(ref e) if e.key == Row(vec![Value::Long(2)])));
+        assert!(matches!(lenient.decode(rec), Decoded::Event(ref e) if e.key == Row::new(vec![Value::Long(2)])));
     }
 
     #[test]
     fn drift_is_a_dead_letter() {
         let mut d = TableDecoder::new(0, "t", schema(), false, None);
         let drifted = SCHEMA.replace(r#""field":"name"}],"optional":true,"field":"after""#, r#""field":"name"},{"type":"int32","optional":true,"field":"qty"}],"optional":true,"field":"after""#);
-        let rec = SourceRecord {
-            table: 0,
-            partition: 0,
-            offset: 0,
-            key: None,
-            value: Some(format!(r#"{{"schema":{drifted},"payload":{{"after":{{"id":1,"qty":3}},"op":"c"}}}}"#).into_bytes()),
-        };
+        let rec = SourceRecord::new(
+            0,
+            0,
+            0,
+            None,
+            Some(format!(r#"{{"schema":{drifted},"payload":{{"after":{{"id":1,"qty":3}},"op":"c"}}}}"#).into_bytes()),
+        );
         assert!(matches!(d.decode(rec), Decoded::Dead(ref dl) if dl.reason.contains("schema drift")));
     }
 }

@@ -4,9 +4,9 @@
 //! ```text
 //!   {"before": {...}|null, "after": {...}|null, "source": {..., "ts_ms": n, ...}, "op": "u", ...}
 //!        │                   │                          │                          │
-//!     RowSeed             RowSeed                  SourceSeed                   op string
+//!     raw JSON            raw JSON               `"ts_ms"` lookup               op string
 //!        ▼                   ▼                          ▼
-//!   Option<Row>         Option<Row>             Option<source ts>
+//!   RowSeed (if needed)  RowSeed                Option<source ts>
 //! ```
 //!
 //! # Invariants
@@ -180,45 +180,19 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
             values[slot.position] = map.next_value_seed(ValueSeed { conversion: slot.conversion, column: &slot.name })?;
             i += 1;
         }
-        Ok(Some(Row(values)))
+        Ok(Some(Row::new(values)))
     }
 }
 
-/// Reads `ts_ms` out of the `source` block.
-struct SourceSeed;
-
-impl<'de> DeserializeSeed<'de> for SourceSeed {
-    type Value = Option<i64>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_option(self)
-    }
-}
-
-impl<'de> Visitor<'de> for SourceSeed {
-    type Value = Option<i64>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("the source block")
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut ts = None;
-        while let Some(name) = map.next_key_seed(KeySeed)? {
-            if name == "ts_ms" {
-                ts = map.next_value::<Option<i64>>()?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(ts)
-    }
+/// `ts_ms` of a `source` block, found by its key rather than by parsing every field: the
+/// block is flat (Debezium's source struct), and inside JSON strings a quote is always
+/// escaped, so the bytes `"ts_ms"` followed by `:` can only be that key.
+fn source_ts_ms(raw: &RawValue) -> Option<i64> {
+    let text = raw.get().as_bytes();
+    let at = memchr::memmem::find(text, b"\"ts_ms\"")? + 7;
+    let rest = text[at..].trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+    let end = rest.iter().position(|b| !(b.is_ascii_digit() || *b == b'-')).unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
 /// Parses a payload object into an [`Envelope`].
@@ -264,7 +238,7 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
                     env.op = map.next_value::<Option<String>>()?;
                     env.looks_like_envelope = true;
                 }
-                "source" => env.source_ts_ms = map.next_value_seed(SourceSeed)?,
+                "source" => env.source_ts_ms = source_ts_ms(map.next_value::<&'de RawValue>()?),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -295,10 +269,18 @@ mod tests {
         let mut de = serde_json::Deserializer::from_str(json);
         let env = EnvelopeSeed { layout: &l }.deserialize(&mut de).expect("parse");
         let after = l.parse(env.after.expect("after")).expect("row");
-        assert_eq!(after, Some(Row(vec![Value::Long(7), Value::Null, Value::String("é\"x".into())])));
+        assert_eq!(after, Some(Row::new(vec![Value::Long(7), Value::Null, Value::String("é\"x".into())])));
         assert!(env.before.is_none());
         assert_eq!(env.op.as_deref(), Some("c"));
         assert_eq!(env.source_ts_ms, Some(42));
+    }
+
+    #[test]
+    fn source_timestamp_lookup() {
+        let ts = |json: &str| source_ts_ms(&serde_json::from_str::<Box<RawValue>>(json).expect("raw"));
+        assert_eq!(ts(r#"{"db":"x","query":"a \"ts_ms\" b","ts_ms" : -5,"row":0}"#), Some(-5));
+        assert_eq!(ts(r#"{"db":"x"}"#), None);
+        assert_eq!(ts("null"), None);
     }
 
     #[test]
