@@ -165,6 +165,9 @@ impl TableCatalog for SqlTableCatalog {
     }
 
     async fn swap_metadata(&self, ident: &TableIdent, expected: &str, new: &str) -> Result<()> {
+        if expected == new {
+            return Err(Error::new(ErrorKind::Internal, format!("{ident}: a commit must write a new metadata file, not {new}")));
+        }
         let result = sqlx::query(
             "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
              WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND metadata_location = ?",

@@ -252,9 +252,12 @@ async fn stage_and_swap(
         .set_branch_snapshot(snapshot, MAIN_BRANCH)?
         .build()?
         .metadata;
-    let location = MetadataLocation::from_str(&state.metadata_location)?.with_new_metadata(&new_metadata);
+    // A fresh version and UUID: never overwrite the file the catalog points at.
+    let location = MetadataLocation::from_str(&state.metadata_location)?.with_next_version().with_new_metadata(&new_metadata);
     new_metadata.write_to(file_io, &location).await?;
+    crate::faults::point("commit-before-swap");
     catalog.swap_metadata(&request.table, &state.metadata_location, &location.to_string()).await?;
+    crate::faults::point("commit-after-swap");
     Ok(sequence_number)
 }
 

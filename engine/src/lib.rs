@@ -17,6 +17,7 @@ pub mod commit;
 pub mod config;
 pub mod epoch;
 pub mod error;
+pub mod faults;
 pub mod logging;
 pub mod metrics;
 pub mod offsets;

@@ -98,6 +98,7 @@ where
                             let result = futures::future::try_join_all(jobs)
                                 .await
                                 .map(|files| files.into_iter().flatten().collect::<Vec<_>>());
+                            floe_engine::faults::point("files-written");
                             let _ = tx.send((epoch, result));
                             let _ = wake.activate();
                         });
