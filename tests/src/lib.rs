@@ -117,6 +117,34 @@ impl Scratch {
         }
     }
 
+    /// Paths of every data and delete file the current snapshots of the configured tables
+    /// reference.
+    pub fn referenced_files(&self) -> std::collections::BTreeSet<String> {
+        let config = self.config();
+        let runtime = IoRuntime::new(1).expect("runtime");
+        let catalog = runtime.block_on(SqlTableCatalog::open(&config.catalog)).expect("catalog");
+        let mut names: Vec<TableName> = Vec::new();
+        for t in &config.tables {
+            names.extend(t.base.clone());
+            names.extend(t.cdc.clone());
+            names.push(t.dead_letters.clone());
+        }
+        let mut out = std::collections::BTreeSet::new();
+        for n in names {
+            let Some(state) = runtime.block_on(catalog.load(&ident(&n))).expect("load") else { continue };
+            let Some(current) = state.metadata.current_snapshot() else { continue };
+            runtime.block_on(async {
+                let bytes = catalog.file_io().new_input(current.manifest_list()).expect("input").read().await.expect("list");
+                let list = iceberg::spec::ManifestList::parse_with_version(&bytes, state.metadata.format_version()).expect("parse");
+                for m in list.entries() {
+                    let manifest = m.load_manifest(catalog.file_io()).await.expect("manifest");
+                    out.extend(manifest.entries().iter().map(|e| e.file_path().trim_start_matches("file://").to_string()));
+                }
+            });
+        }
+        out
+    }
+
     /// `(table, snapshot ids on the main branch's ancestry)` for every configured table.
     pub fn snapshots(&self) -> Vec<(String, Vec<i64>)> {
         let config = self.config();

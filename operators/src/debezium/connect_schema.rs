@@ -101,7 +101,9 @@ pub enum Conversion {
     ZonedTimestamp,
     /// Any JSON value → its compact JSON text.
     JsonText,
-    /// Declared (schemaless) decimal: JSON number or numeric string.
+    /// Declared (schemaless) decimal: Debezium's encodings without a schema, a base64
+    /// unscaled value (`decimal.handling.mode=precise`, the default) or a JSON number
+    /// (`double`). Strings are never guessed at: `string` mode columns are declared `string`.
     DecimalText {
         /// Precision.
         precision: u32,

@@ -98,7 +98,7 @@ fn expected(c: Conversion) -> &'static str {
         Conversion::Time(_) | Conversion::Timestamp(_) => "an integer time",
         Conversion::ZonedTimestamp => "an ISO-8601 timestamp string",
         Conversion::JsonText => "a JSON value",
-        Conversion::DecimalText { .. } => "a decimal number or numeric string",
+        Conversion::DecimalText { .. } => "a base64 decimal or a number",
         Conversion::DeclaredDate => "a day count or YYYY-MM-DD",
         Conversion::DeclaredTimestamp { .. } => "microseconds or an ISO-8601 timestamp",
     }
@@ -159,7 +159,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         match self.conversion {
             Conversion::String => Ok(Value::String(v.to_string())),
             Conversion::Bytes => BASE64.decode(v).map(Value::Binary).map_err(|e| self.fail(format!("invalid base64: {e}"))),
-            Conversion::Decimal { precision, .. } => {
+            Conversion::Decimal { precision, .. } | Conversion::DecimalText { precision, .. } => {
                 let bytes = BASE64.decode(v).map_err(|e| self.fail(format!("invalid base64 decimal: {e}")))?;
                 let unscaled = unscaled_from_bytes(&bytes).ok_or_else(|| self.fail("decimal wider than 128 bits"))?;
                 check_precision(unscaled, precision).map_err(|m| self.fail(m))?;
@@ -175,9 +175,6 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
             Conversion::DeclaredTimestamp { zoned: false } => parse_naive_timestamp(v)
                 .map(Value::Timestamp)
                 .ok_or_else(|| self.fail(format!("`{v}` is not an ISO-8601 timestamp"))),
-            Conversion::DecimalText { precision, scale } => {
-                decimal_from_text(v, precision, scale).map(Value::Decimal).map_err(|m| self.fail(m))
-            }
             Conversion::DeclaredDate => NaiveDate::parse_from_str(v, "%Y-%m-%d")
                 .map(|d| Value::Date((d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32))
                 .map_err(|e| self.fail(format!("`{v}` is not a date: {e}"))),

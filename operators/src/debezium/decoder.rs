@@ -359,13 +359,6 @@ impl TableDecoder {
             }
             .ok_or_else(|| format!("missing key: record key has no `{}`", column.name))?;
             let conversion = Conversion::for_declared(column.ty);
-            let conversion = match (conversion, &raw) {
-                // Keys are small; accept Debezium's encodings of the column's type.
-                (Conversion::DecimalText { precision, scale }, serde_json::Value::String(s)) if !s.contains('.') && s.len() % 4 == 0 => {
-                    Conversion::Decimal { precision, scale }
-                }
-                (c, _) => c,
-            };
             let v = ValueSeed { conversion, column: &column.name }.deserialize(raw).map_err(|e| e.to_string())?;
             if v == Value::Null {
                 return Err(format!("missing key: key column `{}` is null", column.name));
