@@ -56,6 +56,7 @@ pub struct Metrics {
     pub commit_conflicts: AtomicU64,
     /// Peak anonymous RSS of the run, bytes (set by the runner).
     pub peak_anon_bytes: AtomicU64,
+    finished: Mutex<Option<Duration>>,
     tables: Mutex<BTreeMap<String, TableStats>>,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
 }
@@ -71,6 +72,7 @@ impl Default for Metrics {
             commits: AtomicU64::new(0),
             commit_conflicts: AtomicU64::new(0),
             peak_anon_bytes: AtomicU64::new(0),
+            finished: Mutex::new(None),
             tables: Mutex::new(BTreeMap::new()),
             lag: Mutex::new(BTreeMap::new()),
         }
@@ -115,9 +117,18 @@ impl Metrics {
         (!lag.is_empty()).then(|| lag.values().sum())
     }
 
-    /// Time since the metrics were created.
+    /// Time since the metrics were created, or the run's duration once [`Metrics::finish`]
+    /// was called.
     pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+        self.finished.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(|| self.started.elapsed())
+    }
+
+    /// Marks the run as over: later reports use its duration.
+    pub fn finish(&self) {
+        let mut f = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(self.started.elapsed());
+        }
     }
 
     /// The live line: events, rate, commits, dead letters (and lag when known).

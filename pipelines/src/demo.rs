@@ -52,7 +52,7 @@ pub fn demo_pipeline(log: &str, workers: Option<usize>) -> String {
         r#"# floe demo: two MySQL tables captured by Debezium, replayed from a kcat log.
 [pipeline]
 id = "demo"
-commit_every = 2000
+commit_every = 20000
 {workers}
 [source]
 kind = "replay"

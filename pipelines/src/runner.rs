@@ -84,6 +84,7 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
     info!(pipeline = %plan.pipeline_id, tables = plan.tables.len(), workers = config.pipeline.workers, "pipeline start");
     let _line = options.progress_line.then(|| ProgressLine::start(Arc::clone(&metrics)));
     let executed = execute(plan.clone(), source, config.pipeline.workers);
+    metrics.finish();
     metrics.peak_anon_bytes.store(memory.peak(), std::sync::atomic::Ordering::Relaxed);
     executed?;
     if let Some(err) = plan.failure.get() {
