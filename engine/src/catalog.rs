@@ -29,8 +29,8 @@ use iceberg::spec::TableMetadata;
 use iceberg::table::Table;
 use iceberg::{Catalog, CatalogBuilder, NamespaceIdent, TableCreation, TableIdent};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
 use crate::config::{CatalogConfig, TableName};
 use crate::error::{Error, ErrorKind, Result};
@@ -82,9 +82,10 @@ pub struct SqlTableCatalog {
 impl SqlTableCatalog {
     /// Opens (creating if needed) the SQLite catalog and the warehouse folder.
     pub async fn open(config: &CatalogConfig) -> Result<SqlTableCatalog> {
-        let db = config.uri.strip_prefix("sqlite://").ok_or_else(|| {
-            Error::new(ErrorKind::Config, format!("catalog uri `{}` is not sqlite://", config.uri))
-        })?;
+        let db = config
+            .uri
+            .strip_prefix("sqlite://")
+            .ok_or_else(|| Error::new(ErrorKind::Config, format!("catalog uri `{}` is not sqlite://", config.uri)))?;
         let db_path = db.split_once('?').map(|(p, _)| p).unwrap_or(db);
         if let Some(parent) = std::path::Path::new(db_path).parent() {
             std::fs::create_dir_all(parent)?;
@@ -140,7 +141,8 @@ impl TableCatalog for SqlTableCatalog {
         if !self.catalog.table_exists(ident).await? {
             return Ok(None);
         }
-        let table = self.catalog.load_table(ident).await.map_err(|e| Error::from(e).context(format!("loading {ident}")))?;
+        let table =
+            self.catalog.load_table(ident).await.map_err(|e| Error::from(e).context(format!("loading {ident}")))?;
         let metadata_location = table
             .metadata_location()
             .ok_or_else(|| Error::new(ErrorKind::Catalog, format!("{ident} has no metadata location")))?
@@ -166,7 +168,10 @@ impl TableCatalog for SqlTableCatalog {
 
     async fn swap_metadata(&self, ident: &TableIdent, expected: &str, new: &str) -> Result<()> {
         if expected == new {
-            return Err(Error::new(ErrorKind::Internal, format!("{ident}: a commit must write a new metadata file, not {new}")));
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!("{ident}: a commit must write a new metadata file, not {new}"),
+            ));
         }
         let result = sqlx::query(
             "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \

@@ -29,12 +29,13 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use iceberg::spec::{
-    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile,
-    ManifestList, ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot,
-    SnapshotSummaryCollector, Summary, TableMetadataBuilder,
+    DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile, ManifestList,
+    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, SnapshotSummaryCollector, Summary,
+    TableMetadataBuilder,
 };
 use iceberg::{MetadataLocation, TableIdent};
 use tracing::{debug, warn};
@@ -43,8 +44,8 @@ use crate::catalog::{TableCatalog, TableState};
 use crate::epoch::Epoch;
 use crate::error::{Error, ErrorKind, Result};
 use crate::offsets::{
-    SUMMARY_EPOCH, SUMMARY_FORMAT, SUMMARY_FORMAT_VERSION, SUMMARY_OFFSETS, SUMMARY_PIPELINE_ID,
-    SourceOffsets, committed_progress,
+    SUMMARY_EPOCH, SUMMARY_FORMAT, SUMMARY_FORMAT_VERSION, SUMMARY_OFFSETS, SUMMARY_PIPELINE_ID, SourceOffsets,
+    committed_progress,
 };
 
 /// Everything one epoch contributes to one table.
@@ -96,7 +97,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 20, initial_backoff: Duration::from_millis(20), max_backoff: Duration::from_secs(5) }
+        RetryPolicy {
+            max_attempts: 20,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(5),
+        }
     }
 }
 
@@ -138,7 +143,8 @@ pub async fn commit(catalog: &dyn TableCatalog, request: &CommitRequest, retry: 
         }
         let new_manifests = manifests.clone().unwrap_or_default();
 
-        let attempt_result = stage_and_swap(catalog, &state, request, snapshot_id, commit_uuid, attempt, new_manifests).await;
+        let attempt_result =
+            stage_and_swap(catalog, &state, request, snapshot_id, commit_uuid, attempt, new_manifests).await;
         match attempt_result {
             Ok(sequence_number) => {
                 return Ok(CommitOutcome::Committed { snapshot_id, sequence_number, attempts: attempt });
@@ -173,16 +179,18 @@ async fn write_manifests(
     if metadata.format_version() != FormatVersion::V2 {
         return Err(Error::new(
             ErrorKind::Iceberg,
-            format!("{} is format version {:?}; floe writes format version 2", request.table, metadata.format_version()),
+            format!(
+                "{} is format version {:?}; floe writes format version 2",
+                request.table,
+                metadata.format_version()
+            ),
         ));
     }
     let mut out = Vec::new();
-    for (n, (files, content)) in [
-        (&request.data_files, ManifestContentType::Data),
-        (&request.delete_files, ManifestContentType::Deletes),
-    ]
-    .into_iter()
-    .enumerate()
+    for (n, (files, content)) in
+        [(&request.data_files, ManifestContentType::Data), (&request.delete_files, ManifestContentType::Deletes)]
+            .into_iter()
+            .enumerate()
     {
         if files.is_empty() {
             continue;
@@ -192,7 +200,7 @@ async fn write_manifests(
         let builder = ManifestWriterBuilder::new(
             output,
             Some(snapshot_id),
-            metadata.current_schema().clone(),
+            Arc::clone(metadata.current_schema()),
             metadata.default_partition_spec().as_ref().clone(),
         );
         let mut writer = match content {
@@ -232,8 +240,7 @@ async fn stage_and_swap(
 
     let list_path = format!("{}/metadata/snap-{snapshot_id}-{attempt}-{commit_uuid}.avro", metadata.location());
     let writer = file_io.new_output(&list_path)?.writer().await?;
-    let mut list_writer =
-        ManifestListWriter::v2(writer, snapshot_id, parent.map(|p| p.snapshot_id()), sequence_number);
+    let mut list_writer = ManifestListWriter::v2(writer, snapshot_id, parent.map(|p| p.snapshot_id()), sequence_number);
     list_writer.add_manifests(manifest_files.into_iter())?;
     list_writer.close().await?;
 
@@ -248,12 +255,14 @@ async fn stage_and_swap(
         .with_schema_id(metadata.current_schema_id())
         .build();
 
-    let new_metadata = TableMetadataBuilder::new_from_metadata((*state.metadata).clone(), Some(state.metadata_location.clone()))
-        .set_branch_snapshot(snapshot, MAIN_BRANCH)?
-        .build()?
-        .metadata;
+    let new_metadata =
+        TableMetadataBuilder::new_from_metadata((*state.metadata).clone(), Some(state.metadata_location.clone()))
+            .set_branch_snapshot(snapshot, MAIN_BRANCH)?
+            .build()?
+            .metadata;
     // A fresh version and UUID: never overwrite the file the catalog points at.
-    let location = MetadataLocation::from_str(&state.metadata_location)?.with_next_version().with_new_metadata(&new_metadata);
+    let location =
+        MetadataLocation::from_str(&state.metadata_location)?.with_next_version().with_new_metadata(&new_metadata);
     new_metadata.write_to(file_io, &location).await?;
     crate::faults::point("commit-before-swap");
     catalog.swap_metadata(&request.table, &state.metadata_location, &location.to_string()).await?;
@@ -267,7 +276,7 @@ fn build_summary(state: &TableState, request: &CommitRequest, previous: Option<&
     let metadata = &state.metadata;
     let mut collector = SnapshotSummaryCollector::default();
     for file in request.data_files.iter().chain(&request.delete_files) {
-        collector.add_file(file, metadata.current_schema().clone(), metadata.default_partition_spec().clone());
+        collector.add_file(file, Arc::clone(metadata.current_schema()), Arc::clone(metadata.default_partition_spec()));
     }
     let mut props: HashMap<String, String> = collector.build();
     let operation = match (request.data_files.is_empty(), request.delete_files.is_empty()) {

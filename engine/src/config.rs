@@ -214,10 +214,8 @@ impl PipelineConfig {
     /// Parses and validates pipeline text as if read from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<PipelineConfig> {
         let file = path.to_path_buf();
-        let base_dir = path
-            .parent()
-            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
-            .unwrap_or(Path::new("."));
+        let base_dir =
+            path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }).unwrap_or(Path::new("."));
         let base_dir = std::path::absolute(base_dir).unwrap_or_else(|_| base_dir.to_path_buf());
         let raw: RawFile = parse_toml(text, path)?;
         let err = |key: &str, msg: String| config_error(path, key, &msg);
@@ -293,9 +291,9 @@ impl PipelineConfig {
             let name = |k: &str, v: &Option<String>| -> Result<Option<TableName>> {
                 match v {
                     None => Ok(None),
-                    Some(text) => TableName::parse(text).map(Some).ok_or_else(|| {
-                        err(&key_of(k), format!("`{text}` is not of the form namespace.table"))
-                    }),
+                    Some(text) => TableName::parse(text)
+                        .map(Some)
+                        .ok_or_else(|| err(&key_of(k), format!("`{text}` is not of the form namespace.table"))),
                 }
             };
             let base = name("base", &t.base)?;
@@ -315,10 +313,10 @@ impl PipelineConfig {
             if buckets == 0 {
                 return Err(err(&key_of("buckets"), "must be at least 1".into()));
             }
-            if let Some(key) = &t.key {
-                if key.is_empty() {
-                    return Err(err(&key_of("key"), "must name at least one column".into()));
-                }
+            if let Some(key) = &t.key
+                && key.is_empty()
+            {
+                return Err(err(&key_of("key"), "must name at least one column".into()));
             }
             let columns = match t.columns {
                 None => None,
@@ -366,10 +364,10 @@ impl PipelineConfig {
         let mut owners: BTreeMap<TableName, String> = BTreeMap::new();
         for (i, t) in tables.iter().enumerate() {
             for (k, n) in [("base", &t.base), ("cdc", &t.cdc)] {
-                if let Some(n) = n {
-                    if let Some(prev) = owners.insert(n.clone(), format!("tables[{i}].{k}")) {
-                        return Err(err(&format!("tables[{i}].{k}"), format!("`{n}` is already used by {prev}")));
-                    }
+                if let Some(n) = n
+                    && let Some(prev) = owners.insert(n.clone(), format!("tables[{i}].{k}"))
+                {
+                    return Err(err(&format!("tables[{i}].{k}"), format!("`{n}` is already used by {prev}")));
                 }
             }
         }
@@ -399,9 +397,8 @@ fn config_error(file: &Path, key: &str, message: &str) -> Error {
 }
 
 fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
-    let line_of = |span: Option<std::ops::Range<usize>>| {
-        span.map(|s| text[..s.start.min(text.len())].lines().count().max(1))
-    };
+    let line_of =
+        |span: Option<std::ops::Range<usize>>| span.map(|s| text[..s.start.min(text.len())].lines().count().max(1));
     let de = toml::Deserializer::parse(text).map_err(|e| {
         let line = line_of(e.span()).map(|l| format!(" (line {l})")).unwrap_or_default();
         Error::new(ErrorKind::Config, format!("{}{line}: invalid TOML: {}", path.display(), e.message().trim()))
@@ -479,7 +476,9 @@ cdc = "cdc.orders"
 
     #[test]
     fn declared_columns_need_key_and_known_types() {
-        let text = format!("{MINIMAL}key = [\"id\"]\ncolumns = [{{ name = \"id\", type = \"long\", nullable = false }}, {{ name = \"x\", type = \"varchar\" }}]\n");
+        let text = format!(
+            "{MINIMAL}key = [\"id\"]\ncolumns = [{{ name = \"id\", type = \"long\", nullable = false }}, {{ name = \"x\", type = \"varchar\" }}]\n"
+        );
         let e = parse(&text).expect_err("bad type").to_string();
         assert!(e.contains("tables[0].columns[1].type") && e.contains("varchar"), "{e}");
     }

@@ -112,10 +112,7 @@ impl From<iceberg::Error> for Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         // A busy/locked SQLite database or a dropped connection is worth another attempt.
-        let retryable = matches!(
-            e,
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Database(_)
-        );
+        let retryable = matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Database(_));
         Error::new(ErrorKind::Catalog, "catalog database").with_retryable(retryable).with_source(e)
     }
 }

@@ -63,9 +63,10 @@ impl SourceOffsets {
 
     /// Whether this progress is at or beyond `other` on every partition `other` names.
     pub fn covers(&self, other: &SourceOffsets) -> bool {
-        other.0.iter().all(|(topic, parts)| {
-            parts.iter().all(|(&p, &o)| self.get(topic, p).is_some_and(|mine| mine >= o))
-        })
+        other
+            .0
+            .iter()
+            .all(|(topic, parts)| parts.iter().all(|(&p, &o)| self.get(topic, p).is_some_and(|mine| mine >= o)))
     }
 
     /// The subset for the given topics.

@@ -19,9 +19,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use iceberg::spec::{
-    NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec,
-};
+use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -87,9 +85,7 @@ impl ColumnType {
             PrimitiveType::Long => ColumnType::Long,
             PrimitiveType::Float => ColumnType::Float,
             PrimitiveType::Double => ColumnType::Double,
-            PrimitiveType::Decimal { precision, scale } => {
-                ColumnType::Decimal { precision: *precision, scale: *scale }
-            }
+            PrimitiveType::Decimal { precision, scale } => ColumnType::Decimal { precision: *precision, scale: *scale },
             PrimitiveType::Date => ColumnType::Date,
             PrimitiveType::Time => ColumnType::Time,
             PrimitiveType::Timestamp => ColumnType::Timestamp,
@@ -294,7 +290,10 @@ impl TableSchema {
                 Some(p) if self.columns[p].ty != c.ty => {
                     return Err(Error::new(
                         ErrorKind::Data,
-                        format!("column `{}` is {} in the table but {} in the source", c.name, self.columns[p].ty, c.ty),
+                        format!(
+                            "column `{}` is {} in the table but {} in the source",
+                            c.name, self.columns[p].ty, c.ty
+                        ),
                     ));
                 }
                 Some(_) => {}

@@ -13,7 +13,9 @@ use floe_engine::error::{Error, ErrorKind, Result};
 use floe_engine::offsets::{SourceOffsets, committed_progress};
 use floe_engine::schema::{Column, ColumnType, TableSchema};
 use iceberg::io::FileIO;
-use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat, ManifestList, Struct, UnboundPartitionSpec};
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, ManifestList, Struct, UnboundPartitionSpec,
+};
 use iceberg::table::Table;
 use iceberg::{TableCreation, TableIdent};
 
@@ -26,10 +28,11 @@ fn catalog_config(dir: &std::path::Path) -> CatalogConfig {
 }
 
 async fn create_table(catalog: &dyn TableCatalog) -> TableIdent {
-    let schema = TableSchema::new(vec![Column { name: "id".into(), ty: ColumnType::Long, nullable: false }], &["id".into()])
-        .expect("schema")
-        .base_schema()
-        .expect("iceberg schema");
+    let schema =
+        TableSchema::new(vec![Column { name: "id".into(), ty: ColumnType::Long, nullable: false }], &["id".into()])
+            .expect("schema")
+            .base_schema()
+            .expect("iceberg schema");
     let creation = TableCreation::builder()
         .name("t".into())
         .schema(schema)
@@ -119,10 +122,16 @@ impl TableCatalog for LosesResponse {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_commit_response_is_detected_and_not_committed_twice() {
     let dir = tempfile::tempdir().expect("tmp");
-    let catalog = LosesResponse { inner: SqlTableCatalog::open(&catalog_config(dir.path())).await.expect("catalog"), lose: AtomicBool::new(true) };
+    let catalog = LosesResponse {
+        inner: SqlTableCatalog::open(&catalog_config(dir.path())).await.expect("catalog"),
+        lose: AtomicBool::new(true),
+    };
     let table = create_table(&catalog).await;
     let outcome = commit(&catalog, &request(&table, 0, 0, 10), RetryPolicy::default()).await.expect("commit");
-    assert!(matches!(outcome, CommitOutcome::AlreadyCommitted { .. }), "the retry must find its own commit: {outcome:?}");
+    assert!(
+        matches!(outcome, CommitOutcome::AlreadyCommitted { .. }),
+        "the retry must find its own commit: {outcome:?}"
+    );
     let (snapshots, files) = snapshot_files(&catalog, &table).await;
     assert_eq!(snapshots, 1, "exactly one snapshot");
     assert_eq!(files, vec!["/nonexistent/e0-p0.parquet".to_string()]);

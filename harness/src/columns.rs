@@ -83,7 +83,16 @@ pub struct GenColumn {
 }
 
 const WORDS: &[&str] = &[
-    "apple", "Zürich", "naïve café", "日本語", "emoji 🚀", "quote \" and \\ backslash", "tab\tnew\nline", "", "Ω≈ç√", "plain",
+    "apple",
+    "Zürich",
+    "naïve café",
+    "日本語",
+    "emoji 🚀",
+    "quote \" and \\ backslash",
+    "tab\tnew\nline",
+    "",
+    "Ω≈ç√",
+    "plain",
 ];
 const STATES: &[&str] = &["NEW", "PAID", "SHIPPED", "RETURNED", "CANCELLED"];
 const DAY_US: i64 = 86_400_000_000;
@@ -139,7 +148,9 @@ impl GenType {
             GenType::ConnectTime => ("int32", Some("org.apache.kafka.connect.data.Time"), None),
             GenType::Json => ("string", Some("io.debezium.data.Json"), None),
             GenType::Enum => ("string", Some("io.debezium.data.Enum"), Some(json!({"allowed": STATES.join(",")}))),
-            GenType::EnumSet => ("string", Some("io.debezium.data.EnumSet"), Some(json!({"allowed": STATES.join(",")}))),
+            GenType::EnumSet => {
+                ("string", Some("io.debezium.data.EnumSet"), Some(json!({"allowed": STATES.join(",")})))
+            }
             GenType::Uuid => ("string", Some("io.debezium.data.Uuid"), None),
         };
         let mut f = serde_json::Map::new();
@@ -227,7 +238,8 @@ impl GenType {
                 let text = if rng.random() {
                     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
                 } else {
-                    let tz = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap_or(chrono::FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()));
+                    let tz = chrono::FixedOffset::east_opt(5 * 3600 + 1800)
+                        .unwrap_or(chrono::FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()));
                     t.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
                 };
                 (json!(text), Value::TimestampTz(us))
@@ -246,7 +258,8 @@ impl GenType {
                 (json!(ns), Value::Time(us))
             }
             GenType::Json => {
-                let doc = json!({"k": rng.random_range(0..100), "tags": [WORDS.choose(rng).unwrap_or(&"x")]}).to_string();
+                let doc =
+                    json!({"k": rng.random_range(0..100), "tags": [WORDS.choose(rng).unwrap_or(&"x")]}).to_string();
                 (json!(doc), Value::String(doc))
             }
             GenType::Enum => {

@@ -23,7 +23,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value as Json, json};
 
 use crate::columns::GenType;
-use crate::model::{Model, TableModel};
+use crate::model::{Change, Model, TableModel};
 use crate::tables::GenTable;
 
 /// One Kafka record as a broker (or kcat) would hold it.
@@ -199,7 +199,9 @@ impl Generator {
         for (n, &k) in state.table.key.iter().enumerate() {
             let c = &state.table.columns[k];
             let (j, v) = match c.ty {
-                GenType::Int64 => (json!(id * 7919 % 1_000_003 + id * 1_000_003), Value::Long(id * 7919 % 1_000_003 + id * 1_000_003)),
+                GenType::Int64 => {
+                    (json!(id * 7919 % 1_000_003 + id * 1_000_003), Value::Long(id * 7919 % 1_000_003 + id * 1_000_003))
+                }
                 GenType::Int32 => (json!(id as i32), Value::Int(id as i32)),
                 GenType::Str => {
                     let s = REGIONS[(id as usize + n) % REGIONS.len()].to_string();
@@ -214,10 +216,14 @@ impl Generator {
     }
 
     fn key_json(table: &GenTable, row_json: &Map<String, Json>) -> Map<String, Json> {
-        table.key.iter().map(|&k| {
-            let name = table.columns[k].name;
-            (name.to_string(), row_json.get(name).cloned().unwrap_or(Json::Null))
-        }).collect()
+        table
+            .key
+            .iter()
+            .map(|&k| {
+                let name = table.columns[k].name;
+                (name.to_string(), row_json.get(name).cloned().unwrap_or(Json::Null))
+            })
+            .collect()
     }
 
     fn random_row(&mut self, t: usize, key: &Row, key_json: &Map<String, Json>) -> Live {
@@ -273,7 +279,8 @@ impl Generator {
     fn push(&mut self, t: usize, key_json: &Map<String, Json>, value: Option<String>) -> (i32, i64) {
         let schemaless = self.spec.schemaless.contains(&t);
         let table = &self.tables[t].table;
-        let key_text = if schemaless { Json::Object(key_json.clone()).to_string() } else { table.key_message(key_json) };
+        let key_text =
+            if schemaless { Json::Object(key_json.clone()).to_string() } else { table.key_message(key_json) };
         let partition = self.partition_of(&Json::Object(key_json.clone()).to_string());
         let topic = table.topic.clone();
         let offset = {
@@ -289,7 +296,18 @@ impl Generator {
         (partition, offset)
     }
 
-    fn emit_change(&mut self, t: usize, op: &str, key: Row, key_json: Map<String, Json>, before: Option<&Live>, after: Option<&Live>, drop_before: bool) {
+    // One argument per part of a Debezium event; bundling them would only rename them.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_change(
+        &mut self,
+        t: usize,
+        op: &str,
+        key: Row,
+        key_json: Map<String, Json>,
+        before: Option<&Live>,
+        after: Option<&Live>,
+        drop_before: bool,
+    ) {
         let snapshot = op == "r";
         let payload = json!({
             "before": if drop_before { Json::Null } else { before.map(|b| Json::Object(b.json.clone())).unwrap_or(Json::Null) },
@@ -306,7 +324,15 @@ impl Generator {
         };
         let (partition, offset) = self.push(t, &key_json, Some(value));
         let before_row = if drop_before { None } else { before.map(|b| &b.row) };
-        self.model.tables[t].apply(partition, offset, op, Some(self.clock_ms), key, before_row, after.map(|a| &a.row));
+        self.model.tables[t].apply(Change {
+            partition,
+            offset,
+            op,
+            source_ts_ms: Some(self.clock_ms),
+            key,
+            before: before_row,
+            after: after.map(|a| &a.row),
+        });
     }
 
     fn step(&mut self) {
@@ -315,12 +341,12 @@ impl Generator {
         if self.spec.p_bad > 0.0 && self.rng.random_bool(self.spec.p_bad) {
             return self.bad_record(t);
         }
-        if self.spec.p_duplicate > 0.0 && self.rng.random_bool(self.spec.p_duplicate) {
-            if let Some(last) = self.tables[t].last.clone() {
-                if last.value.is_some() {
-                    return self.redeliver(t, last);
-                }
-            }
+        if self.spec.p_duplicate > 0.0
+            && self.rng.random_bool(self.spec.p_duplicate)
+            && let Some(last) = self.tables[t].last.clone()
+            && last.value.is_some()
+        {
+            return self.redeliver(t, last);
         }
         if self.tables[t].snapshot_left > 0 {
             self.tables[t].snapshot_left -= 1;
@@ -445,15 +471,21 @@ impl Generator {
         let table = self.tables[t].table.clone();
         let value = match kind {
             0 => "{\"schema\":{\"type\":\"struct\"".to_string(),
-            1 => table.value_message(&json!({"before": null, "after": {}, "op": "x", "source": self.source(&table.table, false)})),
+            1 => table.value_message(
+                &json!({"before": null, "after": {}, "op": "x", "source": self.source(&table.table, false)}),
+            ),
             2 => {
                 let mut after = Map::new();
                 for c in &table.columns {
                     after.insert(c.name.to_string(), json!("not-a-number"));
                 }
-                table.value_message(&json!({"before": null, "after": after, "op": "c", "source": self.source(&table.table, false)}))
+                table.value_message(
+                    &json!({"before": null, "after": after, "op": "c", "source": self.source(&table.table, false)}),
+                )
             }
-            _ => table.value_message(&json!({"before": null, "after": null, "op": "c", "source": self.source(&table.table, false)})),
+            _ => table.value_message(
+                &json!({"before": null, "after": null, "op": "c", "source": self.source(&table.table, false)}),
+            ),
         };
         let (partition, offset) = self.push(t, &kj, Some(value));
         self.model.tables[t].dead_letter(partition, offset);

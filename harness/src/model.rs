@@ -15,6 +15,25 @@ use std::hash::{Hash, Hasher};
 use floe_engine::schema::TableSchema;
 use floe_engine::value::{Row, Value};
 
+/// One change event, as the model applies it.
+#[derive(Clone, Debug)]
+pub struct Change<'a> {
+    /// Kafka partition.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+    /// Debezium op (c, u, d, r).
+    pub op: &'a str,
+    /// `source.ts_ms`.
+    pub source_ts_ms: Option<i64>,
+    /// Primary-key values.
+    pub key: Row,
+    /// Before image (what the CDC table records for a delete).
+    pub before: Option<&'a Row>,
+    /// After image.
+    pub after: Option<&'a Row>,
+}
+
 /// Expected state of one source table's tables.
 #[derive(Clone, Debug)]
 pub struct TableModel {
@@ -42,11 +61,18 @@ pub fn fingerprint(op: &str, source_ts_ms: Option<i64>, image: &[Value]) -> u64 
 impl TableModel {
     /// An empty model for a table.
     pub fn new(topic: &str, schema: TableSchema) -> TableModel {
-        TableModel { topic: topic.to_string(), schema, rows: BTreeMap::new(), cdc: HashMap::new(), dead_letters: BTreeSet::new() }
+        TableModel {
+            topic: topic.to_string(),
+            schema,
+            rows: BTreeMap::new(),
+            cdc: HashMap::new(),
+            dead_letters: BTreeSet::new(),
+        }
     }
 
     /// Applies a change event.
-    pub fn apply(&mut self, partition: i32, offset: i64, op: &str, source_ts_ms: Option<i64>, key: Row, before: Option<&Row>, after: Option<&Row>) {
+    pub fn apply(&mut self, change: Change<'_>) {
+        let Change { partition, offset, op, source_ts_ms, key, before, after } = change;
         match after {
             Some(row) if op != "d" => {
                 self.rows.insert(key, row.clone());
@@ -55,8 +81,8 @@ impl TableModel {
                 self.rows.remove(&key);
             }
         }
-        let image = after.or(before).map(|r| r.0.clone()).unwrap_or_default();
-        self.cdc.insert((partition, offset), fingerprint(op, source_ts_ms, &image));
+        let image: &[Value] = after.or(before).map(|r| &r.0[..]).unwrap_or(&[]);
+        self.cdc.insert((partition, offset), fingerprint(op, source_ts_ms, image));
     }
 
     /// Records a bad record.

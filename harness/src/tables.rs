@@ -33,7 +33,14 @@ impl GenTable {
     /// A table named `table` in `shop.inventory`.
     pub fn new(table: &str, columns: Vec<GenColumn>, key: Vec<usize>) -> GenTable {
         let topic = format!("shop.inventory.{table}");
-        let mut t = GenTable { topic, table: table.to_string(), columns, key, value_schema: String::new(), key_schema: String::new() };
+        let mut t = GenTable {
+            topic,
+            table: table.to_string(),
+            columns,
+            key,
+            value_schema: String::new(),
+            key_schema: String::new(),
+        };
         t.value_schema = t.build_value_schema().to_string();
         t.key_schema = t.build_key_schema().to_string();
         t
@@ -187,7 +194,8 @@ impl GenTable {
     }
 
     fn build_key_schema(&self) -> Json {
-        let fields: Vec<Json> = self.key.iter().map(|&i| self.columns[i].ty.field_schema(self.columns[i].name, false)).collect();
+        let fields: Vec<Json> =
+            self.key.iter().map(|&i| self.columns[i].ty.field_schema(self.columns[i].name, false)).collect();
         json!({"type": "struct", "fields": fields, "optional": false, "name": format!("{}.Key", self.topic)})
     }
 

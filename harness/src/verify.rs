@@ -40,7 +40,8 @@ impl TableRows {
 /// Reads a table's current snapshot (equality deletes applied).
 pub async fn read_table(catalog: &dyn TableCatalog, ident: &TableIdent) -> Result<TableRows> {
     let table = catalog.table(ident).await?;
-    let columns: Vec<String> = table.metadata().current_schema().as_struct().fields().iter().map(|f| f.name.clone()).collect();
+    let columns: Vec<String> =
+        table.metadata().current_schema().as_struct().fields().iter().map(|f| f.name.clone()).collect();
     if table.metadata().current_snapshot().is_none() {
         return Ok(TableRows { columns, rows: Vec::new() });
     }
@@ -128,7 +129,12 @@ pub fn compare_base(model: &TableModel, read: &TableRows) -> std::result::Result
             Some(found) if found.len() > 1 => {
                 dups += 1;
                 if dups <= SHOW {
-                    let _ = writeln!(report, "  key {key} appears {} times: {:?}", found.len(), found.iter().map(|r| r.to_string()).collect::<Vec<_>>());
+                    let _ = writeln!(
+                        report,
+                        "  key {key} appears {} times: {:?}",
+                        found.len(),
+                        found.iter().map(|r| r.to_string()).collect::<Vec<_>>()
+                    );
                 }
             }
             Some(found) if &found[0] != expected => {
@@ -191,14 +197,21 @@ pub fn compare_cdc(model: &TableModel, read: &TableRows) -> std::result::Result<
             Some(found) if found.len() > 1 => {
                 dups += 1;
                 if dups <= SHOW {
-                    let _ = writeln!(report, "  event at partition {} offset {} appears {} times", at.0, at.1, found.len());
+                    let _ =
+                        writeln!(report, "  event at partition {} offset {} appears {} times", at.0, at.1, found.len());
                 }
             }
             Some(found) if found[0] != *fp => {
                 differ += 1;
                 if differ <= SHOW {
                     let row = read.rows.iter().find(|r| r.0[part] == Value::Int(at.0) && r.0[off] == Value::Long(at.1));
-                    let _ = writeln!(report, "  event at partition {} offset {} differs: {}", at.0, at.1, row.map(|r| r.to_string()).unwrap_or_default());
+                    let _ = writeln!(
+                        report,
+                        "  event at partition {} offset {} differs: {}",
+                        at.0,
+                        at.1,
+                        row.map(|r| r.to_string()).unwrap_or_default()
+                    );
                 }
             }
             Some(_) => {}

@@ -48,9 +48,9 @@ impl ColumnBuilder {
             ),
             DataType::Date32 => ColumnBuilder::Date(Date32Builder::with_capacity(capacity)),
             DataType::Time64(_) => ColumnBuilder::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
-            DataType::Timestamp(_, tz) => {
-                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone_opt(tz.clone()))
-            }
+            DataType::Timestamp(_, tz) => ColumnBuilder::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone_opt(tz.clone()),
+            ),
             DataType::Utf8 => ColumnBuilder::String(StringBuilder::with_capacity(capacity, capacity * 16)),
             DataType::LargeBinary => ColumnBuilder::Binary(LargeBinaryBuilder::with_capacity(capacity, capacity * 16)),
             other => return Err(Error::new(ErrorKind::Internal, format!("floe does not write Arrow type {other}"))),
@@ -113,7 +113,8 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     /// A builder for `schema`, sized for `capacity` rows.
     pub fn new(schema: SchemaRef, capacity: usize) -> Result<BatchBuilder> {
-        let columns = schema.fields().iter().map(|f| ColumnBuilder::new(f.data_type(), capacity)).collect::<Result<_>>()?;
+        let columns =
+            schema.fields().iter().map(|f| ColumnBuilder::new(f.data_type(), capacity)).collect::<Result<_>>()?;
         Ok(BatchBuilder { schema, columns, rows: 0 })
     }
 
@@ -164,14 +165,16 @@ mod tests {
             &["id".to_string()],
         )
         .expect("schema");
-        let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema.base_schema().expect("iceberg")).expect("arrow"));
+        let arrow =
+            Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema.base_schema().expect("iceberg")).expect("arrow"));
         let mut b = BatchBuilder::new(arrow, 2).expect("builder");
         b.append(&[Value::Long(1), Value::TimestampTz(5), Value::Binary(vec![1]), Value::Decimal(1234)]).expect("row");
         b.append(&[Value::Long(2), Value::Null, Value::Null, Value::Null]).expect("row");
         let batch = b.finish().expect("batch");
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch.column(1).null_count(), 1);
-        let err = BatchBuilder::new(batch.schema(), 1).expect("b").append(&[Value::String("x".into())]).expect_err("type");
+        let err =
+            BatchBuilder::new(batch.schema(), 1).expect("b").append(&[Value::String("x".into())]).expect_err("type");
         assert!(err.to_string().contains("column `id`"));
     }
 }

@@ -95,7 +95,10 @@ impl StageCore for BaseStage {
             for row in &stage.rows {
                 data.append(row.0.iter())?;
             }
-            let key_arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&key_schema(&target.schema, &table_plan.equality_ids)?)?);
+            let key_arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&key_schema(
+                &target.schema,
+                &table_plan.equality_ids,
+            )?)?);
             let mut keys = BatchBuilder::new(key_arrow, stage.deletes.len())?;
             for key in &stage.deletes {
                 keys.append(key.0.iter())?;
@@ -113,7 +116,10 @@ impl StageCore for BaseStage {
             jobs.push(Box::pin(async move {
                 let mut out = Vec::new();
                 if keys.num_rows() > 0 {
-                    for f in write_equality_deletes(&file_io, &target, &equality_ids, Some(partition.clone()), keys, &prefix).await? {
+                    for f in
+                        write_equality_deletes(&file_io, &target, &equality_ids, Some(partition.clone()), keys, &prefix)
+                            .await?
+                    {
                         out.push(WrittenFile::new(Dest::Base(table), epoch, &target, f, None)?);
                     }
                 }

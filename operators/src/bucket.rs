@@ -63,12 +63,12 @@ impl Bucketer {
 
     /// The bucket of a (non-null) value.
     pub fn bucket(&self, value: &Value) -> u32 {
-        let bucket = datum(value, self.ty)
-            .and_then(|d| self.function.transform_literal(&d).ok().flatten())
-            .and_then(|d| match d.literal() {
+        let bucket = datum(value, self.ty).and_then(|d| self.function.transform_literal(&d).ok().flatten()).and_then(
+            |d| match d.literal() {
                 iceberg::spec::PrimitiveLiteral::Int(b) => Some(*b as u32),
                 _ => None,
-            });
+            },
+        );
         // Keys are validated non-null before bucketing; an untransformable value still
         // needs a stable home, and bucket 0 is as good as any.
         bucket.unwrap_or(0) % self.buckets

@@ -118,7 +118,10 @@ impl StageCore for CdcStage {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let schema = self.schemas.get(&event.table).cloned().ok_or_else(|| {
-                    floe_engine::Error::new(floe_engine::ErrorKind::Internal, "CDC event for a table without a CDC table")
+                    floe_engine::Error::new(
+                        floe_engine::ErrorKind::Internal,
+                        "CDC event for a table without a CDC table",
+                    )
                 })?;
                 v.insert(Pending { batch: BatchBuilder::new(schema, 1024)?, max_ts: None })
             }
@@ -156,7 +159,10 @@ impl StageCore for CdcStage {
 }
 
 /// The CDC-writer operator.
-pub fn write_cdc<'s>(events: Stream<'s, Epoch, Vec<Event>>, plan: PlanRef) -> Result<Stream<'s, Epoch, Vec<WrittenFile>>> {
+pub fn write_cdc<'s>(
+    events: Stream<'s, Epoch, Vec<Event>>,
+    plan: PlanRef,
+) -> Result<Stream<'s, Epoch, Vec<WrittenFile>>> {
     let worker = events.scope().index();
     let core = CdcStage::new(Arc::clone(&plan), worker)?;
     Ok(write_epochs(events, Pipeline, "CdcWriter", core, plan))

@@ -97,7 +97,7 @@ impl EpochCommits {
 }
 
 /// The Iceberg table a destination names.
-pub fn target<'p>(plan: &'p PipelinePlan, dest: Dest) -> Option<&'p Target> {
+pub fn target(plan: &PipelinePlan, dest: Dest) -> Option<&Target> {
     match dest {
         Dest::Base(t) => plan.tables.get(t as usize)?.base.as_ref(),
         Dest::Cdc(t) => plan.tables.get(t as usize)?.cdc.as_ref(),
@@ -174,7 +174,19 @@ impl PendingEpochs {
 
 type Done = (Epoch, Result<Vec<(Dest, CommitOutcome)>>);
 
-async fn run_commits(catalog: Arc<dyn floe_engine::catalog::TableCatalog>, commits: EpochCommits) -> Result<Vec<(Dest, CommitOutcome)>> {
+/// What one epoch wrote to one table, for the metrics.
+#[derive(Clone, Copy, Debug, Default)]
+struct Written {
+    data_files: u64,
+    delete_files: u64,
+    bytes: u64,
+    max_source_ts_ms: Option<i64>,
+}
+
+async fn run_commits(
+    catalog: Arc<dyn floe_engine::catalog::TableCatalog>,
+    commits: EpochCommits,
+) -> Result<Vec<(Dest, CommitOutcome)>> {
     let retry = RetryPolicy::default();
     let mut out = Vec::new();
     for (dest, request) in &commits.first {
@@ -189,17 +201,17 @@ async fn run_commits(catalog: Arc<dyn floe_engine::catalog::TableCatalog>, commi
     Ok(out)
 }
 
-fn record_metrics(plan: &PipelinePlan, epoch_files: &BTreeMap<Dest, (u64, u64, u64, Option<i64>)>, outcomes: &[(Dest, CommitOutcome)]) {
+fn record_metrics(plan: &PipelinePlan, epoch_files: &BTreeMap<Dest, Written>, outcomes: &[(Dest, CommitOutcome)]) {
     for (dest, outcome) in outcomes {
         let Some(target) = target(plan, *dest) else { continue };
-        let (data, deletes, bytes, ts) = epoch_files.get(dest).copied().unwrap_or_default();
+        let w = epoch_files.get(dest).copied().unwrap_or_default();
         plan.metrics.table(&target.name.to_string(), |s| match outcome {
             CommitOutcome::Committed { .. } => {
                 s.commits += 1;
-                s.data_files += data;
-                s.delete_files += deletes;
-                s.bytes += bytes;
-                s.last_source_ts_ms = s.last_source_ts_ms.max(ts);
+                s.data_files += w.data_files;
+                s.delete_files += w.delete_files;
+                s.bytes += w.bytes;
+                s.last_source_ts_ms = s.last_source_ts_ms.max(w.max_source_ts_ms);
             }
             CommitOutcome::AlreadyCommitted { .. } => s.already_committed += 1,
         });
@@ -227,16 +239,15 @@ pub fn commit_epochs<'s>(
             let (done_tx, done_rx) = mpsc::channel::<Done>();
             let mut pending = PendingEpochs::new(Arc::clone(&plan));
             let mut caps: BTreeMap<Epoch, Capability<Epoch>> = BTreeMap::new();
-            let mut inflight: Option<(Epoch, Capability<Epoch>, BTreeMap<Dest, (u64, u64, u64, Option<i64>)>)> = None;
+            let mut inflight: Option<(Epoch, Capability<Epoch>, BTreeMap<Dest, Written>)> = None;
             let mut failed = false;
             move |(files_in, files_frontier), (progress_in, progress_frontier), output| {
                 files_in.for_each(|cap, data| {
-                    if let Some(&e) = cap.least() {
-                        if !caps.contains_key(&e) {
-                            if let Some(c) = cap.retain_least(0) {
-                                caps.insert(e, c);
-                            }
-                        }
+                    if let Some(&e) = cap.least()
+                        && !caps.contains_key(&e)
+                        && let Some(c) = cap.retain_least(0)
+                    {
+                        caps.insert(e, c);
                     }
                     for f in data.drain(..) {
                         pending.add_file(f);
@@ -244,10 +255,10 @@ pub fn commit_epochs<'s>(
                 });
                 progress_in.for_each(|cap, data| {
                     let Some(&e) = cap.least() else { return };
-                    if !caps.contains_key(&e) {
-                        if let Some(c) = cap.retain_least(0) {
-                            caps.insert(e, c);
-                        }
+                    if !caps.contains_key(&e)
+                        && let Some(c) = cap.retain_least(0)
+                    {
+                        caps.insert(e, c);
                     }
                     for p in data.drain(..) {
                         pending.add_progress(e, p);
@@ -267,8 +278,12 @@ pub fn commit_epochs<'s>(
                                         .filter_map(|(d, o)| {
                                             let name = target(&plan, *d)?.name.to_string();
                                             Some(match o {
-                                                CommitOutcome::Committed { snapshot_id, .. } => (name, *snapshot_id, true),
-                                                CommitOutcome::AlreadyCommitted { snapshot_id } => (name, *snapshot_id, false),
+                                                CommitOutcome::Committed { snapshot_id, .. } => {
+                                                    (name, *snapshot_id, true)
+                                                }
+                                                CommitOutcome::AlreadyCommitted { snapshot_id } => {
+                                                    (name, *snapshot_id, false)
+                                                }
                                             })
                                         })
                                         .collect(),
@@ -292,13 +307,17 @@ pub fn commit_epochs<'s>(
                     if !frontier_passed {
                         break;
                     }
-                    let mut sizes: BTreeMap<Dest, (u64, u64, u64, Option<i64>)> = BTreeMap::new();
+                    let mut sizes: BTreeMap<Dest, Written> = BTreeMap::new();
                     for (dest, files) in pending.epochs.get(&epoch).map(|c| &c.files).into_iter().flatten() {
-                        let s = sizes.entry(*dest).or_default();
+                        let w = sizes.entry(*dest).or_default();
                         for f in files {
-                            if f.deletes { s.1 += 1 } else { s.0 += 1 }
-                            s.2 += f.bytes;
-                            s.3 = s.3.max(f.max_source_ts_ms);
+                            if f.deletes {
+                                w.delete_files += 1
+                            } else {
+                                w.data_files += 1
+                            }
+                            w.bytes += f.bytes;
+                            w.max_source_ts_ms = w.max_source_ts_ms.max(f.max_source_ts_ms);
                         }
                     }
                     let commits = match pending.close(epoch) {

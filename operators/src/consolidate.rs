@@ -26,7 +26,9 @@ pub fn route(key: &BucketKey) -> u64 {
 }
 
 /// Consolidates upserts per key and epoch; the output lives on the bucket's worker.
-pub fn consolidate_upserts<'s>(updates: Stream<'s, Epoch, Vec<UpsertUpdate>>) -> Stream<'s, Epoch, Vec<(BucketKey, Epoch, Upsert)>> {
+pub fn consolidate_upserts<'s>(
+    updates: Stream<'s, Epoch, Vec<UpsertUpdate>>,
+) -> Stream<'s, Epoch, Vec<(BucketKey, Epoch, Upsert)>> {
     let pact = Exchange::new(|update: &UpsertUpdate| route(&(update.0).0));
     let arranged = arrange_core::<_, _, KeyBatcher<BucketKey, Epoch, Upsert>, KeySpine<BucketKey, Epoch, Upsert>>(
         updates,

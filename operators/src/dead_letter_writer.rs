@@ -85,7 +85,10 @@ impl StageCore for DeadLetterStage {
 }
 
 /// The dead-letter-writer operator.
-pub fn write_dead_letters<'s>(dead: Stream<'s, Epoch, Vec<DeadLetter>>, plan: PlanRef) -> Stream<'s, Epoch, Vec<WrittenFile>> {
+pub fn write_dead_letters<'s>(
+    dead: Stream<'s, Epoch, Vec<DeadLetter>>,
+    plan: PlanRef,
+) -> Stream<'s, Epoch, Vec<WrittenFile>> {
     let worker = dead.scope().index();
     write_epochs(dead, Pipeline, "DeadLetterWriter", DeadLetterStage::new(Arc::clone(&plan), worker), plan)
 }

@@ -37,29 +37,30 @@ pub fn decode<'s>(
     records: Stream<'s, Epoch, Vec<SourceRecord>>,
     plan: PlanRef,
 ) -> (Stream<'s, Epoch, Vec<Event>>, Stream<'s, Epoch, Vec<DeadLetter>>) {
-    let results = records.unary::<timely::container::CapacityContainerBuilder<Vec<Result<Event, DeadLetter>>>, _, _, _>(
-        Pipeline,
-        "Decode",
-        move |_cap, _info| {
-            let mut decoders = decoders(&plan);
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    let mut session = output.session(&cap);
-                    let mut tombstones = 0;
-                    for record in data.drain(..) {
-                        let Some(decoder) = decoders.get_mut(record.table as usize) else { continue };
-                        match decoder.decode(record) {
-                            Decoded::Event(e) => session.give(Ok(e)),
-                            Decoded::Dead(d) => session.give(Err(d)),
-                            Decoded::Tombstone => tombstones += 1,
+    let results = records
+        .unary::<timely::container::CapacityContainerBuilder<Vec<Result<Event, DeadLetter>>>, _, _, _>(
+            Pipeline,
+            "Decode",
+            move |_cap, _info| {
+                let mut decoders = decoders(&plan);
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let mut session = output.session(&cap);
+                        let mut tombstones = 0;
+                        for record in data.drain(..) {
+                            let Some(decoder) = decoders.get_mut(record.table as usize) else { continue };
+                            match decoder.decode(record) {
+                                Decoded::Event(e) => session.give(Ok(e)),
+                                Decoded::Dead(d) => session.give(Err(d)),
+                                Decoded::Tombstone => tombstones += 1,
+                            }
                         }
-                    }
-                    if tombstones > 0 {
-                        Metrics::add(&plan.metrics.tombstones, tombstones);
-                    }
-                });
-            }
-        },
-    );
+                        if tombstones > 0 {
+                            Metrics::add(&plan.metrics.tombstones, tombstones);
+                        }
+                    });
+                }
+            },
+        );
     results.ok_err(|r| r)
 }

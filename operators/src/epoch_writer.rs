@@ -25,10 +25,10 @@ use std::sync::mpsc;
 
 use floe_engine::epoch::Epoch;
 use floe_engine::error::Result;
+use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::ParallelizationContract;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::Stream;
 
 use crate::files::WrittenFile;
 use crate::plan::PlanRef;

@@ -23,7 +23,9 @@ use iceberg::spec::{
     deserialize_data_file_from_json, serialize_data_file_to_json,
 };
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
-use iceberg::writer::base_writer::equality_delete_writer::{EqualityDeleteFileWriterBuilder, EqualityDeleteWriterConfig};
+use iceberg::writer::base_writer::equality_delete_writer::{
+    EqualityDeleteFileWriterBuilder, EqualityDeleteWriterConfig,
+};
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
@@ -66,7 +68,13 @@ pub struct WrittenFile {
 
 impl WrittenFile {
     /// Wraps a `DataFile` written for `target`.
-    pub fn new(dest: Dest, epoch: Epoch, target: &Target, file: DataFile, max_source_ts_ms: Option<i64>) -> Result<WrittenFile> {
+    pub fn new(
+        dest: Dest,
+        epoch: Epoch,
+        target: &Target,
+        file: DataFile,
+        max_source_ts_ms: Option<i64>,
+    ) -> Result<WrittenFile> {
         let partition_type = target.spec.partition_type(&target.schema)?;
         let deletes = file.content_type() != DataContentType::Data;
         let records = file.record_count();
@@ -78,7 +86,12 @@ impl WrittenFile {
     /// The `DataFile` back, for the committer.
     pub fn data_file(&self, target: &Target) -> Result<DataFile> {
         let partition_type = target.spec.partition_type(&target.schema)?;
-        Ok(deserialize_data_file_from_json(&self.data_file_json, target.spec.spec_id(), &partition_type, &target.schema)?)
+        Ok(deserialize_data_file_from_json(
+            &self.data_file_json,
+            target.spec.spec_id(),
+            &partition_type,
+            &target.schema,
+        )?)
     }
 }
 
@@ -116,7 +129,11 @@ fn rolling(
         ParquetWriterBuilder::new(writer_properties(target), schema),
         file_io.clone(),
         DefaultLocationGenerator::with_data_location(format!("{}/data", target.location)),
-        DefaultFileNameGenerator::new(name_prefix.to_string(), Some(uuid::Uuid::new_v4().to_string()), DataFileFormat::Parquet),
+        DefaultFileNameGenerator::new(
+            name_prefix.to_string(),
+            Some(uuid::Uuid::new_v4().to_string()),
+            DataFileFormat::Parquet,
+        ),
     )
 }
 
@@ -148,7 +165,8 @@ pub async fn write_equality_deletes(
 ) -> Result<Vec<DataFile>> {
     let key_schema = Arc::new(key_schema(&target.schema, equality_ids)?);
     let config = EqualityDeleteWriterConfig::new(equality_ids.to_vec(), Arc::clone(&key_schema))?;
-    let builder = EqualityDeleteFileWriterBuilder::new(rolling(file_io, target, Arc::clone(&key_schema), name_prefix), config);
+    let builder =
+        EqualityDeleteFileWriterBuilder::new(rolling(file_io, target, Arc::clone(&key_schema), name_prefix), config);
     let mut writer = builder.build(partition_key(target, &target.schema, partition)).await?;
     writer.write(keys).await?;
     Ok(writer.close().await?)
@@ -159,10 +177,9 @@ pub fn key_schema(schema: &Schema, equality_ids: &[i32]) -> Result<Schema> {
     let fields = equality_ids
         .iter()
         .map(|id| {
-            schema
-                .field_by_id(*id)
-                .cloned()
-                .ok_or_else(|| Error::new(ErrorKind::Internal, format!("equality field id {id} is not in the table schema")))
+            schema.field_by_id(*id).cloned().ok_or_else(|| {
+                Error::new(ErrorKind::Internal, format!("equality field id {id} is not in the table schema"))
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Schema::builder().with_schema_id(schema.schema_id()).with_fields(fields).build()?)

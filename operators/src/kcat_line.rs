@@ -89,8 +89,8 @@ impl KcatParser {
                 i = skip_ws(line, i + 1);
                 match name.as_ref() {
                     b"topic" => {
-                        let (span, next) = plain_string_span(line, i)
-                            .ok_or_else(|| err("`topic` must be a plain string"))?;
+                        let (span, next) =
+                            plain_string_span(line, i).ok_or_else(|| err("`topic` must be a plain string"))?;
                         topic = Some(span);
                         i = next;
                     }
@@ -178,10 +178,8 @@ fn integer(line: &[u8], at: usize) -> Result<(i64, usize), String> {
     let digits_start = at + negative as usize;
     let digits_end = digits_start + line[digits_start..].iter().take_while(|b| b.is_ascii_digit()).count();
     let simple = digits_end > digits_start && !matches!(line.get(digits_end), Some(b'.' | b'e' | b'E'));
-    if simple {
-        if let Ok(v) = std::str::from_utf8(&line[at..digits_end]).unwrap_or("x").parse::<i64>() {
-            return Ok((v, digits_end));
-        }
+    if simple && let Ok(v) = std::str::from_utf8(&line[at..digits_end]).unwrap_or("x").parse::<i64>() {
+        return Ok((v, digits_end));
     }
     read_json::<i64>(line, at)
 }
@@ -223,12 +221,12 @@ fn bytes(line: &[u8], at: usize, cache: &mut PrefixCache) -> Result<(Bytes, usiz
         }
     }
     let content = &line[at + 1..];
-    if let Some((escaped, unescaped)) = &cache.0 {
-        if content.starts_with(escaped) {
-            let mut rest = Vec::new();
-            if let Some(consumed) = unescape_into(&content[escaped.len()..], &mut rest) {
-                return Ok(((Some(rest), Some(Arc::clone(unescaped))), at + 1 + escaped.len() + consumed));
-            }
+    if let Some((escaped, unescaped)) = &cache.0
+        && content.starts_with(escaped)
+    {
+        let mut rest = Vec::new();
+        if let Some(consumed) = unescape_into(&content[escaped.len()..], &mut rest) {
+            return Ok(((Some(rest), Some(Arc::clone(unescaped))), at + 1 + escaped.len() + consumed));
         }
     }
     let (text, next) = read_json::<String>(line, at)?;
@@ -274,7 +272,8 @@ fn unescape_into(body: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     let mut i = 0;
     loop {
         if let Some(chunk) = body.get(i..i + 8) {
-            let w = u64::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7]]);
+            let w =
+                u64::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7]]);
             let hits = zero_byte(w ^ (ONES * b'"' as u64)) | zero_byte(w ^ (ONES * b'\\' as u64));
             // The lowest flagged byte is exact (borrows only disturb bytes above it).
             let clean = ((hits.trailing_zeros() / 8) as usize).min(8);
@@ -368,7 +367,9 @@ mod tests {
 
     fn line(payload: Option<&str>) -> String {
         let p = payload.map(|p| serde_json::to_string(p).expect("escape")).unwrap_or_else(|| "null".into());
-        format!(r#"{{"topic":"t","partition":2,"offset":9,"tstype":"create","ts":1,"broker":-1,"headers":["a","b"],"key":"{{\"id\":1}}","payload":{p}}}"#)
+        format!(
+            r#"{{"topic":"t","partition":2,"offset":9,"tstype":"create","ts":1,"broker":-1,"headers":["a","b"],"key":"{{\"id\":1}}","payload":{p}}}"#
+        )
     }
 
     #[test]
@@ -383,7 +384,8 @@ mod tests {
         for (n, m) in messages.iter().enumerate() {
             let l = line(Some(m));
             let r = p.parse(l.as_bytes()).expect("parse");
-            let whole = [r.value_prefix.as_deref().unwrap_or_default(), r.value.as_deref().unwrap_or_default()].concat();
+            let whole =
+                [r.value_prefix.as_deref().unwrap_or_default(), r.value.as_deref().unwrap_or_default()].concat();
             assert_eq!(whole, m.as_bytes(), "message {n}");
             assert_eq!(r.key.as_deref(), Some(br#"{"id":1}"#.as_slice()));
             assert_eq!((&l.as_bytes()[r.topic.clone()], r.partition, r.offset), (b"t".as_slice(), 2, 9));
@@ -395,8 +397,27 @@ mod tests {
 
     #[test]
     fn unescape_agrees_with_serde_json() {
-        let long: String = (0..200).map(|i| if i % 7 == 0 { '"' } else if i % 11 == 0 { '\\' } else { (b'a' + (i % 26) as u8) as char }).collect();
-        let samples = [long.as_str(), "0123456\"", "01234567\"89", "plain", "q\" b\\ s/ \u{1}\u{1f}", "é 日本語 🚀 \u{10FFFF}", "\n\r\t\u{8}\u{c}", ""];
+        let long: String = (0..200)
+            .map(|i| {
+                if i % 7 == 0 {
+                    '"'
+                } else if i % 11 == 0 {
+                    '\\'
+                } else {
+                    (b'a' + (i % 26) as u8) as char
+                }
+            })
+            .collect();
+        let samples = [
+            long.as_str(),
+            "0123456\"",
+            "01234567\"89",
+            "plain",
+            "q\" b\\ s/ \u{1}\u{1f}",
+            "é 日本語 🚀 \u{10FFFF}",
+            "\n\r\t\u{8}\u{c}",
+            "",
+        ];
         for s in samples {
             let escaped = serde_json::to_string(s).expect("escape");
             let mut out = Vec::new();

@@ -83,8 +83,9 @@ impl std::fmt::Debug for MappedLog {
 impl MappedLog {
     /// Maps `path` read-only.
     pub fn open(path: &Path) -> Result<MappedLog> {
-        let file = File::open(path)
-            .map_err(|e| Error::new(ErrorKind::Source, format!("cannot open replay log {}", path.display())).with_source(e))?;
+        let file = File::open(path).map_err(|e| {
+            Error::new(ErrorKind::Source, format!("cannot open replay log {}", path.display())).with_source(e)
+        })?;
         if file.metadata()?.len() == 0 {
             return Ok(MappedLog(Arc::new(MmapOptions::new().len(0).map_anon()?.make_read_only()?)));
         }
@@ -93,8 +94,9 @@ impl MappedLog {
         // then fault). A replay log is an input the run owns for its duration, as the
         // README states; floe never writes it.
         #[allow(unsafe_code)]
-        let map = unsafe { MmapOptions::new().map(&file) }
-            .map_err(|e| Error::new(ErrorKind::Source, format!("cannot map replay log {}", path.display())).with_source(e))?;
+        let map = unsafe { MmapOptions::new().map(&file) }.map_err(|e| {
+            Error::new(ErrorKind::Source, format!("cannot map replay log {}", path.display())).with_source(e)
+        })?;
         Ok(MappedLog(Arc::new(map)))
     }
 
@@ -103,6 +105,9 @@ impl MappedLog {
         &self.0
     }
 }
+
+/// A partition's line: offset, byte position, length.
+pub type LineEntry = (i64, u64, u32);
 
 /// One indexed line: table, partition, offset, byte position, length.
 type Entry = (u32, i32, i64, u64, u32);
@@ -150,27 +155,30 @@ impl ReplayIndex {
                 })
                 .collect()
         });
-        let mut parts: BTreeMap<(u32, i32), Vec<(i64, u64, u32)>> = BTreeMap::new();
+        let mut parts: BTreeMap<(u32, i32), Vec<LineEntry>> = BTreeMap::new();
         let mut foreign = 0;
         let mut lines_before = 0;
         for scan in scans {
             if let Some((line, message)) = scan.error {
-                return Err(Error::new(ErrorKind::Source, format!("{}:{}: {message}", path.display(), lines_before + line)));
+                return Err(Error::new(
+                    ErrorKind::Source,
+                    format!("{}:{}: {message}", path.display(), lines_before + line),
+                ));
             }
             foreign += scan.foreign;
             for (table, partition, offset, pos, len) in scan.entries {
                 let entries = parts.entry((table, partition)).or_default();
-                if let Some(&(last, _, _)) = entries.last() {
-                    if offset <= last {
-                        let topic = topics.iter().find(|(_, t)| **t == table).map(|(n, _)| n.as_str()).unwrap_or("?");
-                        return Err(Error::new(
-                            ErrorKind::Source,
-                            format!(
-                                "{}: offset {offset} of {topic}/{partition} (byte {pos}) does not follow offset {last}; a replay log must list each partition in offset order",
-                                path.display()
-                            ),
-                        ));
-                    }
+                if let Some(&(last, _, _)) = entries.last()
+                    && offset <= last
+                {
+                    let topic = topics.iter().find(|(_, t)| **t == table).map(|(n, _)| n.as_str()).unwrap_or("?");
+                    return Err(Error::new(
+                        ErrorKind::Source,
+                        format!(
+                            "{}: offset {offset} of {topic}/{partition} (byte {pos}) does not follow offset {last}; a replay log must list each partition in offset order",
+                            path.display()
+                        ),
+                    ));
                 }
                 entries.push((offset, pos, len));
             }
@@ -377,10 +385,16 @@ impl PartitionCursor {
         self.next += 1;
         let line = &self.log.bytes()[pos as usize..pos as usize + len as usize];
         let parsed = self.parser.parse(line).map_err(|e| {
-            Error::new(ErrorKind::Source, format!("{}: record at byte {pos} is not a kcat -J record: {e}", self.path.display()))
+            Error::new(
+                ErrorKind::Source,
+                format!("{}: record at byte {pos} is not a kcat -J record: {e}", self.path.display()),
+            )
         })?;
         if parsed.offset != offset || parsed.partition != self.partition {
-            return Err(Error::new(ErrorKind::Source, format!("{} changed while being read (byte {pos})", self.path.display())));
+            return Err(Error::new(
+                ErrorKind::Source,
+                format!("{} changed while being read (byte {pos})", self.path.display()),
+            ));
         }
         Ok(Some(SourceRecord {
             table: self.table,
@@ -419,7 +433,8 @@ mod tests {
         let path = dir.path().join("log.jsonl");
         let mut f = File::create(&path).expect("create");
         for (p, o) in [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2)] {
-            writeln!(f, r#"{{"topic":"t","partition":{p},"offset":{o},"key":null,"payload":"{{\"v\":{o}}}"}}"#).expect("write");
+            writeln!(f, r#"{{"topic":"t","partition":{p},"offset":{o},"key":null,"payload":"{{\"v\":{o}}}"}}"#)
+                .expect("write");
         }
         writeln!(f, r#"{{"topic":"other","partition":0,"offset":0,"key":null,"payload":null}}"#).expect("write");
         drop(f);
@@ -442,7 +457,8 @@ mod tests {
         let mut f = File::create(&path).expect("create");
         for o in 0..500 {
             let pad = "x".repeat(o % 37);
-            writeln!(f, r#"{{"topic":"t","partition":{},"offset":{o},"key":"{pad}","payload":null}}"#, o % 3).expect("write");
+            writeln!(f, r#"{{"topic":"t","partition":{},"offset":{o},"key":"{pad}","payload":null}}"#, o % 3)
+                .expect("write");
             if o % 50 == 0 {
                 writeln!(f).expect("blank line");
             }

@@ -75,84 +75,87 @@ pub fn replay_source<'s>(
     committed: ProbeHandle<Epoch>,
 ) -> (Stream<'s, Epoch, Vec<SourceRecord>>, Stream<'s, Epoch, Vec<SourceProgress>>) {
     let (worker, peers) = (scope.index(), scope.peers());
-    let items = source::<_, timely::container::CapacityContainerBuilder<Vec<SourceItem>>, _, _>(scope, "ReplaySource", move |cap, info| {
-        let activator = scope.activator_for(info.address);
-        let policy = plan.epochs;
-        let mut parts: Vec<Assigned> = Vec::new();
-        for (i, p) in index.partitions.iter().enumerate() {
-            if i % peers != worker {
-                continue;
+    let items = source::<_, timely::container::CapacityContainerBuilder<Vec<SourceItem>>, _, _>(
+        scope,
+        "ReplaySource",
+        move |cap, info| {
+            let activator = scope.activator_for(info.address);
+            let policy = plan.epochs;
+            let mut parts: Vec<Assigned> = Vec::new();
+            for (i, p) in index.partitions.iter().enumerate() {
+                if i % peers != worker {
+                    continue;
+                }
+                let start = plan.resume_offset(p.table, p.partition);
+                let cursor = PartitionCursor::open(&index, p, start);
+                let origin = start.or(cursor.peek_offset()).unwrap_or(0);
+                parts.push(Assigned { cursor, origin, last: None, reported: None });
             }
-            let start = plan.resume_offset(p.table, p.partition);
-            let cursor = PartitionCursor::open(&index, p, start);
-            let origin = start.or(cursor.peek_offset()).unwrap_or(0);
-            parts.push(Assigned { cursor, origin, last: None, reported: None });
-        }
-        let first = parts.iter().filter_map(|a| a.next_epoch(&policy)).min();
-        let mut cap = first.map(|e| {
-            let mut c = cap;
-            c.downgrade(&e);
-            c
-        });
-        activator.activate();
-        move |output| {
-            let Some(held) = cap.as_mut() else { return };
-            let epoch = *held.time();
-            if plan.failure.get().is_some() {
-                return;
-            }
-            let limit = epoch.saturating_sub(plan.max_inflight_epochs);
-            if epoch >= plan.max_inflight_epochs && committed.less_than(&limit) {
-                activator.activate_after(Duration::from_millis(5));
-                return;
-            }
-            let mut session = output.session(held);
-            let mut budget = BATCH;
-            let mut read = 0u64;
-            for a in parts.iter_mut() {
-                while budget > 0 && a.next_epoch(&policy) == Some(epoch) {
-                    match a.cursor.read() {
-                        Ok(Some(record)) => {
-                            a.last = Some(record.offset);
-                            session.give(SourceItem::Record(record));
-                            budget -= 1;
-                            read += 1;
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            plan.failure.record(e);
-                            return;
+            let first = parts.iter().filter_map(|a| a.next_epoch(&policy)).min();
+            let mut cap = first.map(|e| {
+                let mut c = cap;
+                c.downgrade(&e);
+                c
+            });
+            activator.activate();
+            move |output| {
+                let Some(held) = cap.as_mut() else { return };
+                let epoch = *held.time();
+                if plan.failure.get().is_some() {
+                    return;
+                }
+                let limit = epoch.saturating_sub(plan.max_inflight_epochs);
+                if epoch >= plan.max_inflight_epochs && committed.less_than(&limit) {
+                    activator.activate_after(Duration::from_millis(5));
+                    return;
+                }
+                let mut session = output.session(held);
+                let mut budget = BATCH;
+                let mut read = 0u64;
+                for a in parts.iter_mut() {
+                    while budget > 0 && a.next_epoch(&policy) == Some(epoch) {
+                        match a.cursor.read() {
+                            Ok(Some(record)) => {
+                                a.last = Some(record.offset);
+                                session.give(SourceItem::Record(record));
+                                budget -= 1;
+                                read += 1;
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                plan.failure.record(e);
+                                return;
+                            }
                         }
                     }
-                }
-                // Finished this epoch for the partition: say how far it got.
-                if a.next_epoch(&policy) != Some(epoch) {
-                    if let Some(last) = a.last {
-                        if a.reported != Some(last) {
-                            a.reported = Some(last);
-                            session.give(SourceItem::Progress(SourceProgress {
-                                table: a.cursor.table(),
-                                partition: a.cursor.partition(),
-                                next_offset: last + 1,
-                            }));
-                        }
+                    // Finished this epoch for the partition: say how far it got.
+                    if a.next_epoch(&policy) != Some(epoch)
+                        && let Some(last) = a.last
+                        && a.reported != Some(last)
+                    {
+                        a.reported = Some(last);
+                        session.give(SourceItem::Progress(SourceProgress {
+                            table: a.cursor.table(),
+                            partition: a.cursor.partition(),
+                            next_offset: last + 1,
+                        }));
                     }
                 }
-            }
-            drop(session);
-            Metrics::add(&plan.metrics.records_in, read);
-            if budget == 0 {
-                activator.activate();
-                return;
-            }
-            match parts.iter().filter_map(|a| a.next_epoch(&policy)).min() {
-                Some(next) => {
-                    held.downgrade(&next);
+                drop(session);
+                Metrics::add(&plan.metrics.records_in, read);
+                if budget == 0 {
                     activator.activate();
+                    return;
                 }
-                None => cap = None,
+                match parts.iter().filter_map(|a| a.next_epoch(&policy)).min() {
+                    Some(next) => {
+                        held.downgrade(&next);
+                        activator.activate();
+                    }
+                    None => cap = None,
+                }
             }
-        }
-    });
+        },
+    );
     split(items)
 }

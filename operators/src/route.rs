@@ -42,7 +42,9 @@ pub fn fan_out<'s>(
             let bucketers: Vec<Option<Bucketer>> = plan
                 .tables
                 .iter()
-                .map(|t| t.base.as_ref().and_then(|_| Bucketer::new(t.buckets, t.schema.columns[t.bucket_column].ty).ok()))
+                .map(|t| {
+                    t.base.as_ref().and_then(|_| Bucketer::new(t.buckets, t.schema.columns[t.bucket_column].ty).ok())
+                })
                 .collect();
             let key_positions: Vec<usize> = plan
                 .tables
@@ -58,8 +60,10 @@ pub fn fan_out<'s>(
                     for event in data.drain(..) {
                         let t = event.table as usize;
                         let table = &plan.tables[t];
-                        let to_cdc = table.cdc.as_ref().is_some_and(|c| c.wants(&table.topic, event.partition, event.offset));
-                        let to_base = table.base.as_ref().is_some_and(|b| b.wants(&table.topic, event.partition, event.offset));
+                        let to_cdc =
+                            table.cdc.as_ref().is_some_and(|c| c.wants(&table.topic, event.partition, event.offset));
+                        let to_base =
+                            table.base.as_ref().is_some_and(|b| b.wants(&table.topic, event.partition, event.offset));
                         if !to_base && !to_cdc {
                             skipped += 1;
                             continue;
@@ -89,6 +93,8 @@ pub fn fan_out<'s>(
             }
         },
     );
+    // `Result` is the routing enum `ok_err` splits on, not an error: Ok = base, Err = CDC.
+    #[allow(clippy::result_large_err)]
     routed.ok_err(|r| r)
 }
 

@@ -87,7 +87,11 @@ impl<'a> RowMut<'a> {
             _ => false,
         };
         if !fits {
-            return Err(format!("column `{column}` is {}{}; cannot hold {value}", c.ty, if c.nullable { "" } else { " NOT NULL" }));
+            return Err(format!(
+                "column `{column}` is {}{}; cannot hold {value}",
+                c.ty,
+                if c.nullable { "" } else { " NOT NULL" }
+            ));
         }
         self.row.values_mut()[p] = value;
         Ok(())

@@ -145,7 +145,15 @@ impl Pipeline {
 
     /// Adds a source table (a topic) and what to maintain for it.
     pub fn table(mut self, topic: &str, build: impl FnOnce(TableBuilder) -> TableBuilder) -> Self {
-        let t = TableBuilder { topic: topic.to_string(), base: None, cdc: None, buckets: None, key: None, upsert: None, transform: None };
+        let t = TableBuilder {
+            topic: topic.to_string(),
+            base: None,
+            cdc: None,
+            buckets: None,
+            key: None,
+            upsert: None,
+            transform: None,
+        };
         self.tables.push(build(t));
         self
     }

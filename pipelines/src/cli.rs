@@ -6,14 +6,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::bench::{BenchOptions, RunStats, bench, cpu_seconds};
+use crate::demo::{DemoOptions, demo};
+use crate::runner::{RunOptions, run};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use floe_engine::config::PipelineConfig;
 use floe_engine::error::ErrorKind;
-use crate::bench::{BenchOptions, RunStats, bench, cpu_seconds};
-use crate::demo::{DemoOptions, demo};
 use floe_engine::metrics::{Metrics, peak_rss_bytes};
-use crate::runner::{RunOptions, run};
 
 /// floe: Debezium change streams into Apache Iceberg CDC and base tables.
 #[derive(Parser)]
@@ -91,7 +91,9 @@ pub fn main() -> ExitCode {
                 // A demo always starts from scratch: remove what a previous demo left.
                 let _ = std::fs::remove_dir_all(&dir);
             }
-            demo(&DemoOptions { events, seed, dir, workers }).map(|report| print!("{report}")).map_err(anyhow::Error::from)
+            demo(&DemoOptions { events, seed, dir, workers })
+                .map(|report| print!("{report}"))
+                .map_err(anyhow::Error::from)
         }
     };
     match result {

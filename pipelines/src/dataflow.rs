@@ -36,7 +36,12 @@ pub enum SourceSpec {
 }
 
 /// Builds the dataflow in `scope`; the committer's output feeds `probe`.
-pub fn build<'s>(scope: Scope<'s, Epoch>, plan: PlanRef, source: &SourceSpec, probe: &ProbeHandle<Epoch>) -> Result<()> {
+pub fn build<'s>(
+    scope: Scope<'s, Epoch>,
+    plan: PlanRef,
+    source: &SourceSpec,
+    probe: &ProbeHandle<Epoch>,
+) -> Result<()> {
     let (records, progress) = match source {
         SourceSpec::Replay(index) => replay_source(scope, Arc::clone(index), Arc::clone(&plan), probe.clone()),
     };

@@ -32,10 +32,13 @@ use iceberg::TableCreation;
 use iceberg::spec::{Schema, Transform, UnboundPartitionSpec};
 use tracing::{info, warn};
 
+/// A sample record of a topic: key bytes and value bytes.
+pub type Sample = (Option<Vec<u8>>, Vec<u8>);
+
 /// Finds a sample message of a topic, to learn its schema when no table exists yet.
 pub trait SchemaDiscovery {
-    /// Up to `limit` `(key, value)` samples of table `table`'s topic, oldest first.
-    fn samples(&self, table: u32, limit: usize) -> Result<Vec<(Option<Vec<u8>>, Vec<u8>)>>;
+    /// Up to `limit` samples of table `table`'s topic, oldest first.
+    fn samples(&self, table: u32, limit: usize) -> Result<Vec<Sample>>;
 }
 
 /// Property recording a table's key columns (the CDC table has no identifier fields).
@@ -80,7 +83,14 @@ pub fn plan(
     }
     let mut dead_letters = Vec::new();
     for name in &dead_letter_names {
-        let state = ensure(catalog.as_ref(), &runtime, name, dead_letter_schema()?, UnboundPartitionSpec::builder().with_spec_id(0).build(), props("dead-letters", None, None))?;
+        let state = ensure(
+            catalog.as_ref(),
+            &runtime,
+            name,
+            dead_letter_schema()?,
+            UnboundPartitionSpec::builder().with_spec_id(0).build(),
+            props("dead-letters", None, None),
+        )?;
         dead_letters.push(target(name, &state, &config.pipeline.id)?);
     }
     Ok(PipelinePlan {
@@ -177,7 +187,11 @@ fn target(name: &TableName, state: &TableState, pipeline_id: &str) -> Result<Tar
 
 /// Column model from a sample message: its value schema's row struct, and its key
 /// schema's fields (or `key` from the configuration).
-pub fn schema_from_sample(key: Option<&[u8]>, value: &[u8], config_key: Option<&[String]>) -> Result<Option<TableSchema>> {
+pub fn schema_from_sample(
+    key: Option<&[u8]>,
+    value: &[u8],
+    config_key: Option<&[String]>,
+) -> Result<Option<TableSchema>> {
     #[derive(serde::Deserialize)]
     struct WithSchema {
         schema: Option<ConnectSchema>,
@@ -189,7 +203,10 @@ pub fn schema_from_sample(key: Option<&[u8]>, value: &[u8], config_key: Option<&
     let key_names: Vec<String> = match config_key {
         Some(k) => k.to_vec(),
         None => {
-            let from_key = key.and_then(|k| serde_json::from_slice::<WithSchema>(k).ok()).and_then(|k| k.schema).map(|s| key_fields(&s));
+            let from_key = key
+                .and_then(|k| serde_json::from_slice::<WithSchema>(k).ok())
+                .and_then(|k| k.schema)
+                .map(|s| key_fields(&s));
             match from_key {
                 Some(k) if !k.is_empty() => k,
                 _ => {
@@ -238,14 +255,17 @@ fn plan_table(
                     iceberg::spec::Type::Primitive(p) => floe_engine::schema::ColumnType::from_iceberg(p),
                     _ => None,
                 };
-                ty.map(|ty| Column { name: f.name.clone(), ty, nullable: true })
-                    .ok_or_else(|| Error::new(ErrorKind::Data, format!("CDC column `{}` has a type floe does not write", f.name)))
+                ty.map(|ty| Column { name: f.name.clone(), ty, nullable: true }).ok_or_else(|| {
+                    Error::new(ErrorKind::Data, format!("CDC column `{}` has a type floe does not write", f.name))
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let key: Vec<String> = match (&t.key, state.metadata.properties().get(KEY_PROPERTY)) {
             (Some(k), _) => k.clone(),
             (None, Some(p)) => p.split(',').map(str::to_string).collect(),
-            (None, None) => return Err(key_err("key", "the existing CDC table does not record its key; set `key`".into())),
+            (None, None) => {
+                return Err(key_err("key", "the existing CDC table does not record its key; set `key`".into()));
+            }
         };
         TableSchema::new(columns, &key)?
     } else if let Some(columns) = &t.columns {
@@ -258,7 +278,9 @@ fn plan_table(
         }
         let mut found = None;
         for (k, v) in &samples {
-            if let Some(s) = schema_from_sample(k.as_deref(), v, t.key.as_deref()).map_err(|e| key_err("key", e.to_string()))? {
+            if let Some(s) =
+                schema_from_sample(k.as_deref(), v, t.key.as_deref()).map_err(|e| key_err("key", e.to_string()))?
+            {
                 found = Some(s);
                 break;
             }
@@ -271,18 +293,22 @@ fn plan_table(
             None => {
                 return Err(key_err(
                     "columns",
-                    format!("`{}` carries no Connect schemas (schemaless JSON); declare the table's `columns`", t.topic),
+                    format!(
+                        "`{}` carries no Connect schemas (schemaless JSON); declare the table's `columns`",
+                        t.topic
+                    ),
                 ));
             }
         }
     };
-    if let Some(k) = &t.key {
-        if &schema.key_names() != k {
-            return Err(key_err("key", format!("the table's key is {:?}, not {k:?}", schema.key_names())));
-        }
+    if let Some(k) = &t.key
+        && &schema.key_names() != k
+    {
+        return Err(key_err("key", format!("the table's key is {:?}, not {k:?}", schema.key_names())));
     }
     if let Some(declared) = &t.columns {
-        let declared_schema = TableSchema::new(declared.clone(), &schema.key_names()).map_err(|e| key_err("columns", e.to_string()))?;
+        let declared_schema =
+            TableSchema::new(declared.clone(), &schema.key_names()).map_err(|e| key_err("columns", e.to_string()))?;
         schema.check_compatible(&declared_schema).map_err(|e| key_err("columns", e.to_string()))?;
     }
 
@@ -293,7 +319,12 @@ fn plan_table(
             let field = spec.fields().first().filter(|_| spec.fields().len() == 1);
             match field.map(|f| (f.transform, f.source_id)) {
                 Some((Transform::Bucket(n), source_id)) => {
-                    let name = state.metadata.current_schema().field_by_id(source_id).map(|f| f.name.clone()).unwrap_or_default();
+                    let name = state
+                        .metadata
+                        .current_schema()
+                        .field_by_id(source_id)
+                        .map(|f| f.name.clone())
+                        .unwrap_or_default();
                     let pos = schema.position(&name).filter(|p| schema.key.contains(p)).ok_or_else(|| {
                         key_err("base", "the base table is bucketed by a column outside the key".into())
                     })?;
@@ -302,13 +333,21 @@ fn plan_table(
                     }
                     (pos, n)
                 }
-                _ => return Err(key_err("base", "the existing base table is not partitioned by bucket(N, key column)".into())),
+                _ => {
+                    return Err(key_err(
+                        "base",
+                        "the existing base table is not partitioned by bucket(N, key column)".into(),
+                    ));
+                }
             }
         }
         None => {
             let pos = match &t.bucket_column {
                 Some(c) => schema.position(c).filter(|p| schema.key.contains(p)).ok_or_else(|| {
-                    key_err("bucket_column", format!("`{c}` is not a key column; the bucket must be a function of the key"))
+                    key_err(
+                        "bucket_column",
+                        format!("`{c}` is not a key column; the bucket must be a function of the key"),
+                    )
                 })?,
                 None => schema.key[0],
             };
@@ -355,12 +394,19 @@ fn plan_table(
     let equality_ids = match &base {
         Some(b) => key_names
             .iter()
-            .map(|n| b.schema.field_by_name(n).map(|f| f.id).ok_or_else(|| key_err("base", format!("key column `{n}` missing"))))
+            .map(|n| {
+                b.schema
+                    .field_by_name(n)
+                    .map(|f| f.id)
+                    .ok_or_else(|| key_err("base", format!("key column `{n}` missing")))
+            })
             .collect::<Result<Vec<_>>>()?,
         None => Vec::new(),
     };
     let cdc_positions = match &cdc {
-        Some(c) => c.schema.as_struct().fields().iter().skip(cdc_columns::COUNT).map(|f| schema.position(&f.name)).collect(),
+        Some(c) => {
+            c.schema.as_struct().fields().iter().skip(cdc_columns::COUNT).map(|f| schema.position(&f.name)).collect()
+        }
         None => Vec::new(),
     };
     Ok(Some(TablePlan {

@@ -43,7 +43,7 @@ pub struct RunOutcome {
 struct ReplayDiscovery(Arc<ReplayIndex>);
 
 impl SchemaDiscovery for ReplayDiscovery {
-    fn samples(&self, table: u32, limit: usize) -> Result<Vec<(Option<Vec<u8>>, Vec<u8>)>> {
+    fn samples(&self, table: u32, limit: usize) -> Result<Vec<crate::planner::Sample>> {
         let mut out = Vec::new();
         for p in self.0.partitions.iter().filter(|p| p.table == table) {
             let mut cursor = PartitionCursor::open(&self.0, p, None);
@@ -69,7 +69,8 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
     let memory = MemorySampler::start();
     let runtime = IoRuntime::new(2)?;
     let catalog: Arc<dyn TableCatalog> = Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog))?);
-    let topics: HashMap<String, u32> = config.tables.iter().enumerate().map(|(i, t)| (t.topic.clone(), i as u32)).collect();
+    let topics: HashMap<String, u32> =
+        config.tables.iter().enumerate().map(|(i, t)| (t.topic.clone(), i as u32)).collect();
     let source = match &config.source {
         SourceConfig::Replay { path } => {
             let index = ReplayIndex::build(path, &topics)?;
@@ -80,10 +81,11 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
     let discovery = match &source {
         SourceSpec::Replay(index) => ReplayDiscovery(Arc::clone(index)),
     };
-    let plan: PlanRef = Arc::new(plan(config, catalog, runtime, Arc::clone(&metrics), &discovery, &options.transforms)?);
+    let plan: PlanRef =
+        Arc::new(plan(config, catalog, runtime, Arc::clone(&metrics), &discovery, &options.transforms)?);
     info!(pipeline = %plan.pipeline_id, tables = plan.tables.len(), workers = config.pipeline.workers, "pipeline start");
     let _line = options.progress_line.then(|| ProgressLine::start(Arc::clone(&metrics)));
-    let executed = execute(plan.clone(), source, config.pipeline.workers);
+    let executed = execute(Arc::clone(&plan), source, config.pipeline.workers);
     metrics.finish();
     metrics.peak_anon_bytes.store(memory.peak(), std::sync::atomic::Ordering::Relaxed);
     executed?;

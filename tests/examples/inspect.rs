@@ -1,4 +1,5 @@
 //! Prints the manifests of a table: content, sequence numbers, first entries.
+#![allow(clippy::unwrap_used)] // a developer tool: any failure should stop it loudly
 use floe_engine::catalog::{SqlTableCatalog, TableCatalog};
 use floe_engine::config::PipelineConfig;
 use floe_engine::runtime::IoRuntime;
@@ -15,10 +16,21 @@ fn main() {
     println!("current snapshot {} seq {}", snap.snapshot_id(), snap.sequence_number());
     let list = rt.block_on(table.manifest_list_reader(snap).load()).unwrap();
     for m in list.entries() {
-        println!("manifest {:?} seq {} min {} added_snapshot {}", m.content, m.sequence_number, m.min_sequence_number, m.added_snapshot_id);
+        println!(
+            "manifest {:?} seq {} min {} added_snapshot {}",
+            m.content, m.sequence_number, m.min_sequence_number, m.added_snapshot_id
+        );
         let manifest = rt.block_on(m.load_manifest(table.file_io())).unwrap();
         for e in manifest.entries().iter().take(2) {
-            println!("   entry status {:?} seq {:?} file_seq {:?} content {:?} partition {:?} eq {:?}", e.status(), e.sequence_number(), e.file_sequence_number, e.content_type(), e.data_file().partition(), e.data_file().equality_ids());
+            println!(
+                "   entry status {:?} seq {:?} file_seq {:?} content {:?} partition {:?} eq {:?}",
+                e.status(),
+                e.sequence_number(),
+                e.file_sequence_number,
+                e.content_type(),
+                e.data_file().partition(),
+                e.data_file().equality_ids()
+            );
         }
     }
 }

@@ -1,14 +1,15 @@
 //! Ad-hoc stage timing of the replay + decode path (single thread).
+#![allow(clippy::unwrap_used)] // a developer tool: any failure should stop it loudly
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Instant;
 use floe_engine::schema::TableSchema;
 use floe_harness::tables::GenTable;
 use floe_operators::debezium::{Decoded, TableDecoder};
 use floe_operators::replay_log::{PartitionCursor, ReplayIndex};
 use floe_operators::upsert::Upsert;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 fn main() {
     let path = std::path::PathBuf::from(std::env::args().nth(1).unwrap());
     let topics = HashMap::from([("shop.inventory.accounts".to_string(), 0u32)]);
@@ -25,7 +26,9 @@ fn main() {
         loop {
             let t = Instant::now();
             let Some(r) = c.read().unwrap() else { break };
-            if r.value.is_some() && r.value_prefix.is_none() { misses += 1; }
+            if r.value.is_some() && r.value_prefix.is_none() {
+                misses += 1;
+            }
             read_t += t.elapsed().as_secs_f64();
             n += 1;
             let t = Instant::now();
@@ -44,5 +47,11 @@ fn main() {
     }
     let us = |x: f64| x * 1e6 / n as f64;
     println!("prefix cache misses: {misses}");
-    println!("per record: read+parse line {:.2} us, decode {:.2} us, upsert {:.2} us, clone event {:.2} us", us(read_t), us(decode_t), us(up_t), us(clone_t));
+    println!(
+        "per record: read+parse line {:.2} us, decode {:.2} us, upsert {:.2} us, clone event {:.2} us",
+        us(read_t),
+        us(decode_t),
+        us(up_t),
+        us(clone_t)
+    );
 }

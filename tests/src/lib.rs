@@ -19,7 +19,9 @@ use floe_pipelines::runner::{RunOptions, RunOutcome, run};
 pub fn seed() -> u64 {
     match std::env::var("FLOE_SEED") {
         Ok(s) => s.parse().unwrap_or_else(|_| panic!("FLOE_SEED={s} is not a number")),
-        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1),
+        Err(_) => {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+        }
     }
 }
 
@@ -96,7 +98,8 @@ impl Scratch {
     pub fn read(&self, name: &TableName) -> TableRows {
         let config = self.config();
         let runtime = IoRuntime::new(1).expect("runtime");
-        let catalog: Arc<dyn TableCatalog> = Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog)).expect("catalog"));
+        let catalog: Arc<dyn TableCatalog> =
+            Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog)).expect("catalog"));
         runtime.block_on(read_table(catalog.as_ref(), &ident(name))).expect("read table")
     }
 
@@ -104,15 +107,15 @@ impl Scratch {
     pub fn assert_tables_equal_model(&self) {
         for t in &self.config().tables {
             let m = self.model.table(&t.topic).expect("model");
-            if let Some(b) = &t.base {
-                if let Err(diff) = compare_base(m, &self.read(b)) {
-                    panic!("seed {}: {diff}", self.seed);
-                }
+            if let Some(b) = &t.base
+                && let Err(diff) = compare_base(m, &self.read(b))
+            {
+                panic!("seed {}: {diff}", self.seed);
             }
-            if let Some(c) = &t.cdc {
-                if let Err(diff) = compare_cdc(m, &self.read(c)) {
-                    panic!("seed {}: {diff}", self.seed);
-                }
+            if let Some(c) = &t.cdc
+                && let Err(diff) = compare_cdc(m, &self.read(c))
+            {
+                panic!("seed {}: {diff}", self.seed);
             }
         }
     }
@@ -134,11 +137,15 @@ impl Scratch {
             let Some(state) = runtime.block_on(catalog.load(&ident(&n))).expect("load") else { continue };
             let Some(current) = state.metadata.current_snapshot() else { continue };
             runtime.block_on(async {
-                let bytes = catalog.file_io().new_input(current.manifest_list()).expect("input").read().await.expect("list");
-                let list = iceberg::spec::ManifestList::parse_with_version(&bytes, state.metadata.format_version()).expect("parse");
+                let bytes =
+                    catalog.file_io().new_input(current.manifest_list()).expect("input").read().await.expect("list");
+                let list = iceberg::spec::ManifestList::parse_with_version(&bytes, state.metadata.format_version())
+                    .expect("parse");
                 for m in list.entries() {
                     let manifest = m.load_manifest(catalog.file_io()).await.expect("manifest");
-                    out.extend(manifest.entries().iter().map(|e| e.file_path().trim_start_matches("file://").to_string()));
+                    out.extend(
+                        manifest.entries().iter().map(|e| e.file_path().trim_start_matches("file://").to_string()),
+                    );
                 }
             });
         }

@@ -25,14 +25,20 @@ fn bad_records_go_to_the_dead_letter_table_with_bytes_and_reason() {
     let mut raw: BTreeMap<(String, i32, i64), Option<String>> = BTreeMap::new();
     for line in log.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("kcat line");
-        let key = (v["topic"].as_str().expect("topic").to_string(), v["partition"].as_i64().expect("p") as i32, v["offset"].as_i64().expect("o"));
+        let key = (
+            v["topic"].as_str().expect("topic").to_string(),
+            v["partition"].as_i64().expect("p") as i32,
+            v["offset"].as_i64().expect("o"),
+        );
         raw.insert(key, v["payload"].as_str().map(str::to_string));
     }
     let dead = scratch.read(&TableName { namespace: "shop".into(), name: "dead_letters".into() });
     let col = |n: &str| dead.position(n).unwrap_or_else(|| panic!("dead-letter column {n}"));
     let mut found: BTreeMap<String, BTreeSet<(i32, i64)>> = BTreeMap::new();
     for row in &dead.rows {
-        let (Value::String(topic), Value::Int(p), Value::Long(o)) = (&row.0[col("topic")], &row.0[col("partition")], &row.0[col("offset")]) else {
+        let (Value::String(topic), Value::Int(p), Value::Long(o)) =
+            (&row.0[col("topic")], &row.0[col("partition")], &row.0[col("offset")])
+        else {
             panic!("seed {s}: malformed dead letter {row}");
         };
         let Value::String(reason) = &row.0[col("reason")] else { panic!("seed {s}: no reason in {row}") };
@@ -41,20 +47,35 @@ fn bad_records_go_to_the_dead_letter_table_with_bytes_and_reason() {
             Value::Binary(b) => Some(String::from_utf8(b.clone()).expect("utf8")),
             _ => None,
         };
-        assert_eq!(value, raw[&(topic.clone(), *p, *o)], "seed {s}: dead letter bytes of {topic}/{p}/{o} differ from the record");
-        assert!(found.entry(topic.clone()).or_default().insert((*p, *o)), "seed {s}: {topic}/{p}/{o} dead-lettered twice");
+        assert_eq!(
+            value,
+            raw[&(topic.clone(), *p, *o)],
+            "seed {s}: dead letter bytes of {topic}/{p}/{o} differ from the record"
+        );
+        assert!(
+            found.entry(topic.clone()).or_default().insert((*p, *o)),
+            "seed {s}: {topic}/{p}/{o} dead-lettered twice"
+        );
     }
     let mut expected_total = 0;
     for t in &scratch.model.tables {
         expected_total += t.dead_letters.len();
-        assert_eq!(found.get(&t.topic).cloned().unwrap_or_default(), t.dead_letters, "seed {s}: dead letters of {}", t.topic);
+        assert_eq!(
+            found.get(&t.topic).cloned().unwrap_or_default(),
+            t.dead_letters,
+            "seed {s}: dead letters of {}",
+            t.topic
+        );
     }
     assert!(expected_total > 10, "seed {s}: the workload had bad records");
     assert_eq!(floe_engine::metrics::Metrics::get(&outcome.metrics.dead_letters), expected_total as u64);
     assert!(outcome.metrics.summary().contains(&format!("{expected_total} dead letters")));
     // A re-run neither loses nor repeats a dead letter.
     scratch.run();
-    assert_eq!(scratch.read(&TableName { namespace: "shop".into(), name: "dead_letters".into() }).rows.len(), expected_total);
+    assert_eq!(
+        scratch.read(&TableName { namespace: "shop".into(), name: "dead_letters".into() }).rows.len(),
+        expected_total
+    );
 }
 
 #[test]
@@ -62,10 +83,19 @@ fn config_errors_name_file_and_key_and_exit_2() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("pipeline.toml");
     let cases = [
-        ("[source]\nkind = \"replay\"\npath = \"x\"\n[[tables]]\ntopic = \"t\"\nbase = \"a.b\"\nbuckets = \"16\"\n", "tables[0].buckets"),
-        ("[source]\nkind = \"replay\"\npath = \"x\"\n[[tables]]\ntopic = \"t\"\nbase = \"a.b\"\nbukets = 16\n", "bukets"),
+        (
+            "[source]\nkind = \"replay\"\npath = \"x\"\n[[tables]]\ntopic = \"t\"\nbase = \"a.b\"\nbuckets = \"16\"\n",
+            "tables[0].buckets",
+        ),
+        (
+            "[source]\nkind = \"replay\"\npath = \"x\"\n[[tables]]\ntopic = \"t\"\nbase = \"a.b\"\nbukets = 16\n",
+            "bukets",
+        ),
         ("[source]\nkind = \"replay\"\npath = \"x\"\n[[tables]]\ntopic = \"t\"\nbase = \"nodot\"\n", "tables[0].base"),
-        ("[pipeline]\ncommit_every = 0\n[source]\nkind = \"replay\"\npath = \"x\"\n[[tables]]\ntopic = \"t\"\nbase = \"a.b\"\n", "pipeline.commit_every"),
+        (
+            "[pipeline]\ncommit_every = 0\n[source]\nkind = \"replay\"\npath = \"x\"\n[[tables]]\ntopic = \"t\"\nbase = \"a.b\"\n",
+            "pipeline.commit_every",
+        ),
         ("[source]\nkind = \"replay\"\npath = \"x\"\n[[tables]\n", "invalid TOML"),
     ];
     for (text, key) in cases {

@@ -23,7 +23,12 @@ fn floe(scratch: &Scratch, faults: Option<&str>) -> Command {
 
 fn run_to_completion(scratch: &Scratch) {
     let out = floe(scratch, None).output().expect("spawn floe");
-    assert!(out.status.success(), "seed {}: recovery run failed: {}", scratch.seed, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "seed {}: recovery run failed: {}",
+        scratch.seed,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn parquet_files(dir: &Path, out: &mut BTreeSet<String>) {
@@ -72,7 +77,11 @@ fn sigkill_at_random_moments_converges_to_the_model() {
     // Exactly the commits of an uninterrupted run: the epochs are derived from offsets.
     let clean = Scratch::new(WorkloadSpec::standard(s, 60_000), &pipeline_toml(300, 2));
     clean.run();
-    assert_eq!(snapshot_counts(&scratch), snapshot_counts(&clean), "seed {s}: a restart re-committed or skipped an epoch");
+    assert_eq!(
+        snapshot_counts(&scratch),
+        snapshot_counts(&clean),
+        "seed {s}: a restart re-committed or skipped an epoch"
+    );
 }
 
 #[test]
@@ -81,15 +90,25 @@ fn crashes_between_files_and_commit_and_inside_a_commit_recover_exactly() {
     let scratch = Scratch::new(WorkloadSpec::standard(s, 12_000), &pipeline_toml(250, 2));
     let clean = Scratch::new(WorkloadSpec::standard(s, 12_000), &pipeline_toml(250, 2));
     clean.run();
-    for (point, n) in [("files-written", 5), ("commit-before-swap", 3), ("commit-after-swap", 4), ("commit-after-swap", 9)] {
+    for (point, n) in
+        [("files-written", 5), ("commit-before-swap", 3), ("commit-after-swap", 4), ("commit-after-swap", 9)]
+    {
         let out = floe(&scratch, Some(&format!("{point}:{n}"))).output().expect("spawn floe");
         assert!(!out.status.success(), "seed {s}: floe should have crashed at {point}:{n}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains(point), "seed {s}: crashed elsewhere: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(point),
+            "seed {s}: crashed elsewhere: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if point == "files-written" {
             assert!(orphans(&scratch) > 0, "seed {s}: the crash left written but uncommitted files");
         }
     }
     run_to_completion(&scratch);
     scratch.assert_tables_equal_model();
-    assert_eq!(snapshot_counts(&scratch), snapshot_counts(&clean), "seed {s}: a lost commit response led to a second commit");
+    assert_eq!(
+        snapshot_counts(&scratch),
+        snapshot_counts(&clean),
+        "seed {s}: a lost commit response led to a second commit"
+    );
 }

@@ -166,7 +166,9 @@ impl Conversion {
                     Conversion::Decimal { precision: precision.max(scale).max(1), scale }
                 }
             }
-            Some("io.debezium.time.Date" | "org.apache.kafka.connect.data.Date") if is_int(&schema.ty) => Conversion::Date,
+            Some("io.debezium.time.Date" | "org.apache.kafka.connect.data.Date") if is_int(&schema.ty) => {
+                Conversion::Date
+            }
             Some("io.debezium.time.Timestamp" | "org.apache.kafka.connect.data.Timestamp") if is_int(&schema.ty) => {
                 Conversion::Timestamp(TimeUnit::Millis)
             }
@@ -294,7 +296,10 @@ mod tests {
             (r#"{"type":"string","name":"io.debezium.data.Uuid","field":"a"}"#, ColumnType::String),
             (r#"{"type":"int32","name":"io.debezium.time.Year","field":"a"}"#, ColumnType::Int),
             (r#"{"type":"bytes","name":"io.debezium.data.Bits","field":"a"}"#, ColumnType::Binary),
-            (r#"{"type":"struct","name":"io.debezium.data.VariableScaleDecimal","fields":[],"field":"a"}"#, ColumnType::String),
+            (
+                r#"{"type":"struct","name":"io.debezium.data.VariableScaleDecimal","fields":[],"field":"a"}"#,
+                ColumnType::String,
+            ),
         ];
         for (json, expected) in cases {
             assert_eq!(Conversion::for_connect(&field(json)).column_type(), expected, "{json}");

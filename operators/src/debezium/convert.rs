@@ -158,7 +158,9 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
         match self.conversion {
             Conversion::String => Ok(Value::String(v.to_string())),
-            Conversion::Bytes => BASE64.decode(v).map(Value::Binary).map_err(|e| self.fail(format!("invalid base64: {e}"))),
+            Conversion::Bytes => {
+                BASE64.decode(v).map(Value::Binary).map_err(|e| self.fail(format!("invalid base64: {e}")))
+            }
             Conversion::Decimal { precision, .. } | Conversion::DecimalText { precision, .. } => {
                 let bytes = BASE64.decode(v).map_err(|e| self.fail(format!("invalid base64 decimal: {e}")))?;
                 let unscaled = unscaled_from_bytes(&bytes).ok_or_else(|| self.fail("decimal wider than 128 bits"))?;
@@ -169,9 +171,11 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                 let bytes = BASE64.decode(v).map_err(|e| self.fail(format!("invalid base64 decimal: {e}")))?;
                 Ok(Value::String(big_decimal_text(&bytes, scale)))
             }
-            Conversion::ZonedTimestamp | Conversion::DeclaredTimestamp { zoned: true } => DateTime::parse_from_rfc3339(v)
-                .map(|t| Value::TimestampTz(t.timestamp_micros()))
-                .map_err(|e| self.fail(format!("`{v}` is not an ISO-8601 timestamp: {e}"))),
+            Conversion::ZonedTimestamp | Conversion::DeclaredTimestamp { zoned: true } => {
+                DateTime::parse_from_rfc3339(v)
+                    .map(|t| Value::TimestampTz(t.timestamp_micros()))
+                    .map_err(|e| self.fail(format!("`{v}` is not an ISO-8601 timestamp: {e}")))
+            }
             Conversion::DeclaredTimestamp { zoned: false } => parse_naive_timestamp(v)
                 .map(Value::Timestamp)
                 .ok_or_else(|| self.fail(format!("`{v}` is not an ISO-8601 timestamp"))),

@@ -100,13 +100,16 @@ pub enum Decoded {
 
 const MAX_CACHED_SCHEMAS: usize = 8;
 
+/// A value schema's JSON text and the layout (or the reason there is none) built from it.
+type CachedLayout = (Box<[u8]>, Result<Arc<RowLayout>, String>);
+
 /// Decoder for one table (topic).
 pub struct TableDecoder {
     table: u32,
     topic: String,
     schema: TableSchemaRef,
     declared: Option<Arc<RowLayout>>,
-    plans: Vec<(Box<[u8]>, Result<Arc<RowLayout>, String>)>,
+    plans: Vec<CachedLayout>,
     fast: Option<(Arc<[u8]>, Arc<RowLayout>)>,
     transform: Option<RowTransform>,
     not_null: Vec<usize>,
@@ -134,7 +137,11 @@ impl TableDecoder {
                 .columns
                 .iter()
                 .enumerate()
-                .map(|(i, c)| FieldSlot { name: c.name.clone(), conversion: Conversion::for_declared(c.ty), position: i })
+                .map(|(i, c)| FieldSlot {
+                    name: c.name.clone(),
+                    conversion: Conversion::for_declared(c.ty),
+                    position: i,
+                })
                 .collect();
             Arc::new(RowLayout::new(schema.columns.len(), fields))
         });
@@ -145,7 +152,16 @@ impl TableDecoder {
             .filter(|(i, c)| !c.nullable || schema.key.contains(i))
             .map(|(i, _)| i)
             .collect();
-        TableDecoder { table, topic: topic.to_string(), schema, declared, plans: Vec::new(), fast: None, transform, not_null }
+        TableDecoder {
+            table,
+            topic: topic.to_string(),
+            schema,
+            declared,
+            plans: Vec::new(),
+            fast: None,
+            transform,
+            not_null,
+        }
     }
 
     /// Decodes one record.
@@ -156,8 +172,14 @@ impl TableDecoder {
         let result = {
             let whole;
             let fast = match &record.value_prefix {
-                Some(shared) => self.shared_prefix_matches(shared).then_some(tail).and_then(|rest| self.parse_payload(rest)),
-                None => self.fast.as_ref().and_then(|(p, _)| tail.strip_prefix(&p[..])).and_then(|rest| self.parse_payload(rest)),
+                Some(shared) => {
+                    self.shared_prefix_matches(shared).then_some(tail).and_then(|rest| self.parse_payload(rest))
+                }
+                None => self
+                    .fast
+                    .as_ref()
+                    .and_then(|(p, _)| tail.strip_prefix(&p[..]))
+                    .and_then(|rest| self.parse_payload(rest)),
             };
             let parsed = match fast {
                 Some(fast) => Ok(fast),
@@ -227,10 +249,7 @@ impl TableDecoder {
 
     fn declared_layout(&self) -> Result<Arc<RowLayout>, String> {
         self.declared.clone().ok_or_else(|| {
-            format!(
-                "record of `{}` carries no schema and the pipeline declares no `columns` for it",
-                self.topic
-            )
+            format!("record of `{}` carries no schema and the pipeline declares no `columns` for it", self.topic)
         })
     }
 
@@ -249,7 +268,8 @@ impl TableDecoder {
     fn build_layout(&self, schema_json: &[u8]) -> Result<RowLayout, String> {
         let schema: ConnectSchema =
             serde_json::from_slice(schema_json).map_err(|e| format!("unreadable Connect schema: {e}"))?;
-        let fields = row_fields(&schema).ok_or_else(|| "the value schema has no `after` or `before` struct".to_string())?;
+        let fields =
+            row_fields(&schema).ok_or_else(|| "the value schema has no `after` or `before` struct".to_string())?;
         let mut slots = Vec::with_capacity(fields.len());
         for (column, conversion) in fields {
             let position = self.schema.position(&column.name).ok_or_else(|| {
@@ -302,10 +322,10 @@ impl TableDecoder {
                     self.check_not_null(row, "after image (after the transform)")?;
                 }
             }
-            if let Some(row) = before.as_mut() {
-                if !t(&mut RowMut::new(&self.schema, row)) {
-                    before = None;
-                }
+            if let Some(row) = before.as_mut()
+                && !t(&mut RowMut::new(&self.schema, row))
+            {
+                before = None;
             }
         }
         let key = match (&after, &before, op, before_raw) {
@@ -330,7 +350,10 @@ impl TableDecoder {
     fn check_not_null(&self, row: &Row, what: &str) -> Result<(), String> {
         for &i in &self.not_null {
             if row.0[i].is_null() {
-                return Err(format!("{what}: column `{}` is NULL but the table requires a value", self.schema.columns[i].name));
+                return Err(format!(
+                    "{what}: column `{}` is NULL but the table requires a value",
+                    self.schema.columns[i].name
+                ));
             }
         }
         Ok(())
@@ -343,7 +366,9 @@ impl TableDecoder {
                 return Ok(key);
             }
         }
-        let bytes = record.key_bytes().ok_or_else(|| "missing key: no record key and no image with the key columns".to_string())?;
+        let bytes = record
+            .key_bytes()
+            .ok_or_else(|| "missing key: no record key and no image with the key columns".to_string())?;
         let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| format!("unparseable key: {e}"))?;
         let payload = match &json {
             serde_json::Value::Object(m) if m.contains_key("payload") && m.contains_key("schema") => &m["payload"],
@@ -390,14 +415,23 @@ mod tests {
     const SCHEMA: &str = r#"{"type":"struct","fields":[{"type":"struct","fields":[{"type":"int64","optional":false,"field":"id"},{"type":"string","optional":true,"field":"name"}],"optional":true,"field":"before"},{"type":"struct","fields":[{"type":"int64","optional":false,"field":"id"},{"type":"string","optional":true,"field":"name"}],"optional":true,"field":"after"},{"type":"string","optional":false,"field":"op"}],"optional":false,"name":"x.Envelope"}"#;
 
     fn record(offset: i64, payload: &str) -> SourceRecord {
-        SourceRecord::new(0, 0, offset, Some(br#"{"id":1}"#.to_vec()), Some(format!(r#"{{"schema":{SCHEMA},"payload":{payload}}}"#).into_bytes()))
+        SourceRecord::new(
+            0,
+            0,
+            offset,
+            Some(br#"{"id":1}"#.to_vec()),
+            Some(format!(r#"{{"schema":{SCHEMA},"payload":{payload}}}"#).into_bytes()),
+        )
     }
 
     #[test]
     fn decodes_and_then_takes_the_fast_path() {
         let mut d = TableDecoder::new(0, "t", schema(), false, None);
         let first = d.decode(record(0, r#"{"before":null,"after":{"id":1,"name":"a"},"op":"c","source":{"ts_ms":5}}"#));
-        assert!(matches!(first, Decoded::Event(ref e) if e.key == Row::new(vec![Value::Long(1)]) && e.source_ts_ms == Some(5)), "{first:?}");
+        assert!(
+            matches!(first, Decoded::Event(ref e) if e.key == Row::new(vec![Value::Long(1)]) && e.source_ts_ms == Some(5)),
+            "{first:?}"
+        );
         assert!(d.fast.is_some(), "prefix cached");
         // A source that splits the shared prefix off hits the same fast path.
         let prefix: Arc<[u8]> = Arc::from(format!(r#"{{"schema":{SCHEMA},"payload":"#).into_bytes());
@@ -406,7 +440,9 @@ mod tests {
             value: Some(br#"{"after":{"id":1,"name":"z"},"op":"r"}}"#.to_vec()),
             ..SourceRecord::new(0, 0, 2, None, None)
         };
-        assert!(matches!(d.decode(split), Decoded::Event(ref e) if e.after.as_ref().is_some_and(|a| a.0[1] == Value::String("z".into()))));
+        assert!(
+            matches!(d.decode(split), Decoded::Event(ref e) if e.after.as_ref().is_some_and(|a| a.0[1] == Value::String("z".into())))
+        );
         let second = d.decode(record(1, r#"{"before":{"id":1,"name":"a"},"after":{"id":1,"name":"b"},"op":"u"}"#));
         match second {
             Decoded::Event(e) => {
@@ -452,7 +488,9 @@ mod tests {
     fn schemaless_needs_declared_columns() {
         let mut strict = TableDecoder::new(0, "t", schema(), false, None);
         let rec = SourceRecord::new(0, 0, 0, None, Some(br#"{"after":{"id":2},"op":"r"}"#.to_vec()));
-        assert!(matches!(strict.decode(rec.clone()), Decoded::Dead(ref dl) if dl.reason.contains("declares no `columns`")));
+        assert!(
+            matches!(strict.decode(rec.clone()), Decoded::Dead(ref dl) if dl.reason.contains("declares no `columns`"))
+        );
         let mut lenient = TableDecoder::new(0, "t", schema(), true, None);
         assert!(matches!(lenient.decode(rec), Decoded::Event(ref e) if e.key == Row::new(vec![Value::Long(2)])));
     }
@@ -460,7 +498,10 @@ mod tests {
     #[test]
     fn drift_is_a_dead_letter() {
         let mut d = TableDecoder::new(0, "t", schema(), false, None);
-        let drifted = SCHEMA.replace(r#""field":"name"}],"optional":true,"field":"after""#, r#""field":"name"},{"type":"int32","optional":true,"field":"qty"}],"optional":true,"field":"after""#);
+        let drifted = SCHEMA.replace(
+            r#""field":"name"}],"optional":true,"field":"after""#,
+            r#""field":"name"},{"type":"int32","optional":true,"field":"qty"}],"optional":true,"field":"after""#,
+        );
         let rec = SourceRecord::new(
             0,
             0,

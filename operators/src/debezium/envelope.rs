@@ -174,10 +174,12 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         let mut values = vec![Value::Null; self.layout.width];
         let mut i = 0;
         while let Some(name) = map.next_key_seed(KeySeed)? {
-            let slot = self.layout.slot(&name, i).ok_or_else(|| {
-                de::Error::custom(format!("field `{name}` is not a column of the table"))
-            })?;
-            values[slot.position] = map.next_value_seed(ValueSeed { conversion: slot.conversion, column: &slot.name })?;
+            let slot = self
+                .layout
+                .slot(&name, i)
+                .ok_or_else(|| de::Error::custom(format!("field `{name}` is not a column of the table")))?;
+            values[slot.position] =
+                map.next_value_seed(ValueSeed { conversion: slot.conversion, column: &slot.name })?;
             i += 1;
         }
         Ok(Some(Row::new(values)))
