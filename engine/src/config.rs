@@ -48,6 +48,8 @@ pub struct PipelineConfig {
     pub source: SourceConfig,
     /// One entry per source table.
     pub tables: Vec<TableConfig>,
+    /// `[[tables]]` entries with a `topic_pattern`, expanded by [`PipelineConfig::with_topics`].
+    pub templates: Vec<TableTemplate>,
 }
 
 /// `[pipeline]`
@@ -82,6 +84,59 @@ pub enum SourceConfig {
         /// Absolute path of the log.
         path: PathBuf,
     },
+    /// Kafka topics, read with librdkafka.
+    Kafka(KafkaConfig),
+}
+
+/// Where a partition with no committed progress starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartPosition {
+    /// The oldest record the broker still has.
+    #[default]
+    Earliest,
+    /// The first record produced after the pipeline starts.
+    Latest,
+}
+
+/// `[source] kind = "kafka"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`, comma-separated.
+    pub brokers: String,
+    /// Topics to consume (default: every topic a `[[tables]]` entry names or matches).
+    pub topics: Option<Vec<String>>,
+    /// Regex selecting topics to consume.
+    pub topic_pattern: Option<String>,
+    /// Start of partitions with no committed progress.
+    pub start: StartPosition,
+    /// Consumer group offsets are committed to, for lag dashboards only.
+    pub group_id: String,
+    /// Passed verbatim to librdkafka (SASL, TLS, client.id, ...); never logged.
+    pub properties: Secrets,
+    /// In a continuous run, the longest an epoch stays open (idle or slow partitions).
+    pub commit_interval: std::time::Duration,
+}
+
+/// Configuration values that must not appear in logs or errors (passwords, keys).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secrets(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.0.keys().map(|k| (k, "<redacted>"))).finish()
+    }
+}
+
+/// A `[[tables]]` entry with `topic_pattern`: one table per matching topic.
+#[derive(Clone, Debug)]
+pub struct TableTemplate {
+    /// Position in `[[tables]]`, for messages.
+    pub index: usize,
+    /// The pattern, matched against whole topic names.
+    pub pattern: String,
+    /// The entry, with `{1}`, `{2}`, ... in table names standing for capture groups.
+    pub proto: TableConfig,
 }
 
 /// A fully qualified table name: namespace and table.
@@ -94,6 +149,12 @@ pub struct TableName {
 }
 
 impl TableName {
+    /// A name split at its first dot, unchecked (template names carry placeholders).
+    fn raw(text: &str) -> TableName {
+        let (ns, name) = text.split_once('.').unwrap_or((text, ""));
+        TableName { namespace: ns.to_string(), name: name.to_string() }
+    }
+
     /// Parses `namespace.table`.
     pub fn parse(text: &str) -> Option<TableName> {
         let (ns, name) = text.split_once('.')?;
@@ -165,13 +226,33 @@ struct RawCatalog {
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 enum RawSource {
-    Replay { path: PathBuf },
+    Replay {
+        path: PathBuf,
+    },
+    Kafka {
+        brokers: Brokers,
+        topics: Option<Vec<String>>,
+        topic_pattern: Option<String>,
+        start: Option<StartPosition>,
+        group_id: Option<String>,
+        commit_interval_ms: Option<u64>,
+        #[serde(default)]
+        properties: BTreeMap<String, toml::Value>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Brokers {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTable {
-    topic: String,
+    topic: Option<String>,
+    topic_pattern: Option<String>,
     base: Option<String>,
     cdc: Option<String>,
     dead_letters: Option<String>,
@@ -273,27 +354,88 @@ impl PipelineConfig {
 
         let source = match raw.source {
             RawSource::Replay { path: p } => SourceConfig::Replay { path: resolve(&base_dir, &p.to_string_lossy()) },
+            RawSource::Kafka { brokers, topics, topic_pattern, start, group_id, commit_interval_ms, properties } => {
+                let brokers = match brokers {
+                    Brokers::One(b) => b,
+                    Brokers::Many(list) => list.join(","),
+                };
+                if brokers.trim().is_empty() {
+                    return Err(err("source.brokers", "must name at least one broker".into()));
+                }
+                if let Some(p) = &topic_pattern {
+                    regex::Regex::new(p).map_err(|e| err("source.topic_pattern", format!("not a valid regex: {e}")))?;
+                }
+                let mut props = BTreeMap::new();
+                for (k, v) in properties {
+                    let text = match v {
+                        toml::Value::String(s) => s,
+                        toml::Value::Integer(i) => i.to_string(),
+                        toml::Value::Boolean(b) => b.to_string(),
+                        toml::Value::Float(f) => f.to_string(),
+                        _ => return Err(err(&format!("source.properties.{k}"), "must be a string, number or boolean".into())),
+                    };
+                    if matches!(k.as_str(), "enable.auto.commit" | "group.id" | "bootstrap.servers") {
+                        return Err(err(
+                            &format!("source.properties.{k}"),
+                            "is set by floe (use source.brokers / source.group_id; offsets live in the tables)".into(),
+                        ));
+                    }
+                    props.insert(k, text);
+                }
+                let commit_interval_ms = commit_interval_ms.unwrap_or(5_000);
+                if commit_interval_ms == 0 {
+                    return Err(err("source.commit_interval_ms", "must be at least 1".into()));
+                }
+                SourceConfig::Kafka(KafkaConfig {
+                    brokers,
+                    topics,
+                    topic_pattern,
+                    start: start.unwrap_or_default(),
+                    group_id: group_id.unwrap_or_else(|| format!("floe-{}", pipeline.id)),
+                    properties: Secrets(props),
+                    commit_interval: std::time::Duration::from_millis(commit_interval_ms),
+                })
+            }
         };
 
         if raw.tables.is_empty() {
             return Err(err("tables", "at least one [[tables]] entry is required".into()));
         }
         let mut tables = Vec::with_capacity(raw.tables.len());
+        let mut templates = Vec::new();
         let mut topics = BTreeMap::new();
         for (i, t) in raw.tables.into_iter().enumerate() {
             let key_of = |k: &str| format!("tables[{i}].{k}");
-            if t.topic.trim().is_empty() {
+            let (topic, pattern) = match (&t.topic, &t.topic_pattern) {
+                (Some(topic), None) => (topic.clone(), None),
+                (None, Some(p)) => {
+                    regex::Regex::new(&format!("^(?:{p})$"))
+                        .map_err(|e| err(&key_of("topic_pattern"), format!("not a valid regex: {e}")))?;
+                    (p.clone(), Some(p.clone()))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(err(&key_of("topic"), "give `topic` or `topic_pattern`, not both".into()));
+                }
+                (None, None) => return Err(err(&key_of("topic"), "a table needs `topic` (or `topic_pattern`)".into())),
+            };
+            if topic.trim().is_empty() {
                 return Err(err(&key_of("topic"), "must not be empty".into()));
             }
-            if let Some(prev) = topics.insert(t.topic.clone(), i) {
-                return Err(err(&key_of("topic"), format!("`{}` is already consumed by tables[{prev}]", t.topic)));
+            if pattern.is_none() {
+                if let Some(prev) = topics.insert(topic.clone(), i) {
+                    return Err(err(&key_of("topic"), format!("`{topic}` is already consumed by tables[{prev}]")));
+                }
             }
+            // Template names hold `{1}`-style placeholders; check them with a sample capture.
             let name = |k: &str, v: &Option<String>| -> Result<Option<TableName>> {
                 match v {
                     None => Ok(None),
-                    Some(text) => TableName::parse(text)
-                        .map(Some)
-                        .ok_or_else(|| err(&key_of(k), format!("`{text}` is not of the form namespace.table"))),
+                    Some(text) => {
+                        let probe = if pattern.is_some() { fill_captures(text, &["x"; 10]) } else { text.clone() };
+                        TableName::parse(&probe)
+                            .map(|_| Some(TableName::raw(text)))
+                            .ok_or_else(|| err(&key_of(k), format!("`{text}` is not of the form namespace.table")))
+                    }
                 }
             };
             let base = name("base", &t.base)?;
@@ -347,8 +489,8 @@ impl PipelineConfig {
                     }
                 }
             }
-            tables.push(TableConfig {
-                topic: t.topic,
+            let table = TableConfig {
+                topic,
                 base,
                 cdc,
                 dead_letters,
@@ -358,20 +500,31 @@ impl PipelineConfig {
                 upsert: t.upsert.unwrap_or(true),
                 cdc_partition: t.cdc_partition.unwrap_or_default(),
                 columns,
-            });
+            };
+            match pattern {
+                Some(pattern) => templates.push(TableTemplate { index: i, pattern, proto: table }),
+                None => tables.push(table),
+            }
         }
-        // Tables named twice would be written by two writers at once.
+        let config = PipelineConfig { file, pipeline, catalog, source, tables, templates };
+        config.check_table_names()?;
+        Ok(config)
+    }
+
+    /// Tables named twice would be written by two writers at once.
+    fn check_table_names(&self) -> Result<()> {
+        let err = |key: &str, msg: String| config_error(&self.file, key, &msg);
         let mut owners: BTreeMap<TableName, String> = BTreeMap::new();
-        for (i, t) in tables.iter().enumerate() {
+        for (i, t) in self.tables.iter().enumerate() {
             for (k, n) in [("base", &t.base), ("cdc", &t.cdc)] {
                 if let Some(n) = n
-                    && let Some(prev) = owners.insert(n.clone(), format!("tables[{i}].{k}"))
+                    && let Some(prev) = owners.insert(n.clone(), format!("tables[{i}].{k} (topic {})", t.topic))
                 {
                     return Err(err(&format!("tables[{i}].{k}"), format!("`{n}` is already used by {prev}")));
                 }
             }
         }
-        for (i, t) in tables.iter().enumerate() {
+        for (i, t) in self.tables.iter().enumerate() {
             if let Some(prev) = owners.get(&t.dead_letters) {
                 return Err(err(
                     &format!("tables[{i}].dead_letters"),
@@ -379,8 +532,93 @@ impl PipelineConfig {
                 ));
             }
         }
-        Ok(PipelineConfig { file, pipeline, catalog, source, tables })
+        Ok(())
     }
+
+    /// Whether the source's `topics` / `topic_pattern` (if set) select a topic.
+    pub fn source_selects(&self, topic: &str) -> bool {
+        let SourceConfig::Kafka(k) = &self.source else { return true };
+        if k.topics.is_none() && k.topic_pattern.is_none() {
+            return true;
+        }
+        let listed = k.topics.as_ref().is_some_and(|t| t.iter().any(|t| t == topic));
+        let matched = k
+            .topic_pattern
+            .as_ref()
+            .and_then(|p| regex::Regex::new(&format!("^(?:{p})$")).ok())
+            .is_some_and(|r| r.is_match(topic));
+        listed || matched
+    }
+
+    /// The concrete pipeline for the topics a source offers: explicit `[[tables]]`
+    /// entries, plus one table per offered topic that a `topic_pattern` entry matches
+    /// (`{1}`, `{2}`, ... in its table names become the capture groups). A topic the
+    /// source's `topics`/`topic_pattern` select must have a table.
+    pub fn with_topics(&self, offered: &[String]) -> Result<PipelineConfig> {
+        let mut config = self.clone();
+        config.templates.clear();
+        let explicit: std::collections::BTreeSet<&str> = self.tables.iter().map(|t| t.topic.as_str()).collect();
+        let mut offered: Vec<&String> = offered.iter().collect();
+        offered.sort();
+        offered.dedup();
+        for topic in offered {
+            if explicit.contains(topic.as_str()) || !self.source_selects(topic) {
+                continue;
+            }
+            let matched = self.templates.iter().find_map(|t| {
+                let re = regex::Regex::new(&format!("^(?:{})$", t.pattern)).ok()?;
+                let caps = re.captures(topic)?;
+                let groups: Vec<String> =
+                    (0..caps.len()).map(|i| caps.get(i).map(|m| sanitize(m.as_str())).unwrap_or_default()).collect();
+                Some((t, groups))
+            });
+            match matched {
+                Some((t, groups)) => {
+                    let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+                    let expand = |n: &TableName| -> Result<TableName> {
+                        let text = fill_captures(&n.to_string(), &refs);
+                        TableName::parse(&text).ok_or_else(|| {
+                            config_error(
+                                &self.file,
+                                &format!("tables[{}]", t.index),
+                                &format!("topic `{topic}` makes the table name `{text}`, which is not namespace.table"),
+                            )
+                        })
+                    };
+                    let mut table = t.proto.clone();
+                    table.topic = topic.clone();
+                    table.base = table.base.as_ref().map(expand).transpose()?;
+                    table.cdc = table.cdc.as_ref().map(expand).transpose()?;
+                    table.dead_letters = expand(&table.dead_letters)?;
+                    config.tables.push(table);
+                }
+                None if matches!(&self.source, SourceConfig::Kafka(k) if k.topics.is_some() || k.topic_pattern.is_some()) => {
+                    return Err(config_error(
+                        &self.file,
+                        "source",
+                        &format!("topic `{topic}` is selected by the source, but no [[tables]] entry names or matches it"),
+                    ));
+                }
+                None => {}
+            }
+        }
+        config.check_table_names()?;
+        Ok(config)
+    }
+}
+
+/// Replaces `{0}` .. `{9}` with capture groups.
+fn fill_captures(text: &str, groups: &[&str]) -> String {
+    let mut out = text.to_string();
+    for (i, g) in groups.iter().enumerate().take(10) {
+        out = out.replace(&format!("{{{i}}}"), g);
+    }
+    out
+}
+
+/// A topic fragment made fit for a table name.
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_lowercase() } else { '_' }).collect()
 }
 
 fn default_workers() -> usize {
@@ -472,6 +710,69 @@ cdc = "cdc.orders"
         let text = MINIMAL.replace("kind = \"replay\"", "kind = \"carrier-pigeon\"");
         let e = parse(&text).expect_err("bad kind").to_string();
         assert!(e.contains("carrier-pigeon"), "{e}");
+    }
+
+    #[test]
+    fn kafka_source_and_secret_properties() {
+        let text = r#"
+[source]
+kind = "kafka"
+brokers = ["b1:9092", "b2:9092"]
+start = "latest"
+[source.properties]
+"security.protocol" = "SASL_SSL"
+"sasl.password" = "hunter2"
+"fetch.max.bytes" = 52428800
+[[tables]]
+topic = "t"
+base = "a.b"
+"#;
+        let c = parse(text).expect("valid");
+        let SourceConfig::Kafka(k) = &c.source else { panic!("kafka") };
+        assert_eq!(k.brokers, "b1:9092,b2:9092");
+        assert_eq!(k.start, StartPosition::Latest);
+        assert_eq!(k.group_id, "floe-shop");
+        assert_eq!(k.properties.0["fetch.max.bytes"], "52428800");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "secrets never show: {shown}");
+        let bad = text.replace("\"fetch.max.bytes\" = 52428800", "\"group.id\" = \"x\"");
+        let e = parse(&bad).expect_err("group.id is floe's").to_string();
+        assert!(e.contains("source.properties.group.id"), "{e}");
+        assert!(!e.contains("hunter2"));
+    }
+
+    #[test]
+    fn topic_pattern_tables_expand_per_topic() {
+        let text = r#"
+[source]
+kind = "kafka"
+brokers = "b:9092"
+topic_pattern = "shop\\.inventory\\..*"
+[[tables]]
+topic = "shop.inventory.special"
+base = "x.special"
+[[tables]]
+topic_pattern = "shop\\.inventory\\.(.+)"
+base = "base.{1}"
+cdc = "cdc.{1}"
+"#;
+        let c = parse(text).expect("valid");
+        assert_eq!(c.templates.len(), 1);
+        let topics = ["shop.inventory.orders", "shop.inventory.special", "shop.inventory.Order-Lines", "other.x"];
+        let e = c.with_topics(&topics.map(String::from)).expect("expand");
+        let names: Vec<String> = e.tables.iter().map(|t| format!("{} -> {}", t.topic, t.base.as_ref().expect("base"))).collect();
+        assert_eq!(
+            names,
+            vec![
+                "shop.inventory.special -> x.special",
+                "shop.inventory.Order-Lines -> base.order_lines",
+                "shop.inventory.orders -> base.orders",
+            ]
+        );
+        // A selected topic without a table is an error.
+        let strict = text.replace("topic_pattern = \"shop\\\\.inventory\\\\.(.+)\"", "topic_pattern = \"shop\\\\.inventory\\\\.(o.+)\"");
+        let e = parse(&strict).expect("valid").with_topics(&topics.map(String::from)).expect_err("unmatched");
+        assert!(e.to_string().contains("Order-Lines"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod offsets;
 pub mod record;
+pub mod replay_format;
 pub mod runtime;
 pub mod schema;
 pub mod value;

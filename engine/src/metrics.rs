@@ -180,6 +180,11 @@ impl Metrics {
                 human_bytes(t.bytes)
             );
         }
+                let lag = self.lag.lock().unwrap_or_else(|p| p.into_inner());
+        if !lag.is_empty() {
+            let parts: Vec<String> = lag.iter().map(|((t, p), l)| format!("{t}/{p}={l}")).collect();
+            let _ = writeln!(out, "consumer lag at exit: {} (total {})", parts.join(" "), lag.values().sum::<i64>());
+        }
         out
     }
 }
@@ -191,28 +196,34 @@ pub struct ProgressLine {
 }
 
 impl ProgressLine {
-    /// Starts the printer (a no-op when stderr is not a terminal).
+    /// Starts the printer: a line redrawn every second on a terminal, otherwise an `info`
+    /// log line every ten seconds (services log to files and journals).
     pub fn start(metrics: Arc<Metrics>) -> ProgressLine {
         let stop = Arc::new(AtomicBool::new(false));
-        if !std::io::stderr().is_terminal() {
-            return ProgressLine { stop, thread: None };
-        }
+        let terminal = std::io::stderr().is_terminal();
+        let every = if terminal { Duration::from_secs(1) } else { Duration::from_secs(10) };
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
             let mut last = (Instant::now(), Metrics::get(&metrics.records_in));
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(250));
-                if last.0.elapsed() < Duration::from_secs(1) {
+                if last.0.elapsed() < every {
                     continue;
                 }
                 let now = (Instant::now(), Metrics::get(&metrics.records_in));
                 let rate = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64();
                 last = now;
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r\x1b[2K{}", metrics.progress_line(rate));
-                let _ = err.flush();
+                if terminal {
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "\r\x1b[2K{}", metrics.progress_line(rate));
+                    let _ = err.flush();
+                } else {
+                    tracing::info!("{}", metrics.progress_line(rate));
+                }
             }
-            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+            if terminal {
+                let _ = write!(std::io::stderr(), "\r\x1b[2K");
+            }
         });
         ProgressLine { stop, thread: Some(thread) }
     }

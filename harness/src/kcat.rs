@@ -4,22 +4,19 @@
 
 use std::io::{self, Write};
 
+use floe_engine::replay_format::kcat_json_line;
+
 use crate::generator::KafkaRecord;
 
 /// One kcat `-J` line (without the newline).
 pub fn kcat_line(record: &KafkaRecord) -> String {
-    let text = |s: &Option<String>| match s {
-        Some(s) => serde_json::to_string(s).unwrap_or_else(|_| "null".into()),
-        None => "null".to_string(),
-    };
-    format!(
-        r#"{{"topic":{},"partition":{},"offset":{},"tstype":"create","ts":{},"broker":-1,"key":{},"payload":{}}}"#,
-        serde_json::to_string(&record.topic).unwrap_or_default(),
+    kcat_json_line(
+        &record.topic,
         record.partition,
         record.offset,
-        record.timestamp_ms,
-        text(&record.key),
-        text(&record.value),
+        Some(record.timestamp_ms),
+        record.key.as_deref(),
+        record.value.as_deref(),
     )
 }
 

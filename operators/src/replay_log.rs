@@ -38,7 +38,9 @@ use crate::kcat_line::KcatParser;
 /// The lines of one partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionIndex {
-    /// Table (topic) index.
+    /// Topic.
+    pub topic: String,
+    /// Table index of the topic, once [`ReplayIndex::assign`] mapped it.
     pub table: u32,
     /// Partition.
     pub partition: i32,
@@ -53,11 +55,14 @@ pub struct ReplayIndex {
     pub path: PathBuf,
     /// The log, mapped.
     pub log: MappedLog,
-    /// One entry per `(table, partition)`, sorted.
+    /// One entry per `(topic, partition)`, sorted.
     pub partitions: Vec<PartitionIndex>,
     /// Records of topics the pipeline does not consume.
     pub foreign_records: u64,
 }
+
+/// Topic ids as one scanning thread met them.
+type LocalTopics = HashMap<Vec<u8>, u32>;
 
 #[derive(Deserialize)]
 struct Header<'a> {
@@ -109,28 +114,49 @@ impl MappedLog {
 /// A partition's line: offset, byte position, length.
 pub type LineEntry = (i64, u64, u32);
 
-/// One indexed line: table, partition, offset, byte position, length.
+/// One indexed line: topic id (per scanning thread), partition, offset, byte position, length.
 type Entry = (u32, i32, i64, u64, u32);
 
 /// What one thread found in its byte range of the log.
 struct RangeScan {
+    topics: LocalTopics,
     entries: Vec<Entry>,
     lines: u64,
-    foreign: u64,
     error: Option<(u64, String)>,
 }
 
 impl ReplayIndex {
-    /// Scans a log, keeping the records of `topics` (topic → table index). The file is
-    /// split into one byte range per core, scanned in parallel, and merged in file order.
-    pub fn build(path: &Path, topics: &HashMap<String, u32>) -> Result<ReplayIndex> {
+    /// Scans a log. The file is split into one byte range per core, scanned in parallel,
+    /// and merged in file order. Call [`ReplayIndex::assign`] to map topics to tables.
+    pub fn build(path: &Path) -> Result<ReplayIndex> {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
         let small = std::fs::metadata(path).map(|m| m.len() < (16 << 20)).unwrap_or(true);
-        Self::build_with(path, topics, if small { 1 } else { threads })
+        Self::build_with(path, if small { 1 } else { threads })
+    }
+
+    /// The topics in the log.
+    pub fn topics(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.partitions.iter().map(|p| p.topic.clone()).collect();
+        t.dedup();
+        t
+    }
+
+    /// Keeps the partitions of topics the pipeline consumes (topic → table index).
+    pub fn assign(&mut self, tables: &HashMap<String, u32>) {
+        let (kept, dropped): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.partitions).into_iter().partition(|p| tables.contains_key(&p.topic));
+        self.foreign_records += dropped.iter().map(|p| p.entries.len() as u64).sum::<u64>();
+        self.partitions = kept
+            .into_iter()
+            .map(|mut p| {
+                p.table = tables[&p.topic];
+                p
+            })
+            .collect();
     }
 
     /// [`ReplayIndex::build`] with an explicit number of scanning threads.
-    pub fn build_with(path: &Path, topics: &HashMap<String, u32>, threads: usize) -> Result<ReplayIndex> {
+    pub fn build_with(path: &Path, threads: usize) -> Result<ReplayIndex> {
         let log = MappedLog::open(path)?;
         let bytes = log.bytes();
         let len = bytes.len();
@@ -140,24 +166,23 @@ impl ReplayIndex {
             let handles: Vec<_> = (0..threads)
                 .map(|i| {
                     let (from, to) = (bounds[i], bounds[i + 1]);
-                    scope.spawn(move || scan_range(bytes, from, to, topics))
+                    scope.spawn(move || scan_range(bytes, from, to))
                 })
                 .collect();
             handles
                 .into_iter()
                 .map(|h| {
                     h.join().unwrap_or_else(|_| RangeScan {
+                        topics: HashMap::new(),
                         entries: Vec::new(),
                         lines: 0,
-                        foreign: 0,
                         error: Some((0, "index thread panicked".into())),
                     })
                 })
                 .collect()
         });
-        let mut parts: BTreeMap<(u32, i32), Vec<LineEntry>> = BTreeMap::new();
-        let mut foreign = 0;
         let mut lines_before = 0;
+        let mut parts: BTreeMap<(String, i32), Vec<LineEntry>> = BTreeMap::new();
         for scan in scans {
             if let Some((line, message)) = scan.error {
                 return Err(Error::new(
@@ -165,13 +190,14 @@ impl ReplayIndex {
                     format!("{}:{}: {message}", path.display(), lines_before + line),
                 ));
             }
-            foreign += scan.foreign;
-            for (table, partition, offset, pos, len) in scan.entries {
-                let entries = parts.entry((table, partition)).or_default();
+            let names: HashMap<u32, String> =
+                scan.topics.iter().map(|(name, id)| (*id, String::from_utf8_lossy(name).to_string())).collect();
+            for (topic_id, partition, offset, pos, len) in scan.entries {
+                let topic = &names[&topic_id];
+                let entries = parts.entry((topic.clone(), partition)).or_default();
                 if let Some(&(last, _, _)) = entries.last()
                     && offset <= last
                 {
-                    let topic = topics.iter().find(|(_, t)| **t == table).map(|(n, _)| n.as_str()).unwrap_or("?");
                     return Err(Error::new(
                         ErrorKind::Source,
                         format!(
@@ -186,9 +212,9 @@ impl ReplayIndex {
         }
         let partitions = parts
             .into_iter()
-            .map(|((table, partition), entries)| PartitionIndex { table, partition, entries })
+            .map(|((topic, partition), entries)| PartitionIndex { topic, table: u32::MAX, partition, entries })
             .collect();
-        Ok(ReplayIndex { path: path.to_path_buf(), log, partitions, foreign_records: foreign })
+        Ok(ReplayIndex { path: path.to_path_buf(), log, partitions, foreign_records: 0 })
     }
 
     /// Records indexed.
@@ -203,8 +229,16 @@ impl ReplayIndex {
 }
 
 /// Indexes the lines that *start* in `[from, to)` of `bytes`.
-fn scan_range(bytes: &[u8], from: usize, to: usize, topics: &HashMap<String, u32>) -> RangeScan {
-    let mut out = RangeScan { entries: Vec::new(), lines: 0, foreign: 0, error: None };
+fn scan_range(bytes: &[u8], from: usize, to: usize) -> RangeScan {
+    let mut out = RangeScan { topics: HashMap::new(), entries: Vec::new(), lines: 0, error: None };
+    let intern = |topics: &mut LocalTopics, name: &[u8]| -> u32 {
+        if let Some(id) = topics.get(name) {
+            return *id;
+        }
+        let id = topics.len() as u32;
+        topics.insert(name.to_vec(), id);
+        id
+    };
     // A line starting before `from` belongs to the previous range.
     let mut at = if from == 0 {
         0
@@ -220,9 +254,9 @@ fn scan_range(bytes: &[u8], from: usize, to: usize, topics: &HashMap<String, u32
         out.lines += 1;
         if !line.trim_ascii().is_empty() {
             let header = match scan_header(line) {
-                Some((t, p, o)) => Ok((std::str::from_utf8(t).ok().and_then(|t| topics.get(t).copied()), p, o)),
+                Some((t, p, o)) => Ok((intern(&mut out.topics, t), p, o)),
                 None => serde_json::from_slice::<Header<'_>>(line.trim_ascii())
-                    .map(|h| (topics.get(h.topic.as_ref()).copied(), h.partition, h.offset))
+                    .map(|h| (intern(&mut out.topics, h.topic.as_bytes()), h.partition, h.offset))
                     .map_err(|e| format!("not a kcat -J record (topic, partition, offset): {e}")),
             };
             match header {
@@ -230,8 +264,7 @@ fn scan_range(bytes: &[u8], from: usize, to: usize, topics: &HashMap<String, u32
                     out.error = Some((out.lines, message));
                     return out;
                 }
-                Ok((None, _, _)) => out.foreign += 1,
-                Ok((Some(table), partition, offset)) => {
+                Ok((table, partition, offset)) => {
                     let Ok(len) = u32::try_from(line.trim_ascii_end().len()) else {
                         out.error = Some((out.lines, "a record longer than 4 GiB".into()));
                         return out;
@@ -438,8 +471,9 @@ mod tests {
         }
         writeln!(f, r#"{{"topic":"other","partition":0,"offset":0,"key":null,"payload":null}}"#).expect("write");
         drop(f);
-        let topics = HashMap::from([("t".to_string(), 0u32)]);
-        let index = ReplayIndex::build(&path, &topics).expect("index");
+        let mut index = ReplayIndex::build(&path).expect("index");
+        assert_eq!(index.topics(), vec!["other".to_string(), "t".to_string()]);
+        index.assign(&HashMap::from([("t".to_string(), 0u32)]));
         assert_eq!(index.len(), 5);
         assert_eq!(index.foreign_records, 1);
         let mut c = PartitionCursor::open(&index, &index.partitions[0], Some(1));
@@ -464,10 +498,9 @@ mod tests {
             }
         }
         drop(f);
-        let topics = HashMap::from([("t".to_string(), 0u32)]);
-        let one = ReplayIndex::build_with(&path, &topics, 1).expect("index");
+        let one = ReplayIndex::build_with(&path, 1).expect("index");
         for threads in [2, 3, 7, 64] {
-            let many = ReplayIndex::build_with(&path, &topics, threads).expect("index");
+            let many = ReplayIndex::build_with(&path, threads).expect("index");
             assert_eq!(many.partitions, one.partitions, "{threads} threads");
         }
         assert_eq!(one.len(), 500);
@@ -482,8 +515,7 @@ mod tests {
             "{\"topic\":\"t\",\"partition\":0,\"offset\":5,\"payload\":null}\n{\"topic\":\"t\",\"partition\":0,\"offset\":4,\"payload\":null}\n",
         )
         .expect("write");
-        let topics = HashMap::from([("t".to_string(), 0u32)]);
-        let err = ReplayIndex::build(&path, &topics).expect_err("order").to_string();
+        let err = ReplayIndex::build(&path).expect_err("order").to_string();
         assert!(err.contains("offset 4") && err.contains("offset order"), "{err}");
     }
 }

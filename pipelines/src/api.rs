@@ -7,7 +7,7 @@
 //!
 //! let outcome = Pipeline::new("shop")
 //!     .warehouse("warehouse")                       // SQLite catalog + local warehouse
-//!     .replay("changes.jsonl")                      // or Kafka, once configured
+//!     .replay("changes.jsonl")                      // or .kafka("broker:9092")
 //!     .table("shop.inventory.orders", |t| {
 //!         t.base("base.orders").cdc("cdc.orders").buckets(16).transform(|row| {
 //!             if row.get_str("customer") == Some("test") {
@@ -40,7 +40,8 @@ pub struct Pipeline {
     id: String,
     base_dir: PathBuf,
     catalog: Option<(String, String)>,
-    source: Option<String>,
+    source: Option<Source>,
+    until_caught_up: bool,
     commit_every: Option<u64>,
     workers: Option<usize>,
     tables: Vec<TableBuilder>,
@@ -95,6 +96,11 @@ impl TableBuilder {
     }
 }
 
+enum Source {
+    Replay(String),
+    Kafka(String),
+}
+
 fn quoted(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
@@ -107,6 +113,7 @@ impl Pipeline {
             base_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
             catalog: None,
             source: None,
+            until_caught_up: false,
             commit_every: None,
             workers: None,
             tables: Vec::new(),
@@ -127,7 +134,20 @@ impl Pipeline {
 
     /// Read a replay log.
     pub fn replay(mut self, path: &str) -> Self {
-        self.source = Some(path.to_string());
+        self.source = Some(Source::Replay(path.to_string()));
+        self
+    }
+
+    /// Read the tables' topics from Kafka (`bootstrap.servers`); runs until SIGINT/SIGTERM
+    /// unless [`Pipeline::until_caught_up`].
+    pub fn kafka(mut self, brokers: &str) -> Self {
+        self.source = Some(Source::Kafka(brokers.to_string()));
+        self
+    }
+
+    /// Kafka: stop once everything up to the high watermarks seen at start is committed.
+    pub fn until_caught_up(mut self) -> Self {
+        self.until_caught_up = true;
         self
     }
 
@@ -170,7 +190,11 @@ impl Pipeline {
         if let Some((uri, warehouse)) = &self.catalog {
             s += &format!("[catalog]\nuri = {}\nwarehouse = {}\n", quoted(uri), quoted(warehouse));
         }
-        s += &format!("[source]\nkind = \"replay\"\npath = {}\n", quoted(self.source.as_deref().unwrap_or("")));
+        match &self.source {
+            Some(Source::Kafka(brokers)) => s += &format!("[source]\nkind = \"kafka\"\nbrokers = {}\n", quoted(brokers)),
+            Some(Source::Replay(path)) => s += &format!("[source]\nkind = \"replay\"\npath = {}\n", quoted(path)),
+            None => s += "[source]\nkind = \"replay\"\npath = \"\"\n",
+        }
         for t in &self.tables {
             s += &format!("[[tables]]\ntopic = {}\n", quoted(&t.topic));
             if let Some(b) = &t.base {
@@ -202,6 +226,6 @@ impl Pipeline {
         let config = self.config()?;
         let transforms: HashMap<usize, RowTransform> =
             self.tables.into_iter().enumerate().filter_map(|(i, t)| t.transform.map(|f| (i, f))).collect();
-        run(&config, RunOptions { transforms, progress_line: false })
+        run(&config, RunOptions { transforms, until_caught_up: self.until_caught_up, ..Default::default() })
     }
 }

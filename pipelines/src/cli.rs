@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use crate::bench::{BenchOptions, RunStats, bench, cpu_seconds};
 use crate::demo::{DemoOptions, demo};
+use crate::record::{OffsetSpec, RecordOptions, record};
 use crate::runner::{RunOptions, run};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -25,16 +26,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline file; a replay source runs until its log is consumed and committed.
+    /// Run a pipeline file. A replay source runs until its log is consumed and committed; a
+    /// Kafka source until SIGINT/SIGTERM (it then commits what is closed and exits 0).
     Run {
         /// The pipeline file.
         pipeline: PathBuf,
+        /// Kafka: exit once everything up to the high watermarks seen at start is committed.
+        #[arg(long)]
+        until_caught_up: bool,
         /// Override `pipeline.workers`.
         #[arg(long)]
         workers: Option<usize>,
         /// Also write the run's numbers (records, seconds, peak RSS, CPU) as JSON here.
         #[arg(long)]
         stats_json: Option<PathBuf>,
+    },
+    /// Capture Kafka records as a replay log (the `kcat -C -J` format) on stdout.
+    Record {
+        /// `bootstrap.servers`.
+        #[arg(long)]
+        brokers: String,
+        /// Topic to record (repeatable).
+        #[arg(long = "topic", required = true)]
+        topics: Vec<String>,
+        /// First offsets: OFFSET, or PARTITION:OFFSET,... (default: earliest).
+        #[arg(long, value_parser = OffsetSpec::parse)]
+        from: Option<OffsetSpec>,
+        /// End offsets, exclusive: OFFSET, or PARTITION:OFFSET,... (default: the high
+        /// watermarks at start).
+        #[arg(long, value_parser = OffsetSpec::parse)]
+        to: Option<OffsetSpec>,
+        /// A librdkafka property, KEY=VALUE (repeatable; SASL, TLS, ...).
+        #[arg(short = 'X', long = "property", value_parser = key_value)]
+        properties: Vec<(String, String)>,
     },
     /// Benchmark replay-log → committed tables on the benchmark workload, verified.
     Bench {
@@ -80,7 +104,16 @@ pub fn main() -> ExitCode {
     floe_engine::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { pipeline, workers, stats_json } => run_pipeline(pipeline, workers, stats_json),
+        Command::Run { pipeline, until_caught_up, workers, stats_json } => {
+            run_pipeline(pipeline, until_caught_up, workers, stats_json)
+        }
+        Command::Record { brokers, topics, from, to, properties } => {
+            let options = RecordOptions { brokers, topics, from, to, properties };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            record(&options, &mut out)
+                .map(|n| eprintln!("floe: recorded {n} records"))
+                .map_err(anyhow::Error::from)
+        }
         Command::Bench { events, initial_rows, seed, dir, workers, commit_every } => {
             bench(&BenchOptions { events, initial_rows, seed, dir, workers, commit_every })
                 .map(|report| print!("{report}"))
@@ -106,13 +139,22 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run_pipeline(path: PathBuf, workers: Option<usize>, stats_json: Option<PathBuf>) -> anyhow::Result<()> {
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
+}
+
+fn run_pipeline(
+    path: PathBuf,
+    until_caught_up: bool,
+    workers: Option<usize>,
+    stats_json: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let mut config = PipelineConfig::load(&path)?;
     if let Some(w) = workers {
         config.pipeline.workers = w.max(1);
     }
     let started = std::time::Instant::now();
-    let outcome = run(&config, RunOptions { progress_line: true, ..Default::default() })
+    let outcome = run(&config, RunOptions { progress_line: true, until_caught_up, ..Default::default() })
         .with_context(|| format!("pipeline `{}` ({})", config.pipeline.id, path.display()))?;
     print!("{}", outcome.metrics.summary());
     if let Some(stats_path) = stats_json {

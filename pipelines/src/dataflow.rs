@@ -20,6 +20,7 @@ use floe_operators::committer::commit_epochs;
 use floe_operators::consolidate::consolidate_upserts;
 use floe_operators::dead_letter_writer::write_dead_letters;
 use floe_operators::decode::decode;
+use floe_operators::kafka_source::{KafkaSourceSpec, kafka_source};
 use floe_operators::plan::PlanRef;
 use floe_operators::replay_log::ReplayIndex;
 use floe_operators::replay_source::replay_source;
@@ -33,6 +34,8 @@ use timely::dataflow::operators::{Concatenate, Probe};
 pub enum SourceSpec {
     /// A replay log, indexed.
     Replay(Arc<ReplayIndex>),
+    /// Kafka partitions.
+    Kafka(Arc<KafkaSourceSpec>),
 }
 
 /// Builds the dataflow in `scope`; the committer's output feeds `probe`.
@@ -44,6 +47,7 @@ pub fn build<'s>(
 ) -> Result<()> {
     let (records, progress) = match source {
         SourceSpec::Replay(index) => replay_source(scope, Arc::clone(index), Arc::clone(&plan), probe.clone()),
+        SourceSpec::Kafka(spec) => kafka_source(scope, Arc::clone(spec), Arc::clone(&plan), probe.clone()),
     };
     let (events, dead) = decode(records, Arc::clone(&plan));
     let (upserts, ledger) = fan_out(events, Arc::clone(&plan));

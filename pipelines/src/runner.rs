@@ -8,20 +8,23 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use floe_engine::catalog::{SqlTableCatalog, TableCatalog};
-use floe_engine::config::{PipelineConfig, SourceConfig};
+use floe_engine::config::{KafkaConfig, PipelineConfig, SourceConfig};
 use floe_engine::epoch::Epoch;
 use floe_engine::error::{Error, ErrorKind, Result};
 use floe_engine::metrics::{MemorySampler, Metrics, ProgressLine};
 use floe_engine::runtime::IoRuntime;
+use floe_operators::kafka_source::KafkaSourceSpec;
 use floe_operators::plan::{PlanRef, RowTransform};
 use floe_operators::replay_log::{PartitionCursor, ReplayIndex};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use tracing::info;
 
 use crate::dataflow::{SourceSpec, build};
+use crate::kafka_run::{self, KafkaDiscovery, KafkaTopology};
 use crate::planner::{SchemaDiscovery, plan};
 
 /// Knobs of a run beyond the pipeline file.
@@ -29,8 +32,12 @@ use crate::planner::{SchemaDiscovery, plan};
 pub struct RunOptions {
     /// User transforms by table index.
     pub transforms: HashMap<usize, RowTransform>,
-    /// Show the live progress line (when stderr is a terminal).
+    /// Show the live progress line (when stderr is a terminal; a log line otherwise).
     pub progress_line: bool,
+    /// Kafka: end once everything up to the high watermarks seen at start is committed.
+    pub until_caught_up: bool,
+    /// Kafka: set to stop the run; without it, SIGINT and SIGTERM do.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What a finished run reports.
@@ -63,26 +70,76 @@ impl SchemaDiscovery for ReplayDiscovery {
     }
 }
 
-/// Runs a pipeline to completion (replay sources end when the log is consumed).
+struct NoDiscovery;
+
+impl SchemaDiscovery for NoDiscovery {
+    fn samples(&self, _: u32, _: usize) -> Result<Vec<crate::planner::Sample>> {
+        Ok(Vec::new())
+    }
+}
+
+/// Runs a pipeline: a replay source runs until its log is consumed; a Kafka source until
+/// SIGINT/SIGTERM (or, with `until_caught_up`, until the start-time high watermarks).
 pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
     let metrics = Metrics::new();
     let memory = MemorySampler::start();
     let runtime = IoRuntime::new(2)?;
     let catalog: Arc<dyn TableCatalog> = Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog))?);
-    let topics: HashMap<String, u32> =
-        config.tables.iter().enumerate().map(|(i, t)| (t.topic.clone(), i as u32)).collect();
-    let source = match &config.source {
+    let stop = options.stop.clone().unwrap_or_default();
+    enum Prepared {
+        Replay(ReplayIndex),
+        Indexed(Arc<ReplayIndex>),
+        Kafka(KafkaConfig, KafkaTopology),
+    }
+    let (config, prepared) = match &config.source {
         SourceConfig::Replay { path } => {
-            let index = ReplayIndex::build(path, &topics)?;
+            let index = ReplayIndex::build(path)?;
             info!(log = %path.display(), records = index.len(), partitions = index.partitions.len(), "indexed replay log");
-            SourceSpec::Replay(Arc::new(index))
+            (config.with_topics(&index.topics())?, Prepared::Replay(index))
+        }
+        SourceConfig::Kafka(kafka) => {
+            if options.stop.is_none() {
+                crate::signals::stop_on_signals(&stop)?;
+            }
+            let (config, topology) = kafka_run::discover(config, kafka, &stop)?;
+            (config, Prepared::Kafka(kafka.clone(), topology))
         }
     };
-    let discovery = match &source {
-        SourceSpec::Replay(index) => ReplayDiscovery(Arc::clone(index)),
+    let topics: HashMap<String, u32> =
+        config.tables.iter().enumerate().map(|(i, t)| (t.topic.clone(), i as u32)).collect();
+    let (discovery, prepared): (Box<dyn SchemaDiscovery>, Prepared) = match prepared {
+        Prepared::Replay(mut index) => {
+            index.assign(&topics);
+            let index = Arc::new(index);
+            (Box::new(ReplayDiscovery(Arc::clone(&index))), Prepared::Indexed(index))
+        }
+        other @ Prepared::Indexed(_) => (Box::new(NoDiscovery), other),
+        Prepared::Kafka(kafka, topology) => {
+            let discovery = KafkaDiscovery {
+                kafka: kafka.clone(),
+                topology: topology.clone(),
+                topics: config.tables.iter().map(|t| t.topic.clone()).collect(),
+            };
+            (Box::new(discovery), Prepared::Kafka(kafka, topology))
+        }
     };
     let plan: PlanRef =
-        Arc::new(plan(config, catalog, runtime, Arc::clone(&metrics), &discovery, &options.transforms)?);
+        Arc::new(plan(&config, catalog, runtime, Arc::clone(&metrics), discovery.as_ref(), &options.transforms)?);
+    drop(discovery);
+    let source = match prepared {
+        Prepared::Indexed(index) => SourceSpec::Replay(index),
+        Prepared::Replay(index) => SourceSpec::Replay(Arc::new(index)),
+        Prepared::Kafka(kafka, topology) => {
+            let start = kafka.start;
+            let assignments = kafka_run::assignments(&plan, &topology, start, options.until_caught_up)?;
+            SourceSpec::Kafka(Arc::new(KafkaSourceSpec {
+                config: kafka,
+                assignments,
+                until_caught_up: options.until_caught_up,
+                stop: Arc::clone(&stop),
+            }))
+        }
+    };
     info!(pipeline = %plan.pipeline_id, tables = plan.tables.len(), workers = config.pipeline.workers, "pipeline start");
     let _line = options.progress_line.then(|| ProgressLine::start(Arc::clone(&metrics)));
     let executed = execute(Arc::clone(&plan), source, config.pipeline.workers);

@@ -14,7 +14,8 @@ fn main() {
     let path = std::path::PathBuf::from(std::env::args().nth(1).unwrap());
     let topics = HashMap::from([("shop.inventory.accounts".to_string(), 0u32)]);
     let t = Instant::now();
-    let index = ReplayIndex::build(&path, &topics).unwrap();
+    let mut index = ReplayIndex::build(&path).unwrap();
+    index.assign(&topics);
     println!("index: {:?} for {} records", t.elapsed(), index.len());
     let schema: TableSchema = GenTable::accounts().table_schema();
     let mut d = TableDecoder::new(0, "shop.inventory.accounts", Arc::new(schema), false, None);

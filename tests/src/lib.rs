@@ -4,6 +4,9 @@
 //!
 //! Every assertion helper takes the seed so a failure names it.
 
+pub mod broker;
+pub mod produce;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -64,7 +67,55 @@ buckets = 4
     )
 }
 
+/// The test pipeline file reading the standard workload's topics from Kafka.
+pub fn kafka_pipeline_toml(brokers: &str, commit_every: u64, workers: usize) -> String {
+    pipeline_toml(commit_every, workers).replace(
+        "[source]\nkind = \"replay\"\npath = \"changes.jsonl\"\n",
+        &format!("[source]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ncommit_interval_ms = 500\n"),
+    )
+}
+
+/// A Python with `kafka-python` (and later pyspark): `FLOE_PYTHON`, else the venv the test
+/// script installs (`$FLOE_CACHE` or `~/.cache/floe`, then `venv/bin/python`).
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("FLOE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("FLOE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/floe")))
+        .expect("HOME or FLOE_CACHE");
+    let p = cache.join("venv/bin/python");
+    assert!(p.is_file(), "{} is missing; harness/scripts/test.sh creates it", p.display());
+    p
+}
+
 impl Scratch {
+    /// The folder of an existing scratch with a new pipeline file (same log and model).
+    pub fn with_pipeline(&self, toml: &str) -> Scratch {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::copy(self.path().join("changes.jsonl"), dir.path().join("changes.jsonl")).expect("copy log");
+        std::fs::write(dir.path().join("pipeline.toml"), toml).expect("write pipeline");
+        Scratch { dir, model: self.model.clone(), records: self.records, seed: self.seed }
+    }
+
+    /// Runs the pipeline in-process with `options`.
+    pub fn run_with(&self, options: RunOptions) -> RunOutcome {
+        run(&self.config(), options).unwrap_or_else(|e| panic!("seed {}: run failed: {e}", self.seed))
+    }
+
+    /// The offsets the newest floe snapshot of `name` recorded (empty without one).
+    pub fn committed(&self, name: &TableName) -> floe_engine::offsets::SourceOffsets {
+        let config = self.config();
+        let runtime = IoRuntime::new(1).expect("runtime");
+        let catalog = runtime.block_on(SqlTableCatalog::open(&config.catalog)).expect("catalog");
+        let Some(state) = runtime.block_on(catalog.load(&ident(name))).expect("load") else { return Default::default() };
+        floe_engine::offsets::committed_progress(&state.metadata)
+            .expect("progress")
+            .map(|p| p.offsets)
+            .unwrap_or_default()
+    }
+
     /// Writes the workload's log and the pipeline file.
     pub fn new(spec: WorkloadSpec, toml: &str) -> Scratch {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -148,6 +199,30 @@ impl Scratch {
                     );
                 }
             });
+        }
+        out
+    }
+
+    /// `(table, [(floe.epoch, floe.offsets)] oldest first)` for every configured table: what
+    /// each commit said about the source.
+    pub fn snapshot_summaries(&self) -> Vec<(String, Vec<(String, String)>)> {
+        let config = self.config();
+        let runtime = IoRuntime::new(1).expect("runtime");
+        let catalog = runtime.block_on(SqlTableCatalog::open(&config.catalog)).expect("catalog");
+        let mut out = Vec::new();
+        for (name, ids) in self.snapshots() {
+            let n = TableName::parse(&name).expect("name");
+            let state = runtime.block_on(catalog.load(&ident(&n))).expect("load").expect("table exists");
+            let summaries = ids
+                .iter()
+                .filter_map(|id| state.metadata.snapshot_by_id(*id))
+                .map(|s| {
+                    let p = &s.summary().additional_properties;
+                    let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+                    (get("floe.epoch"), get("floe.offsets"))
+                })
+                .collect();
+            out.push((name, summaries));
         }
         out
     }
