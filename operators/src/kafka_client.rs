@@ -22,7 +22,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext};
-use tracing::warn;
+use rdkafka::config::RDKafkaLogLevel;
+use tracing::{debug, error, info, warn};
 
 /// The client context floe installs: it keeps each partition's high watermark from the
 /// client's statistics (for lag and idleness) and rate-limits broker error lines.
@@ -52,11 +53,32 @@ impl ClientContext for FloeContext {
         }
     }
 
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            // Connection failures also reach `error` below, which says it once, plainly.
+            _ if fac == "FAIL" => debug!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                error!(target: "librdkafka", "{fac} {message}")
+            }
+            RDKafkaLogLevel::Warning => warn!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => info!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Debug => debug!(target: "librdkafka", "{fac} {message}"),
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
             *last = Some(Instant::now());
-            warn!(error = %describe(&error), reason, "Kafka client error; librdkafka keeps retrying");
+            let unreachable = matches!(
+                error.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
+            );
+            if unreachable {
+                warn!(reason, "Kafka broker unreachable; retrying with backoff (nothing is lost, reading resumes when it returns)");
+            } else {
+                warn!(error = %describe(&error), reason, "Kafka client error; retrying");
+            }
         }
     }
 }
@@ -139,7 +161,7 @@ pub fn retry<T>(what: &str, stop: &Arc<AtomicBool>, mut f: impl FnMut() -> std::
                 if stop.load(Ordering::Relaxed) {
                     return Err(Error::new(ErrorKind::Source, format!("{what}: {} (stopped while retrying)", describe(&e))));
                 }
-                warn!(error = %describe(&e), retry_in_ms = backoff.as_millis() as u64, "{what} failed; the broker may be unreachable, retrying");
+                warn!(error = %describe(&e), retry_in_ms = backoff.as_millis() as u64, "{what} failed; Kafka broker unreachable? retrying with backoff");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }

@@ -292,7 +292,7 @@ pub fn kafka_source<'s>(
                         }
                         let _ = consumer.commit(&list, CommitMode::Async);
                     }
-                    if last_lag.elapsed() >= Duration::from_secs(1) {
+                    if last_lag.elapsed() >= Duration::from_secs(1) || clock.frontier().is_none() {
                         last_lag = Instant::now();
                         for a in &mine {
                             if let (Some(high), Some(pos)) =

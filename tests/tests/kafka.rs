@@ -162,10 +162,15 @@ fn broker_unreachable_at_start_and_bounced_mid_ingest_loses_nothing() {
         assert!(started.elapsed() < Duration::from_secs(120), "seed {s}: nothing committed within 120s");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let mut child = child;
+    assert!(child.try_wait().expect("poll").is_none(), "seed {s}: floe finished before the bounce; make the ingest longer");
     broker.stop();
     std::thread::sleep(Duration::from_secs(4));
     broker.restart();
-    finish(&scratch, child);
+    let out = child.wait_with_output().expect("wait for floe");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "seed {s}: floe failed: {log}");
+    assert!(log.contains("Kafka broker unreachable"), "seed {s}: no clear retry line: {log}");
     scratch.assert_tables_equal_model();
 }
 
