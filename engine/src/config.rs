@@ -118,6 +118,22 @@ pub struct KafkaConfig {
     pub commit_interval: std::time::Duration,
 }
 
+/// Replaces each `${env:NAME}` in `text` with the environment variable `NAME` (secrets stay
+/// out of pipeline files); returns the name of a variable that is not set.
+pub fn expand_env(text: &str) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${env:") {
+        let Some(end) = rest[at..].find('}') else { break };
+        let name = &rest[at + 6..at + end];
+        out.push_str(&rest[..at]);
+        out.push_str(&std::env::var(name).map_err(|_| name.to_string())?);
+        rest = &rest[at + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// Configuration values that must not appear in logs or errors (passwords, keys).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secrets(pub BTreeMap<String, String>);
@@ -372,7 +388,12 @@ impl PipelineConfig {
                         toml::Value::Integer(i) => i.to_string(),
                         toml::Value::Boolean(b) => b.to_string(),
                         toml::Value::Float(f) => f.to_string(),
-                        _ => return Err(err(&format!("source.properties.{k}"), "must be a string, number or boolean".into())),
+                        _ => {
+                            return Err(err(
+                                &format!("source.properties.{k}"),
+                                "must be a string, number or boolean".into(),
+                            ));
+                        }
                     };
                     if matches!(k.as_str(), "enable.auto.commit" | "group.id" | "bootstrap.servers") {
                         return Err(err(
@@ -380,6 +401,9 @@ impl PipelineConfig {
                             "is set by floe (use source.brokers / source.group_id; offsets live in the tables)".into(),
                         ));
                     }
+                    let text = expand_env(&text).map_err(|var| {
+                        err(&format!("source.properties.{k}"), format!("refers to ${{env:{var}}}, which is not set"))
+                    })?;
                     props.insert(k, text);
                 }
                 let commit_interval_ms = commit_interval_ms.unwrap_or(5_000);
@@ -421,10 +445,10 @@ impl PipelineConfig {
             if topic.trim().is_empty() {
                 return Err(err(&key_of("topic"), "must not be empty".into()));
             }
-            if pattern.is_none() {
-                if let Some(prev) = topics.insert(topic.clone(), i) {
-                    return Err(err(&key_of("topic"), format!("`{topic}` is already consumed by tables[{prev}]")));
-                }
+            if pattern.is_none()
+                && let Some(prev) = topics.insert(topic.clone(), i)
+            {
+                return Err(err(&key_of("topic"), format!("`{topic}` is already consumed by tables[{prev}]")));
             }
             // Template names hold `{1}`-style placeholders; check them with a sample capture.
             let name = |k: &str, v: &Option<String>| -> Result<Option<TableName>> {
@@ -592,11 +616,14 @@ impl PipelineConfig {
                     table.dead_letters = expand(&table.dead_letters)?;
                     config.tables.push(table);
                 }
-                None if matches!(&self.source, SourceConfig::Kafka(k) if k.topics.is_some() || k.topic_pattern.is_some()) => {
+                None if matches!(&self.source, SourceConfig::Kafka(k) if k.topics.is_some() || k.topic_pattern.is_some()) =>
+                {
                     return Err(config_error(
                         &self.file,
                         "source",
-                        &format!("topic `{topic}` is selected by the source, but no [[tables]] entry names or matches it"),
+                        &format!(
+                            "topic `{topic}` is selected by the source, but no [[tables]] entry names or matches it"
+                        ),
                     ));
                 }
                 None => {}
@@ -667,6 +694,14 @@ topic = "shop.inventory.orders"
 base = "base.orders"
 cdc = "cdc.orders"
 "#;
+
+    #[test]
+    fn secrets_can_come_from_the_environment() {
+        let path = std::env::var("PATH").expect("PATH is set");
+        assert_eq!(expand_env("a${env:PATH}b"), Ok(format!("a{path}b")));
+        assert_eq!(expand_env("plain"), Ok("plain".to_string()));
+        assert_eq!(expand_env("${env:FLOE_SURELY_UNSET_1234}"), Err("FLOE_SURELY_UNSET_1234".to_string()));
+    }
 
     #[test]
     fn defaults_and_relative_paths() {
@@ -760,7 +795,8 @@ cdc = "cdc.{1}"
         assert_eq!(c.templates.len(), 1);
         let topics = ["shop.inventory.orders", "shop.inventory.special", "shop.inventory.Order-Lines", "other.x"];
         let e = c.with_topics(&topics.map(String::from)).expect("expand");
-        let names: Vec<String> = e.tables.iter().map(|t| format!("{} -> {}", t.topic, t.base.as_ref().expect("base"))).collect();
+        let names: Vec<String> =
+            e.tables.iter().map(|t| format!("{} -> {}", t.topic, t.base.as_ref().expect("base"))).collect();
         assert_eq!(
             names,
             vec![
@@ -770,7 +806,10 @@ cdc = "cdc.{1}"
             ]
         );
         // A selected topic without a table is an error.
-        let strict = text.replace("topic_pattern = \"shop\\\\.inventory\\\\.(.+)\"", "topic_pattern = \"shop\\\\.inventory\\\\.(o.+)\"");
+        let strict = text.replace(
+            "topic_pattern = \"shop\\\\.inventory\\\\.(.+)\"",
+            "topic_pattern = \"shop\\\\.inventory\\\\.(o.+)\"",
+        );
         let e = parse(&strict).expect("valid").with_topics(&topics.map(String::from)).expect_err("unmatched");
         assert!(e.to_string().contains("Order-Lines"), "{e}");
     }

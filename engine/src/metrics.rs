@@ -180,7 +180,7 @@ impl Metrics {
                 human_bytes(t.bytes)
             );
         }
-                let lag = self.lag.lock().unwrap_or_else(|p| p.into_inner());
+        let lag = self.lag.lock().unwrap_or_else(|p| p.into_inner());
         if !lag.is_empty() {
             let parts: Vec<String> = lag.iter().map(|((t, p), l)| format!("{t}/{p}={l}")).collect();
             let _ = writeln!(out, "consumer lag at exit: {} (total {})", parts.join(" "), lag.values().sum::<i64>());

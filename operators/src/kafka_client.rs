@@ -18,11 +18,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext};
-use rdkafka::config::RDKafkaLogLevel;
 use tracing::{debug, error, info, warn};
 
 /// The client context floe installs: it keeps each partition's high watermark from the
@@ -75,7 +75,10 @@ impl ClientContext for FloeContext {
                 Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
             );
             if unreachable {
-                warn!(reason, "Kafka broker unreachable; retrying with backoff (nothing is lost, reading resumes when it returns)");
+                warn!(
+                    reason,
+                    "Kafka broker unreachable; retrying with backoff (nothing is lost, reading resumes when it returns)"
+                );
             } else {
                 warn!(error = %describe(&error), reason, "Kafka client error; retrying");
             }
@@ -110,7 +113,10 @@ pub fn consumer_config(config: &KafkaConfig) -> ClientConfig {
 pub fn consumer(config: &KafkaConfig) -> Result<FloeConsumer> {
     consumer_config(config).create_with_context(FloeContext::default()).map_err(|e| {
         let why = scrub(&describe(&e), config);
-        Error::new(ErrorKind::Config, format!("[source.properties]: cannot create a Kafka client for {}: {why}", config.brokers))
+        Error::new(
+            ErrorKind::Config,
+            format!("[source.properties]: cannot create a Kafka client for {}: {why}", config.brokers),
+        )
     })
 }
 
@@ -149,7 +155,11 @@ pub fn is_fatal(e: &KafkaError) -> bool {
 
 /// Runs `f` until it succeeds, backing off from 200 ms to 10 s between attempts and
 /// logging each failure, until `stop` is set (then the last error is returned).
-pub fn retry<T>(what: &str, stop: &Arc<AtomicBool>, mut f: impl FnMut() -> std::result::Result<T, KafkaError>) -> Result<T> {
+pub fn retry<T>(
+    what: &str,
+    stop: &Arc<AtomicBool>,
+    mut f: impl FnMut() -> std::result::Result<T, KafkaError>,
+) -> Result<T> {
     let mut backoff = Duration::from_millis(200);
     loop {
         match f() {
@@ -159,7 +169,10 @@ pub fn retry<T>(what: &str, stop: &Arc<AtomicBool>, mut f: impl FnMut() -> std::
             }
             Err(e) => {
                 if stop.load(Ordering::Relaxed) {
-                    return Err(Error::new(ErrorKind::Source, format!("{what}: {} (stopped while retrying)", describe(&e))));
+                    return Err(Error::new(
+                        ErrorKind::Source,
+                        format!("{what}: {} (stopped while retrying)", describe(&e)),
+                    ));
                 }
                 warn!(error = %describe(&e), retry_in_ms = backoff.as_millis() as u64, "{what} failed; Kafka broker unreachable? retrying with backoff");
                 std::thread::sleep(backoff);

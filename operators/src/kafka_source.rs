@@ -73,11 +73,17 @@ pub struct KafkaSourceSpec {
     pub stop: Arc<AtomicBool>,
 }
 
+/// `(topic, partition, next offset)` to commit to the consumer group.
+type GroupOffset = (String, i32, i64);
+
 /// Records per activation before yielding.
 const BATCH: usize = 4096;
 
 fn progress_item(p: ClockProgress) -> (Epoch, SourceItem) {
-    (p.epoch, SourceItem::Progress(SourceProgress { table: p.table, partition: p.partition, next_offset: p.next_offset }))
+    (
+        p.epoch,
+        SourceItem::Progress(SourceProgress { table: p.table, partition: p.partition, next_offset: p.next_offset }),
+    )
 }
 
 /// The Kafka-source operator. `committed` probes the committer's output.
@@ -93,8 +99,13 @@ pub fn kafka_source<'s>(
         "KafkaSource",
         move |cap, info| {
             let activator = scope.activator_for(info.address);
-            let mine: Vec<KafkaAssignment> =
-                spec.assignments.iter().enumerate().filter(|(i, _)| i % peers == worker).map(|(_, a)| a.clone()).collect();
+            let mine: Vec<KafkaAssignment> = spec
+                .assignments
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % peers == worker)
+                .map(|(_, a)| a.clone())
+                .collect();
             let mut clock = SourceClock::new(plan.epochs);
             let mut tables: HashMap<String, u32> = HashMap::new();
             let mut ends: HashMap<(u32, i32), i64> = HashMap::new();
@@ -143,7 +154,7 @@ pub fn kafka_source<'s>(
             let mut last_warning: Option<Instant> = None;
             let mut last_lag = Instant::now();
             let mut paused: HashSet<(u32, i32)> = HashSet::new();
-            let mut group_commits: VecDeque<(Epoch, Vec<(String, i32, i64)>)> = VecDeque::new();
+            let mut group_commits: VecDeque<(Epoch, Vec<GroupOffset>)> = VecDeque::new();
             let topic_of: HashMap<u32, String> = tables.iter().map(|(t, i)| (*i, t.clone())).collect();
             activator.activate();
 
@@ -155,8 +166,8 @@ pub fn kafka_source<'s>(
                 let mut items: Vec<(Epoch, SourceItem)> = Vec::new();
                 let stopping = spec.stop.load(Ordering::Relaxed);
                 let frontier = *held.time();
-                let throttled = frontier >= plan.max_inflight_epochs
-                    && committed.less_than(&(frontier - plan.max_inflight_epochs));
+                let throttled =
+                    frontier >= plan.max_inflight_epochs && committed.less_than(&(frontier - plan.max_inflight_epochs));
                 let mut read = 0u64;
                 let mut more = false;
                 if stopping {
@@ -260,7 +271,7 @@ pub fn kafka_source<'s>(
                     let epoch = first_epoch.max(*held.time());
                     let at = held.delayed(&epoch);
                     let mut session = output.session(&at);
-                    let mut progress: Vec<(String, i32, i64)> = Vec::new();
+                    let mut progress: Vec<GroupOffset> = Vec::new();
                     let mut give = |item: SourceItem| {
                         if let SourceItem::Progress(p) = &item
                             && let Some(t) = topic_of.get(&p.table)
@@ -295,9 +306,10 @@ pub fn kafka_source<'s>(
                     if last_lag.elapsed() >= Duration::from_secs(1) || clock.frontier().is_none() {
                         last_lag = Instant::now();
                         for a in &mine {
-                            if let (Some(high), Some(pos)) =
-                                (consumer.context().high_watermark(&a.topic, a.partition), clock.position(a.table, a.partition))
-                            {
+                            if let (Some(high), Some(pos)) = (
+                                consumer.context().high_watermark(&a.topic, a.partition),
+                                clock.position(a.table, a.partition),
+                            ) {
                                 plan.metrics.set_lag(&a.topic, a.partition, (high - pos).max(0));
                             }
                         }

@@ -27,6 +27,6 @@ pub mod plan;
 pub mod replay_log;
 pub mod replay_source;
 pub mod route;
-pub mod source_clock;
 pub mod row_view;
+pub mod source_clock;
 pub mod upsert;

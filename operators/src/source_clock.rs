@@ -161,7 +161,8 @@ impl SourceClock {
         if state.finished || current >= to {
             return None;
         }
-        let report = state.unreported.then_some(ClockProgress { table, partition, epoch: current, next_offset: state.position });
+        let report =
+            state.unreported.then_some(ClockProgress { table, partition, epoch: current, next_offset: state.position });
         state.unreported = false;
         state.origin = state.position;
         state.base = to;
@@ -225,11 +226,17 @@ mod tests {
             assert_eq!(c.observe(0, 0, o), Some((0, [None, None])));
         }
         // Offset 9 fills epoch 0: its progress comes now, before the frontier leaves 0.
-        assert_eq!(c.observe(0, 0, 9), Some((0, [None, Some(ClockProgress { table: 0, partition: 0, epoch: 0, next_offset: 10 })])));
+        assert_eq!(
+            c.observe(0, 0, 9),
+            Some((0, [None, Some(ClockProgress { table: 0, partition: 0, epoch: 0, next_offset: 10 })]))
+        );
         assert_eq!(c.frontier(), Some(1));
         // A gap past two epochs: epoch 1 is left (nothing read there, nothing stated) and
         // the record fills epoch 2 on its own.
-        assert_eq!(c.observe(0, 0, 29), Some((2, [None, Some(ClockProgress { table: 0, partition: 0, epoch: 2, next_offset: 30 })])));
+        assert_eq!(
+            c.observe(0, 0, 29),
+            Some((2, [None, Some(ClockProgress { table: 0, partition: 0, epoch: 2, next_offset: 30 })]))
+        );
         assert_eq!(c.finish(0, 0), None, "everything read was stated");
     }
 

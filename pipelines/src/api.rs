@@ -191,7 +191,9 @@ impl Pipeline {
             s += &format!("[catalog]\nuri = {}\nwarehouse = {}\n", quoted(uri), quoted(warehouse));
         }
         match &self.source {
-            Some(Source::Kafka(brokers)) => s += &format!("[source]\nkind = \"kafka\"\nbrokers = {}\n", quoted(brokers)),
+            Some(Source::Kafka(brokers)) => {
+                s += &format!("[source]\nkind = \"kafka\"\nbrokers = {}\n", quoted(brokers))
+            }
             Some(Source::Replay(path)) => s += &format!("[source]\nkind = \"replay\"\npath = {}\n", quoted(path)),
             None => s += "[source]\nkind = \"replay\"\npath = \"\"\n",
         }

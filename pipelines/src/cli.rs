@@ -110,9 +110,7 @@ pub fn main() -> ExitCode {
         Command::Record { brokers, topics, from, to, properties } => {
             let options = RecordOptions { brokers, topics, from, to, properties };
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            record(&options, &mut out)
-                .map(|n| eprintln!("floe: recorded {n} records"))
-                .map_err(anyhow::Error::from)
+            record(&options, &mut out).map(|n| eprintln!("floe: recorded {n} records")).map_err(anyhow::Error::from)
         }
         Command::Bench { events, initial_rows, seed, dir, workers, commit_every } => {
             bench(&BenchOptions { events, initial_rows, seed, dir, workers, commit_every })

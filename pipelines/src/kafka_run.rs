@@ -161,7 +161,9 @@ impl SchemaDiscovery for KafkaDiscovery {
             list.add_partition_offset(topic, p.partition, Offset::Offset(p.low))
                 .map_err(|e| Error::new(ErrorKind::Source, describe(&e)))?;
         }
-        client.assign(&list).map_err(|e| Error::new(ErrorKind::Source, format!("sampling `{topic}`: {}", describe(&e))))?;
+        client
+            .assign(&list)
+            .map_err(|e| Error::new(ErrorKind::Source, format!("sampling `{topic}`: {}", describe(&e))))?;
         let mut samples: BTreeMap<i32, Sample> = BTreeMap::new();
         let mut done: BTreeMap<i32, bool> = partitions.iter().map(|p| (p.partition, false)).collect();
         let started = Instant::now();
@@ -169,12 +171,17 @@ impl SchemaDiscovery for KafkaDiscovery {
             if started.elapsed() > SAMPLE_TIMEOUT {
                 return Err(Error::new(
                     ErrorKind::Source,
-                    format!("could not read a sample record of `{topic}` within {}s to learn its schema", SAMPLE_TIMEOUT.as_secs()),
+                    format!(
+                        "could not read a sample record of `{topic}` within {}s to learn its schema",
+                        SAMPLE_TIMEOUT.as_secs()
+                    ),
                 ));
             }
             match client.poll(Duration::from_millis(200)) {
                 None => {}
-                Some(Err(e)) => tracing::warn!(topic = %topic, error = %describe(&e), "sampling: read failed, retrying"),
+                Some(Err(e)) => {
+                    tracing::warn!(topic = %topic, error = %describe(&e), "sampling: read failed, retrying")
+                }
                 Some(Ok(m)) => {
                     let end = partitions.iter().find(|p| p.partition == m.partition()).map_or(0, |p| p.high);
                     if done.get(&m.partition()).copied().unwrap_or(true) {

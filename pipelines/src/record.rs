@@ -95,7 +95,10 @@ pub fn record<W: Write>(options: &RecordOptions, out: &mut W) -> Result<u64> {
     let mut ends: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for topic in &options.topics {
         let Some((_, partitions)) = all.iter().find(|(t, _)| t == topic) else {
-            return Err(Error::new(ErrorKind::Config, format!("--topic: `{topic}` does not exist on {}", options.brokers)));
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("--topic: `{topic}` does not exist on {}", options.brokers),
+            ));
         };
         for &p in partitions {
             let (low, high) = watermarks(&client, topic, p, &stop)?;
@@ -161,7 +164,8 @@ pub fn record<W: Write>(options: &RecordOptions, out: &mut W) -> Result<u64> {
             last_check = Instant::now();
             if let Ok(positions) = client.position() {
                 for e in positions.elements() {
-                    if let (Offset::Offset(pos), Some(&to)) = (e.offset(), ends.get(&(e.topic().to_string(), e.partition())))
+                    if let (Offset::Offset(pos), Some(&to)) =
+                        (e.offset(), ends.get(&(e.topic().to_string(), e.partition())))
                         && pos >= to
                     {
                         ends.remove(&(e.topic().to_string(), e.partition()));

@@ -73,11 +73,8 @@ impl Broker {
     /// Starts the broker again on the same port and storage (after [`Broker::stop`]).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "broker already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("tansu.log"))
-            .expect("broker log");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("tansu.log")).expect("broker log");
         let child = Command::new(tansu_binary())
             .current_dir(&self.dir)
             .args(["broker", "--listener-url", &self.url(), "--advertised-listener-url", &self.url()])

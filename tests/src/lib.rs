@@ -109,7 +109,9 @@ impl Scratch {
         let config = self.config();
         let runtime = IoRuntime::new(1).expect("runtime");
         let catalog = runtime.block_on(SqlTableCatalog::open(&config.catalog)).expect("catalog");
-        let Some(state) = runtime.block_on(catalog.load(&ident(name))).expect("load") else { return Default::default() };
+        let Some(state) = runtime.block_on(catalog.load(&ident(name))).expect("load") else {
+            return Default::default();
+        };
         floe_engine::offsets::committed_progress(&state.metadata)
             .expect("progress")
             .map(|p| p.offsets)

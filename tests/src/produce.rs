@@ -28,7 +28,9 @@ impl ProducerContext for Checker {
     fn delivery(&self, result: &DeliveryResult<'_>, expected: Box<i64>) {
         let problem = match result {
             Ok(m) if m.offset() == *expected => None,
-            Ok(m) => Some(format!("{}/{}: landed at offset {}, expected {}", m.topic(), m.partition(), m.offset(), expected)),
+            Ok(m) => {
+                Some(format!("{}/{}: landed at offset {}, expected {}", m.topic(), m.partition(), m.offset(), expected))
+            }
             Err((e, m)) => Some(format!("{}/{}: {e}", m.topic(), m.partition())),
         };
         if let Some(p) = problem {
@@ -50,7 +52,8 @@ pub fn produce(brokers: &str, records: impl IntoIterator<Item = KafkaRecord>) ->
         .expect("producer");
     let mut n = 0;
     for r in records {
-        let mut record = BaseRecord::with_opaque_to(&r.topic, Box::new(r.offset)).partition(r.partition).timestamp(r.timestamp_ms);
+        let mut record =
+            BaseRecord::with_opaque_to(&r.topic, Box::new(r.offset)).partition(r.partition).timestamp(r.timestamp_ms);
         if let Some(k) = &r.key {
             record = record.key(k.as_bytes());
         }
@@ -61,7 +64,10 @@ pub fn produce(brokers: &str, records: impl IntoIterator<Item = KafkaRecord>) ->
         loop {
             match producer.send(pending) {
                 Ok(()) => break,
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
                     pending = back;
                     std::thread::sleep(Duration::from_millis(5));
                 }

@@ -163,7 +163,10 @@ fn broker_unreachable_at_start_and_bounced_mid_ingest_loses_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut child = child;
-    assert!(child.try_wait().expect("poll").is_none(), "seed {s}: floe finished before the bounce; make the ingest longer");
+    assert!(
+        child.try_wait().expect("poll").is_none(),
+        "seed {s}: floe finished before the bounce; make the ingest longer"
+    );
     broker.stop();
     std::thread::sleep(Duration::from_secs(4));
     broker.restart();
@@ -215,7 +218,9 @@ fn sigterm_commits_what_is_closed_and_exits_zero() {
     loop {
         let committed: i64 = ["shop_cdc.orders", "shop_cdc.order_lines"]
             .iter()
-            .map(|t| scratch.committed(&TableName::parse(t).expect("name")).0.values().flat_map(|p| p.values()).sum::<i64>())
+            .map(|t| {
+                scratch.committed(&TableName::parse(t).expect("name")).0.values().flat_map(|p| p.values()).sum::<i64>()
+            })
             .sum();
         if committed == scratch.records as i64 {
             break;
@@ -314,7 +319,11 @@ json.dump({"ends": {f"{p.topic}/{p.partition}": ends[p] for p in parts}, "record
     for line in String::from_utf8(out.stdout).expect("utf-8").lines() {
         let r: serde_json::Value = serde_json::from_str(line).expect("kcat json");
         let id = format!("{}/{}/{}", r["topic"].as_str().expect("topic"), r["partition"], r["offset"]);
-        assert_eq!(theirs.get(&id), Some(&serde_json::json!([r["key"], r["payload"]])), "seed {s}: record {id} differs");
+        assert_eq!(
+            theirs.get(&id),
+            Some(&serde_json::json!([r["key"], r["payload"]])),
+            "seed {s}: record {id} differs"
+        );
         let end = ends.entry(format!("{}/{}", r["topic"].as_str().expect("topic"), r["partition"])).or_default();
         *end = (*end).max(r["offset"].as_i64().expect("offset") + 1);
         ours += 1;
