@@ -57,6 +57,9 @@ if ! "$venv/bin/python" -c "import kafka" >/dev/null 2>&1; then
 fi
 export FLOE_PYTHON="$venv/bin/python"
 
+# The reference reader: Spark 3.5 + Iceberg 1.10 and pyiceberg (same venv).
+harness/scripts/spark.sh
+
 cargo build --release --workspace --all-targets
 cargo nextest run --release --workspace --no-fail-fast "$@"
 cargo test --release --workspace --doc

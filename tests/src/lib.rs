@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod produce;
+pub mod reference;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -203,6 +204,15 @@ impl Scratch {
             });
         }
         out
+    }
+
+    /// The current metadata of a table.
+    pub fn table_metadata(&self, name: &TableName) -> iceberg::spec::TableMetadata {
+        let config = self.config();
+        let runtime = IoRuntime::new(1).expect("runtime");
+        let catalog = runtime.block_on(SqlTableCatalog::open(&config.catalog)).expect("catalog");
+        let state = runtime.block_on(catalog.load(&ident(name))).expect("load").expect("table exists");
+        state.metadata.as_ref().clone()
     }
 
     /// `(table, [(floe.epoch, floe.offsets)] oldest first)` for every configured table: what
