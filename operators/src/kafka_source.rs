@@ -152,7 +152,7 @@ pub fn kafka_source<'s>(
             let mut open_since = (cap.as_ref().map(|c| *c.time()), Instant::now());
             let mut backoff = Duration::from_millis(100);
             let mut last_warning: Option<Instant> = None;
-            let mut last_lag = Instant::now();
+            let mut last_tick = Instant::now();
             let mut paused: HashSet<(u32, i32)> = HashSet::new();
             let mut group_commits: VecDeque<(Epoch, Vec<GroupOffset>)> = VecDeque::new();
             let topic_of: HashMap<u32, String> = tables.iter().map(|(t, i)| (*i, t.clone())).collect();
@@ -166,8 +166,7 @@ pub fn kafka_source<'s>(
                 let mut items: Vec<(Epoch, SourceItem)> = Vec::new();
                 let stopping = spec.stop.load(Ordering::Relaxed);
                 let frontier = *held.time();
-                let throttled =
-                    frontier >= plan.max_inflight_epochs && committed.less_than(&(frontier - plan.max_inflight_epochs));
+                let throttled = plan.must_wait(frontier, &committed);
                 let mut read = 0u64;
                 let mut more = false;
                 if stopping {
@@ -225,25 +224,35 @@ pub fn kafka_source<'s>(
 
                 // Continuous runs let no partition hold the others back for long: one that
                 // is caught up joins the leading epoch, and an epoch open longer than the
-                // commit interval is closed where each partition stands.
-                if !spec.until_caught_up && !stopping {
-                    if let (Some(consumer), Some(leader)) = (&consumer, clock.leader()) {
-                        for a in &mine {
-                            let caught_up = consumer
-                                .context()
-                                .high_watermark(&a.topic, a.partition)
-                                .is_some_and(|high| clock.position(a.table, a.partition).is_some_and(|p| p >= high));
-                            if caught_up {
-                                items.extend(clock.lift(a.table, a.partition, leader).map(progress_item));
-                            }
+                // commit interval is closed where each partition stands. High watermarks
+                // come with the client's statistics, once a second: read them then (and
+                // when finishing), for the lag and to find caught-up partitions.
+                if let Some(consumer) = &consumer
+                    && (last_tick.elapsed() >= Duration::from_secs(1) || clock.frontier().is_none())
+                {
+                    last_tick = Instant::now();
+                    let lift_to = if spec.until_caught_up || stopping { None } else { clock.leader() };
+                    for a in &mine {
+                        let (Some(high), Some(pos)) = (
+                            consumer.context().high_watermark(&a.topic, a.partition),
+                            clock.position(a.table, a.partition),
+                        ) else {
+                            continue;
+                        };
+                        plan.metrics.set_lag(&a.topic, a.partition, (high - pos).max(0));
+                        if let Some(leader) = lift_to.filter(|_| pos >= high) {
+                            items.extend(clock.lift(a.table, a.partition, leader).map(progress_item));
                         }
                     }
-                    if let Some(f) = clock.frontier() {
-                        if open_since.0 != Some(f) {
-                            open_since = (Some(f), Instant::now());
-                        } else if open_since.1.elapsed() >= spec.config.commit_interval {
-                            items.extend(clock.close(f).into_iter().map(progress_item));
-                        }
+                }
+                if !spec.until_caught_up
+                    && !stopping
+                    && let Some(f) = clock.frontier()
+                {
+                    if open_since.0 != Some(f) {
+                        open_since = (Some(f), Instant::now());
+                    } else if open_since.1.elapsed() >= spec.config.commit_interval {
+                        items.extend(clock.close(f).into_iter().map(progress_item));
                     }
                 }
 
@@ -302,17 +311,6 @@ pub fn kafka_source<'s>(
                             let _ = list.add_partition_offset(&t, p, Offset::Offset(o));
                         }
                         let _ = consumer.commit(&list, CommitMode::Async);
-                    }
-                    if last_lag.elapsed() >= Duration::from_secs(1) || clock.frontier().is_none() {
-                        last_lag = Instant::now();
-                        for a in &mine {
-                            if let (Some(high), Some(pos)) = (
-                                consumer.context().high_watermark(&a.topic, a.partition),
-                                clock.position(a.table, a.partition),
-                            ) {
-                                plan.metrics.set_lag(&a.topic, a.partition, (high - pos).max(0));
-                            }
-                        }
                     }
                 }
 

@@ -19,12 +19,13 @@ use std::sync::Arc;
 
 use floe_engine::catalog::TableCatalog;
 use floe_engine::config::TableName;
-use floe_engine::epoch::EpochPolicy;
+use floe_engine::epoch::{Epoch, EpochPolicy};
 use floe_engine::metrics::Metrics;
 use floe_engine::offsets::SourceOffsets;
 use floe_engine::runtime::IoRuntime;
 use floe_engine::schema::{Column, TableSchemaRef};
 use iceberg::TableIdent;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
 use crate::row_view::RowMut;
 use iceberg::spec::{PartitionSpecRef, SchemaRef};
@@ -154,6 +155,12 @@ impl PipelinePlan {
     /// The topics feeding dead-letter table `index`.
     pub fn dead_letter_topics(&self, index: usize) -> Vec<&str> {
         self.tables.iter().filter(|t| t.dead_letters == index).map(|t| t.topic.as_str()).collect()
+    }
+
+    /// Backpressure shared by the sources: epoch `epoch` may not start until the committer
+    /// (probed by `committed`) finished every epoch below `epoch - max_inflight_epochs`.
+    pub fn must_wait(&self, epoch: Epoch, committed: &ProbeHandle<Epoch>) -> bool {
+        epoch >= self.max_inflight_epochs && committed.less_than(&(epoch - self.max_inflight_epochs))
     }
 
     /// Where a source should start reading a partition: the smallest committed offset over

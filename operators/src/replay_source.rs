@@ -104,8 +104,7 @@ pub fn replay_source<'s>(
                 if plan.failure.get().is_some() {
                     return;
                 }
-                let limit = epoch.saturating_sub(plan.max_inflight_epochs);
-                if epoch >= plan.max_inflight_epochs && committed.less_than(&limit) {
+                if plan.must_wait(epoch, &committed) {
                     activator.activate_after(Duration::from_millis(5));
                     return;
                 }
