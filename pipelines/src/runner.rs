@@ -70,14 +70,6 @@ impl SchemaDiscovery for ReplayDiscovery {
     }
 }
 
-struct NoDiscovery;
-
-impl SchemaDiscovery for NoDiscovery {
-    fn samples(&self, _: u32, _: usize) -> Result<Vec<crate::planner::Sample>> {
-        Ok(Vec::new())
-    }
-}
-
 /// Runs a pipeline: a replay source runs until its log is consumed; a Kafka source until
 /// SIGINT/SIGTERM (or, with `until_caught_up`, until the start-time high watermarks).
 pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
@@ -86,52 +78,40 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
     let runtime = IoRuntime::new(2)?;
     let catalog: Arc<dyn TableCatalog> = Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog))?);
     let stop = options.stop.clone().unwrap_or_default();
-    enum Prepared {
-        Replay(ReplayIndex),
-        Indexed(Arc<ReplayIndex>),
+    // What the source needs once the tables are planned (Kafka: the start offsets).
+    enum Pending {
+        Replay(Arc<ReplayIndex>),
         Kafka(KafkaConfig, KafkaTopology),
     }
-    let (config, prepared) = match &config.source {
+    let (config, discovery, pending): (PipelineConfig, Box<dyn SchemaDiscovery>, Pending) = match &config.source {
         SourceConfig::Replay { path } => {
-            let index = ReplayIndex::build(path)?;
+            let mut index = ReplayIndex::build(path)?;
             info!(log = %path.display(), records = index.len(), partitions = index.partitions.len(), "indexed replay log");
-            (config.with_topics(&index.topics())?, Prepared::Replay(index))
+            let config = config.with_topics(&index.topics())?;
+            index.assign(&config.tables.iter().enumerate().map(|(i, t)| (t.topic.clone(), i as u32)).collect());
+            let index = Arc::new(index);
+            (config, Box::new(ReplayDiscovery(Arc::clone(&index))), Pending::Replay(index))
         }
         SourceConfig::Kafka(kafka) => {
             if options.stop.is_none() {
                 crate::signals::stop_on_signals(&stop)?;
             }
             let (config, topology) = kafka_run::discover(config, kafka, &stop)?;
-            (config, Prepared::Kafka(kafka.clone(), topology))
-        }
-    };
-    let topics: HashMap<String, u32> =
-        config.tables.iter().enumerate().map(|(i, t)| (t.topic.clone(), i as u32)).collect();
-    let (discovery, prepared): (Box<dyn SchemaDiscovery>, Prepared) = match prepared {
-        Prepared::Replay(mut index) => {
-            index.assign(&topics);
-            let index = Arc::new(index);
-            (Box::new(ReplayDiscovery(Arc::clone(&index))), Prepared::Indexed(index))
-        }
-        other @ Prepared::Indexed(_) => (Box::new(NoDiscovery), other),
-        Prepared::Kafka(kafka, topology) => {
             let discovery = KafkaDiscovery {
                 kafka: kafka.clone(),
                 topology: topology.clone(),
                 topics: config.tables.iter().map(|t| t.topic.clone()).collect(),
             };
-            (Box::new(discovery), Prepared::Kafka(kafka, topology))
+            (config, Box::new(discovery), Pending::Kafka(kafka.clone(), topology))
         }
     };
     let plan: PlanRef =
         Arc::new(plan(&config, catalog, runtime, Arc::clone(&metrics), discovery.as_ref(), &options.transforms)?);
     drop(discovery);
-    let source = match prepared {
-        Prepared::Indexed(index) => SourceSpec::Replay(index),
-        Prepared::Replay(index) => SourceSpec::Replay(Arc::new(index)),
-        Prepared::Kafka(kafka, topology) => {
-            let start = kafka.start;
-            let assignments = kafka_run::assignments(&plan, &topology, start, options.until_caught_up)?;
+    let source = match pending {
+        Pending::Replay(index) => SourceSpec::Replay(index),
+        Pending::Kafka(kafka, topology) => {
+            let assignments = kafka_run::assignments(&plan, &topology, kafka.start, options.until_caught_up)?;
             SourceSpec::Kafka(Arc::new(KafkaSourceSpec {
                 config: kafka,
                 assignments,
