@@ -68,6 +68,29 @@ buckets = 4
     )
 }
 
+/// Spawns a process with `spawn` and SIGKILLs it after `pause()`, again and again, until
+/// `kills` kills landed while it was still running or `budget` ran out; returns how many
+/// landed.
+pub fn kill_at_random_moments(
+    kills: usize,
+    budget: std::time::Duration,
+    mut pause: impl FnMut() -> std::time::Duration,
+    mut spawn: impl FnMut() -> std::process::Child,
+) -> usize {
+    let started = std::time::Instant::now();
+    let mut landed = 0;
+    while landed < kills && started.elapsed() < budget {
+        let mut child = spawn();
+        std::thread::sleep(pause());
+        if child.try_wait().expect("poll").is_none() {
+            child.kill().expect("SIGKILL");
+            landed += 1;
+        }
+        let _ = child.wait();
+    }
+    landed
+}
+
 /// The test pipeline file reading the standard workload's topics from Kafka.
 pub fn kafka_pipeline_toml(brokers: &str, commit_every: u64, workers: usize) -> String {
     pipeline_toml(commit_every, workers).replace(
@@ -237,6 +260,11 @@ impl Scratch {
             out.push((name, summaries));
         }
         out
+    }
+
+    /// `(table, number of snapshots)` for every configured table.
+    pub fn snapshot_counts(&self) -> Vec<(String, usize)> {
+        self.snapshots().into_iter().map(|(t, ids)| (t, ids.len())).collect()
     }
 
     /// `(table, snapshot ids on the main branch's ancestry)` for every configured table.

@@ -15,7 +15,7 @@ use floe_harness::generator::Generator;
 use floe_pipelines::runner::RunOptions;
 use floe_tests::broker::Broker;
 use floe_tests::produce::produce;
-use floe_tests::{Scratch, kafka_pipeline_toml, pipeline_toml, python, seed};
+use floe_tests::{Scratch, kafka_pipeline_toml, kill_at_random_moments, pipeline_toml, python, seed};
 use rand::{Rng, SeedableRng};
 
 const FLOE: &str = env!("CARGO_BIN_EXE_floe-under-test");
@@ -45,10 +45,6 @@ fn floe_run(scratch: &Scratch, faults: Option<&str>) -> Command {
 fn finish(scratch: &Scratch, child: Child) {
     let out = child.wait_with_output().expect("wait for floe");
     assert!(out.status.success(), "seed {}: floe failed: {}", scratch.seed, String::from_utf8_lossy(&out.stderr));
-}
-
-fn snapshot_counts(scratch: &Scratch) -> Vec<(String, usize)> {
-    scratch.snapshots().into_iter().map(|(t, ids)| (t, ids.len())).collect()
 }
 
 fn sorted_rows(scratch: &Scratch, table: &str) -> Vec<String> {
@@ -103,11 +99,11 @@ fn kafka_and_replay_runs_make_the_same_commits_and_a_recording_replays_the_same(
     assert!(out.status.success(), "seed {s}: floe record failed: {}", String::from_utf8_lossy(&out.stderr));
     recorded.run();
     recorded.assert_tables_equal_model();
-    assert_eq!(snapshot_counts(&recorded), snapshot_counts(&kafka), "seed {s}: the recording replays differently");
+    assert_eq!(recorded.snapshot_counts(), kafka.snapshot_counts(), "seed {s}: the recording replays differently");
 
     // A second Kafka run finds nothing new and commits nothing.
     kafka.run_with(until_caught_up());
-    assert_eq!(snapshot_counts(&kafka), snapshot_counts(&replay), "seed {s}: a caught-up rerun committed again");
+    assert_eq!(kafka.snapshot_counts(), replay.snapshot_counts(), "seed {s}: a caught-up rerun committed again");
 }
 
 #[test]
@@ -127,16 +123,12 @@ fn sigkill_loop_during_a_long_kafka_ingest_loses_and_duplicates_nothing() {
         assert!(!out.status.success(), "seed {s}: floe should have crashed at {fault}");
         kills += 1;
     }
-    let started = Instant::now();
-    while kills < 24 && started.elapsed() < Duration::from_secs(300) {
-        let mut child = floe_run(&scratch, None).spawn().expect("spawn floe");
-        std::thread::sleep(Duration::from_millis(rng.random_range(200..2_500)));
-        if child.try_wait().expect("poll").is_none() {
-            child.kill().expect("SIGKILL");
-            kills += 1;
-        }
-        let _ = child.wait();
-    }
+    kills += kill_at_random_moments(
+        20,
+        Duration::from_secs(300),
+        || Duration::from_millis(rng.random_range(200..2_500)),
+        || floe_run(&scratch, None).spawn().expect("spawn floe"),
+    );
     assert!(kills >= 24, "seed {s}: only {kills} kills landed");
     finish(&scratch, floe_run(&scratch, None).spawn().expect("spawn floe"));
     // Both tables equal the model; compare_cdc checks each (partition, offset) once.
@@ -194,7 +186,7 @@ fn a_lost_commit_response_is_detected_from_the_snapshot_summary() {
     scratch.assert_tables_equal_model();
     let clean = scratch.with_pipeline(&toml);
     clean.run_with(until_caught_up());
-    assert_eq!(snapshot_counts(&scratch), snapshot_counts(&clean), "seed {s}: an epoch was committed twice");
+    assert_eq!(scratch.snapshot_counts(), clean.snapshot_counts(), "seed {s}: an epoch was committed twice");
 }
 
 #[test]

@@ -4,10 +4,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use floe_harness::WorkloadSpec;
-use floe_tests::{Scratch, pipeline_toml, seed};
+use floe_tests::{Scratch, kill_at_random_moments, pipeline_toml, seed};
 use rand::{Rng, SeedableRng};
 
 const FLOE: &str = env!("CARGO_BIN_EXE_floe-under-test");
@@ -50,27 +50,18 @@ fn orphans(scratch: &Scratch) -> usize {
     on_disk.difference(&referenced).count()
 }
 
-fn snapshot_counts(scratch: &Scratch) -> Vec<(String, usize)> {
-    scratch.snapshots().into_iter().map(|(t, ids)| (t, ids.len())).collect()
-}
-
 #[test]
 fn sigkill_at_random_moments_converges_to_the_model() {
     let s = seed();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s);
     let scratch = Scratch::new(WorkloadSpec::standard(s, 60_000), &pipeline_toml(300, 2));
-    let mut kills = 0;
-    let started = Instant::now();
     // Kill at random moments until 20 kills landed while floe was running.
-    while kills < 20 && started.elapsed() < Duration::from_secs(240) {
-        let mut child = floe(&scratch, None).spawn().expect("spawn floe");
-        std::thread::sleep(Duration::from_millis(rng.random_range(10..400)));
-        if child.try_wait().expect("poll").is_none() {
-            child.kill().expect("SIGKILL");
-            kills += 1;
-        }
-        let _ = child.wait();
-    }
+    let kills = kill_at_random_moments(
+        20,
+        Duration::from_secs(240),
+        || Duration::from_millis(rng.random_range(10..400)),
+        || floe(&scratch, None).spawn().expect("spawn floe"),
+    );
     assert!(kills >= 20, "seed {s}: only {kills} kills landed");
     run_to_completion(&scratch);
     scratch.assert_tables_equal_model();
@@ -78,8 +69,8 @@ fn sigkill_at_random_moments_converges_to_the_model() {
     let clean = Scratch::new(WorkloadSpec::standard(s, 60_000), &pipeline_toml(300, 2));
     clean.run();
     assert_eq!(
-        snapshot_counts(&scratch),
-        snapshot_counts(&clean),
+        scratch.snapshot_counts(),
+        clean.snapshot_counts(),
         "seed {s}: a restart re-committed or skipped an epoch"
     );
 }
@@ -107,8 +98,8 @@ fn crashes_between_files_and_commit_and_inside_a_commit_recover_exactly() {
     run_to_completion(&scratch);
     scratch.assert_tables_equal_model();
     assert_eq!(
-        snapshot_counts(&scratch),
-        snapshot_counts(&clean),
+        scratch.snapshot_counts(),
+        clean.snapshot_counts(),
         "seed {s}: a lost commit response led to a second commit"
     );
 }
