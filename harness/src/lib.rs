@@ -14,6 +14,7 @@ pub mod columns;
 pub mod generator;
 pub mod kcat;
 pub mod model;
+pub mod race;
 pub mod tables;
 pub mod verify;
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::bench::{BenchOptions, RunStats, bench, cpu_seconds};
+use crate::bench_spark::{SparkBenchOptions, bench_spark};
 use crate::demo::{DemoOptions, demo};
 use crate::record::{OffsetSpec, RecordOptions, record};
 use crate::runner::{RunOptions, run};
@@ -61,7 +62,11 @@ enum Command {
         properties: Vec<(String, String)>,
     },
     /// Benchmark replay-log → committed tables on the benchmark workload, verified.
+    /// `floe bench spark` races floe against Spark MERGE INTO instead.
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
+        #[command(subcommand)]
+        against: Option<BenchAgainst>,
         /// Change events to generate.
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
@@ -98,6 +103,35 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum BenchAgainst {
+    /// Race floe against Spark `MERGE INTO` on Iceberg (needs harness/scripts/spark.sh):
+    /// R initial rows, then C changes; both final tables are compared through Spark.
+    Spark {
+        /// Rows of the initial table (R).
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Change events (C).
+        #[arg(long, default_value_t = 1_000_000)]
+        changes: u64,
+        /// Workload seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Scratch folder (replaced).
+        #[arg(long, default_value = "floe-bench-spark")]
+        dir: PathBuf,
+        /// Records per partition per floe epoch.
+        #[arg(long, default_value_t = 25_000)]
+        commit_every: u64,
+        /// Buckets of both base tables.
+        #[arg(long, default_value_t = 16)]
+        buckets: u32,
+        /// Spark driver memory.
+        #[arg(long, default_value = "6g")]
+        spark_memory: String,
+    },
+}
+
 /// Parses arguments and runs the command.
 pub fn main() -> ExitCode {
     crate::allocator::tune();
@@ -112,7 +146,13 @@ pub fn main() -> ExitCode {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             record(&options, &mut out).map(|n| eprintln!("floe: recorded {n} records")).map_err(anyhow::Error::from)
         }
-        Command::Bench { events, initial_rows, seed, dir, workers, commit_every } => {
+        Command::Bench {
+            against: Some(BenchAgainst::Spark { rows, changes, seed, dir, commit_every, buckets, spark_memory }),
+            ..
+        } => bench_spark(&SparkBenchOptions { rows, changes, seed, dir, commit_every, buckets, spark_memory })
+            .map(|report| print!("{report}"))
+            .map_err(anyhow::Error::from),
+        Command::Bench { against: None, events, initial_rows, seed, dir, workers, commit_every } => {
             bench(&BenchOptions { events, initial_rows, seed, dir, workers, commit_every })
                 .map(|report| print!("{report}"))
                 .map_err(anyhow::Error::from)
