@@ -32,10 +32,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
 use iceberg::spec::{
     DataContentType, DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile, ManifestList,
-    ManifestListWriter, ManifestWriterBuilder, Operation, Snapshot, SnapshotSummaryCollector, Summary,
-    TableMetadataBuilder,
+    ManifestListWriter, ManifestWriterBuilder, Operation, Schema, Snapshot, SnapshotSummaryCollector, Summary,
+    TableMetadata, TableMetadataBuilder,
 };
 use iceberg::{MetadataLocation, TableIdent};
 use tracing::{debug, warn};
@@ -47,6 +49,14 @@ use crate::offsets::{
     SUMMARY_EPOCH, SUMMARY_FORMAT, SUMMARY_FORMAT_VERSION, SUMMARY_OFFSETS, SUMMARY_PIPELINE_ID, SourceOffsets,
     committed_progress,
 };
+use crate::schema_audit::{
+    AuditEntry, HISTORY_PROPERTY, PENDING_PROPERTY, RETIRED_PROPERTY, history, history_json, merged, now_ms,
+    retired_value,
+};
+
+/// Summary key: the schema id this snapshot made current (present only on the snapshot that
+/// evolved the schema).
+pub const SUMMARY_SCHEMA_CHANGE: &str = "floe.schema-change";
 
 /// Everything one epoch contributes to one table.
 #[derive(Clone, Debug)]
@@ -63,6 +73,118 @@ pub struct CommitRequest {
     pub data_files: Vec<DataFile>,
     /// New equality-delete files.
     pub delete_files: Vec<DataFile>,
+    /// The table's schema as of this epoch, when floe evolved it during the run.
+    pub schema_change: Option<SchemaCommit>,
+}
+
+/// A schema the commit must make current (if it is not already), with its audit records.
+#[derive(Clone, Debug)]
+pub struct SchemaCommit {
+    /// The new Iceberg schema (field ids fixed; its schema id is assigned at commit).
+    pub schema: Schema,
+    /// Columns kept after the source dropped them.
+    pub retired: BTreeSet<String>,
+    /// Changes to record (their schema ids are filled in at commit); entries already in the
+    /// table's history are skipped.
+    pub audit: Vec<AuditEntry>,
+}
+
+/// The id `schema` gets in `metadata`: an identical existing schema's, else a new one.
+fn schema_id_for(metadata: &TableMetadata, schema: &Schema) -> (i32, bool) {
+    for existing in metadata.schemas_iter() {
+        if existing.as_struct() == schema.as_struct()
+            && existing.identifier_field_ids().collect::<Vec<_>>() == schema.identifier_field_ids().collect::<Vec<_>>()
+        {
+            return (existing.schema_id(), false);
+        }
+    }
+    (metadata.schemas_iter().map(|s| s.schema_id()).max().unwrap_or(0) + 1, true)
+}
+
+/// Applies a schema change to a metadata builder: adds and selects the schema, records the
+/// audit entries and retired columns, clears a pending change. Returns the builder and the
+/// schema id that is current afterwards.
+pub fn apply_schema_change(
+    metadata: &TableMetadata,
+    mut builder: TableMetadataBuilder,
+    change: &SchemaCommit,
+) -> Result<(TableMetadataBuilder, i32)> {
+    let old_id = metadata.current_schema_id();
+    let (new_id, is_new) = schema_id_for(metadata, &change.schema);
+    if is_new || new_id != old_id {
+        builder = builder.add_current_schema(change.schema.clone())?;
+    }
+    let now = now_ms();
+    // A table already at the schema records nothing: the change was applied (and audited)
+    // before, perhaps found another way (a push before a crash, a pull after it).
+    let entries: Vec<AuditEntry> = match new_id == old_id {
+        true => Vec::new(),
+        false => change
+            .audit
+            .iter()
+            .map(|e| AuditEntry { old_schema_id: old_id, new_schema_id: new_id, applied_at_ms: now, ..e.clone() })
+            .collect(),
+    };
+    let history = merged(history(metadata)?, &entries);
+    let mut props = HashMap::from([(HISTORY_PROPERTY.to_string(), history_json(&history))]);
+    if !change.retired.is_empty() || metadata.properties().contains_key(RETIRED_PROPERTY) {
+        props.insert(RETIRED_PROPERTY.to_string(), retired_value(&change.retired));
+    }
+    builder = builder.set_properties(props)?;
+    if metadata.properties().contains_key(PENDING_PROPERTY) {
+        builder = builder.remove_properties(&[PENDING_PROPERTY.to_string()])?;
+    }
+    Ok((builder, new_id))
+}
+
+/// Commits metadata only (no snapshot): a schema change made outside an epoch, e.g. at start
+/// (pull detection, changed declared columns) or by `floe schema approve`; or, with
+/// `schema` unset, just the table properties in `set` / `remove`.
+pub async fn commit_metadata(
+    catalog: &dyn TableCatalog,
+    table: &TableIdent,
+    change: Option<&SchemaCommit>,
+    set: HashMap<String, String>,
+    remove: &[String],
+) -> Result<()> {
+    let retry = RetryPolicy::default();
+    let mut backoff = retry.initial_backoff;
+    for attempt in 1.. {
+        let state = catalog
+            .load(table)
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::Catalog, format!("{table} does not exist")))?;
+        let mut builder =
+            TableMetadataBuilder::new_from_metadata((*state.metadata).clone(), Some(state.metadata_location.clone()));
+        if let Some(change) = change {
+            builder = apply_schema_change(&state.metadata, builder, change)?.0;
+        }
+        if !set.is_empty() {
+            builder = builder.set_properties(set.clone())?;
+        }
+        let removable: Vec<String> =
+            remove.iter().filter(|k| state.metadata.properties().contains_key(*k)).cloned().collect();
+        if !removable.is_empty() {
+            builder = builder.remove_properties(&removable)?;
+        }
+        let new_metadata = builder.build()?.metadata;
+        let location =
+            MetadataLocation::from_str(&state.metadata_location)?.with_next_version().with_new_metadata(&new_metadata);
+        new_metadata.write_to(catalog.file_io(), &location).await?;
+        crate::faults::point("schema-before-swap");
+        match catalog.swap_metadata(table, &state.metadata_location, &location.to_string()).await {
+            Ok(()) => {
+                crate::faults::point("schema-after-swap");
+                return Ok(());
+            }
+            Err(e) if e.is_retryable() && attempt < retry.max_attempts => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(retry.max_backoff);
+            }
+            Err(e) => return Err(e.context(format!("changing the metadata of {table}"))),
+        }
+    }
+    unreachable!("the retry loop returns")
 }
 
 /// How a commit ended.
@@ -197,10 +319,14 @@ async fn write_manifests(
         }
         let path = format!("{}/metadata/{commit_uuid}-m{n}.avro", metadata.location());
         let output = catalog.file_io().new_output(&path)?;
+        let schema = match &request.schema_change {
+            Some(change) => Arc::new(change.schema.clone()),
+            None => Arc::clone(metadata.current_schema()),
+        };
         let builder = ManifestWriterBuilder::new(
             output,
             Some(snapshot_id),
-            Arc::clone(metadata.current_schema()),
+            schema,
             metadata.default_partition_spec().as_ref().clone(),
         );
         let mut writer = match content {
@@ -244,7 +370,16 @@ async fn stage_and_swap(
     list_writer.add_manifests(manifest_files.into_iter())?;
     list_writer.close().await?;
 
-    let summary = build_summary(state, request, parent.map(|p| p.summary()));
+    let mut builder =
+        TableMetadataBuilder::new_from_metadata((*state.metadata).clone(), Some(state.metadata_location.clone()));
+    let mut schema_id = metadata.current_schema_id();
+    if let Some(change) = &request.schema_change {
+        (builder, schema_id) = apply_schema_change(metadata, builder, change)?;
+    }
+    let mut summary = build_summary(state, request, parent.map(|p| p.summary()));
+    if schema_id != metadata.current_schema_id() {
+        summary.additional_properties.insert(SUMMARY_SCHEMA_CHANGE.to_string(), schema_id.to_string());
+    }
     let snapshot = Snapshot::builder()
         .with_snapshot_id(snapshot_id)
         .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
@@ -252,21 +387,24 @@ async fn stage_and_swap(
         .with_timestamp_ms(chrono::Utc::now().timestamp_millis().max(metadata.last_updated_ms()))
         .with_manifest_list(list_path)
         .with_summary(summary)
-        .with_schema_id(metadata.current_schema_id())
+        .with_schema_id(schema_id)
         .build();
 
-    let new_metadata =
-        TableMetadataBuilder::new_from_metadata((*state.metadata).clone(), Some(state.metadata_location.clone()))
-            .set_branch_snapshot(snapshot, MAIN_BRANCH)?
-            .build()?
-            .metadata;
+    let new_metadata = builder.set_branch_snapshot(snapshot, MAIN_BRANCH)?.build()?.metadata;
     // A fresh version and UUID: never overwrite the file the catalog points at.
     let location =
         MetadataLocation::from_str(&state.metadata_location)?.with_next_version().with_new_metadata(&new_metadata);
     new_metadata.write_to(file_io, &location).await?;
+    let evolves = schema_id != metadata.current_schema_id();
     crate::faults::point("commit-before-swap");
+    if evolves {
+        crate::faults::point("schema-commit-before-swap");
+    }
     catalog.swap_metadata(&request.table, &state.metadata_location, &location.to_string()).await?;
     crate::faults::point("commit-after-swap");
+    if evolves {
+        crate::faults::point("schema-commit-after-swap");
+    }
     Ok(sequence_number)
 }
 

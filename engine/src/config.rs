@@ -34,6 +34,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::{Column, ColumnType, TimeGranularity};
+use crate::schema_drift::SchemaPolicy;
 
 /// A validated pipeline.
 #[derive(Clone, Debug)]
@@ -208,6 +209,8 @@ pub struct TableConfig {
     pub cdc_partition: TimeGranularity,
     /// Declared columns, for schemaless (payload-only) topics.
     pub columns: Option<Vec<Column>>,
+    /// What schema drift does: `additive` (default), `lenient` or `manual`.
+    pub schema_changes: SchemaPolicy,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +281,7 @@ struct RawTable {
     upsert: Option<bool>,
     cdc_partition: Option<TimeGranularity>,
     columns: Option<Vec<RawColumn>>,
+    schema_changes: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -513,6 +517,15 @@ impl PipelineConfig {
                     }
                 }
             }
+            let schema_changes = match t.schema_changes.as_deref() {
+                None => SchemaPolicy::default(),
+                Some(text) => SchemaPolicy::parse(text).ok_or_else(|| {
+                    err(
+                        &key_of("schema_changes"),
+                        format!("`{text}` is not a schema policy (additive, lenient, manual)"),
+                    )
+                })?,
+            };
             let table = TableConfig {
                 topic,
                 base,
@@ -524,6 +537,7 @@ impl PipelineConfig {
                 upsert: t.upsert.unwrap_or(true),
                 cdc_partition: t.cdc_partition.unwrap_or_default(),
                 columns,
+                schema_changes,
             };
             match pattern {
                 Some(pattern) => templates.push(TableTemplate { index: i, pattern, proto: table }),

@@ -10,6 +10,10 @@
 //!   catalog pointer is not moved;
 //! - `commit-after-swap`: the pointer moved, the committer has not learned it (a lost
 //!   commit response).
+//! - `schema-commit-before-swap` / `schema-commit-after-swap`: the same two moments, counted
+//!   only for commits that also evolve the table's schema.
+//! - `schema-before-swap` / `schema-after-swap`: the same for metadata-only schema commits
+//!   (at start, or by `floe schema approve`).
 //!
 //! # Invariants
 //! - Inert unless `FLOE_FAULTS` is set; never used by the pipeline's logic.

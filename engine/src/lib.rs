@@ -25,6 +25,8 @@ pub mod record;
 pub mod replay_format;
 pub mod runtime;
 pub mod schema;
+pub mod schema_audit;
+pub mod schema_drift;
 pub mod value;
 
 pub use error::{Error, ErrorKind, Result};

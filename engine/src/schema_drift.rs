@@ -22,8 +22,12 @@
 //!   position never changes and the base table's field id stays `position + 1` (the CDC
 //!   table's `position + 5`): rows decoded under an older schema are a prefix of the new
 //!   layout, and writers pad them with nulls.
+//! - Absence is not a drop: a source that lacks a nullable column (an older record in a
+//!   lagging partition, say) writes null. A drop is what the caller observed, a partition
+//!   whose records had the column and now do not (`dropped`), or a required column missing.
 //! - A column the table keeps after the source dropped it is *retired*: it stays nullable and
-//!   its absence from the source is not drift again.
+//!   is not reported as dropped again. Records that still carry it (older records, re-read
+//!   after an approval) write their values; that is not a change either.
 //! - Approving a pause applies the lenient resolution of the same changes; a change that is
 //!   not approvable never changes the table.
 //! - `decide` is pure and deterministic: replays make the same decisions at the same records.
@@ -186,29 +190,48 @@ fn fits(table: ColumnType, source: ColumnType) -> bool {
     }
 }
 
-/// The differences between `table` (with its `retired` columns) and `source`.
-pub fn diff(table: &TableSchema, retired: &BTreeSet<String>, source: &SourceShape) -> Vec<Change> {
+/// What the caller saw a source do, beyond its current shape: a partition whose records
+/// lost a field (`dropped`) or changed a field to a narrower type (`narrowed`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Fields the source stopped sending.
+    pub dropped: BTreeSet<String>,
+    /// Fields the source now sends with a narrower type.
+    pub narrowed: BTreeSet<String>,
+}
+
+/// The differences between `table` (with its `retired` columns) and `source`, given what
+/// was `observed`. A narrower source type that the table's type holds is only a change when
+/// observed (otherwise it is an older record, e.g. from a partition that lags a widening).
+pub fn diff(table: &TableSchema, retired: &BTreeSet<String>, source: &SourceShape, observed: &Observed) -> Vec<Change> {
+    let dropped = &observed.dropped;
     let mut changes = Vec::new();
+    // Iceberg's identifier fields are a set: compare keys as sets.
+    let sorted = |k: &[String]| {
+        let mut k = k.to_vec();
+        k.sort();
+        k
+    };
     if let Some(key) = &source.key
-        && *key != table.key_names()
+        && sorted(key) != sorted(&table.key_names())
     {
         changes.push(Change::ChangeKey { from: table.key_names(), to: key.clone() });
     }
     for c in &source.columns {
         match table.position(&c.name) {
             None => changes.push(Change::AddColumn { name: c.name.clone(), ty: c.ty }),
-            // A retired column coming back.
-            Some(_) if retired.contains(&c.name) => changes.push(Change::AddColumn { name: c.name.clone(), ty: c.ty }),
             Some(p) => {
                 let t = &table.columns[p];
                 if t.ty != c.ty {
-                    changes.push(if fits(c.ty, t.ty) {
-                        Change::Widen { name: c.name.clone(), from: t.ty, to: c.ty }
+                    if fits(c.ty, t.ty) {
+                        changes.push(Change::Widen { name: c.name.clone(), from: t.ty, to: c.ty });
                     } else if fits(t.ty, c.ty) {
-                        Change::Narrow { name: c.name.clone(), from: t.ty, to: c.ty }
+                        if observed.narrowed.contains(&c.name) {
+                            changes.push(Change::Narrow { name: c.name.clone(), from: t.ty, to: c.ty });
+                        }
                     } else {
-                        Change::Incompatible { name: c.name.clone(), from: t.ty, to: c.ty }
-                    });
+                        changes.push(Change::Incompatible { name: c.name.clone(), from: t.ty, to: c.ty });
+                    }
                 }
                 if !t.nullable && c.nullable && !table.key.contains(&p) {
                     changes.push(Change::MakeOptional { name: c.name.clone() });
@@ -218,7 +241,8 @@ pub fn diff(table: &TableSchema, retired: &BTreeSet<String>, source: &SourceShap
     }
     for (p, t) in table.columns.iter().enumerate() {
         let in_source = source.columns.iter().any(|c| c.name == t.name);
-        if !in_source && !retired.contains(&t.name) && !table.key.contains(&p) {
+        let gone = dropped.contains(&t.name) || !t.nullable;
+        if !in_source && gone && !retired.contains(&t.name) && !table.key.contains(&p) {
             changes.push(Change::DropColumn { name: t.name.clone() });
         }
     }
@@ -279,14 +303,15 @@ pub fn apply(
     Ok((schema, retired))
 }
 
-/// Decides what to do about `source` under `policy`.
+/// Decides what to do about `source` (given what was `observed`) under `policy`.
 pub fn decide(
     table: &TableSchema,
     retired: &BTreeSet<String>,
     source: &SourceShape,
+    observed: &Observed,
     policy: SchemaPolicy,
 ) -> Decision {
-    let changes = diff(table, retired, source);
+    let changes = diff(table, retired, source, observed);
     if changes.is_empty() {
         return Decision::Unchanged;
     }
@@ -337,8 +362,17 @@ mod tests {
         SourceShape { columns, key: Some(vec!["id".into()]) }
     }
 
+    /// Decides with the columns `s` lacks counted as dropped.
     fn evolve(s: &SourceShape, policy: SchemaPolicy) -> Decision {
-        decide(&table(), &BTreeSet::new(), s, policy)
+        decide(&table(), &BTreeSet::new(), s, &lacks(s), policy)
+    }
+
+    /// Everything `s` lacks or narrows, as observed.
+    fn lacks(s: &SourceShape) -> Observed {
+        let t = table();
+        let dropped = t.columns.iter().filter(|c| !s.columns.iter().any(|x| x.name == c.name)).map(|c| c.name.clone());
+        let narrowed = s.columns.iter().filter(|c| t.position(&c.name).is_some_and(|p| t.columns[p].ty != c.ty));
+        Observed { dropped: dropped.collect(), narrowed: narrowed.map(|c| c.name.clone()).collect() }
     }
 
     #[test]
@@ -380,11 +414,39 @@ mod tests {
         assert!(schema.columns[3].nullable, "the dropped column is kept, nullable");
         assert!(retired.contains("name"));
         // Once retired, its absence is not drift again.
-        assert_eq!(decide(&schema, &retired, &renamed, SchemaPolicy::Additive), Decision::Unchanged);
+        assert_eq!(decide(&schema, &retired, &renamed, &lacks(&renamed), SchemaPolicy::Additive), Decision::Unchanged);
 
         let narrowed = source(|c| c[0].ty = ColumnType::Int);
         assert!(matches!(evolve(&narrowed, SchemaPolicy::Additive), Decision::Pause { .. }));
         assert!(matches!(evolve(&narrowed, SchemaPolicy::Lenient), Decision::Evolve { .. }));
+    }
+
+    #[test]
+    fn absence_of_a_nullable_column_is_not_a_drop() {
+        let lagging = source(|c| {
+            c.remove(1);
+        });
+        let (none, nothing) = (BTreeSet::new(), Observed::default());
+        assert_eq!(decide(&table(), &none, &lagging, &nothing, SchemaPolicy::Additive), Decision::Unchanged);
+        // Nor is an older, narrower type (a partition lagging a widening).
+        let older = source(|c| c[0].ty = ColumnType::Int);
+        assert_eq!(decide(&table(), &none, &older, &nothing, SchemaPolicy::Additive), Decision::Unchanged);
+        // A required column is never silently absent.
+        let no_name = source(|c| {
+            c.remove(3);
+        });
+        assert!(matches!(decide(&table(), &none, &no_name, &nothing, SchemaPolicy::Additive), Decision::Pause { .. }));
+    }
+
+    #[test]
+    fn key_order_is_not_a_key_change() {
+        let t = TableSchema::new(
+            vec![col("a", ColumnType::Int, false), col("b", ColumnType::String, false)],
+            &["a".to_string(), "b".to_string()],
+        )
+        .expect("schema");
+        let s = SourceShape { columns: t.columns.clone(), key: Some(vec!["b".into(), "a".into()]) };
+        assert_eq!(decide(&t, &BTreeSet::new(), &s, &Observed::default(), SchemaPolicy::Additive), Decision::Unchanged);
     }
 
     #[test]
@@ -401,15 +463,15 @@ mod tests {
     }
 
     #[test]
-    fn a_retired_column_can_come_back() {
+    fn a_retired_column_that_shows_up_again_is_no_change() {
         let dropped = source(|c| {
             c.remove(1);
         });
         let Decision::Evolve { schema, retired, .. } = evolve(&dropped, SchemaPolicy::Lenient) else { panic!() };
-        let back = SourceShape { columns: table().columns, key: Some(vec!["id".into()]) };
-        let Decision::Evolve { retired: now, .. } = decide(&schema, &retired, &back, SchemaPolicy::Additive) else {
-            panic!("the returning column is additive")
-        };
-        assert!(now.is_empty());
+        assert!(retired.contains("qty"));
+        // Older records (say, re-read after an approval) still carry it.
+        let older = SourceShape { columns: table().columns, key: Some(vec!["id".into()]) };
+        let none = Observed::default();
+        assert_eq!(decide(&schema, &retired, &older, &none, SchemaPolicy::Additive), Decision::Unchanged);
     }
 }

@@ -64,6 +64,7 @@ fn request(table: &TableIdent, epoch: u64, partition: i32, next: i64) -> CommitR
         offsets,
         data_files: vec![data_file(&format!("e{epoch}-p{partition}"))],
         delete_files: Vec::new(),
+        schema_change: None,
     }
 }
 

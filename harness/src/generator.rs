@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value as Json, json};
 
-use crate::columns::GenType;
+use crate::columns::{GenColumn, GenType};
 use crate::model::{Change, Model, TableModel};
 use crate::tables::GenTable;
 
@@ -74,6 +74,30 @@ pub struct WorkloadSpec {
     pub p_duplicate: f64,
     /// Probability of a bad record.
     pub p_bad: f64,
+    /// Upstream schema changes, applied when that many records have been emitted.
+    pub schema_steps: Vec<SchemaStep>,
+}
+
+/// An upstream DDL in the middle of a workload.
+#[derive(Clone, Debug)]
+pub struct SchemaStep {
+    /// Records emitted before it.
+    pub at: u64,
+    /// Table index.
+    pub table: usize,
+    /// What changes.
+    pub edit: SchemaEdit,
+}
+
+/// What an upstream DDL does.
+#[derive(Clone, Debug)]
+pub enum SchemaEdit {
+    /// `ADD COLUMN` (nullable): existing rows read null.
+    AddColumn(GenColumn),
+    /// Widen a column's type (e.g. int32 → int64).
+    Widen(&'static str, GenType),
+    /// `DROP COLUMN`: messages stop carrying it.
+    Drop(&'static str),
 }
 
 impl WorkloadSpec {
@@ -95,6 +119,7 @@ impl WorkloadSpec {
             p_tombstone: 0.5,
             p_duplicate: 0.0,
             p_bad: 0.0,
+            schema_steps: Vec::new(),
         }
     }
 
@@ -115,6 +140,7 @@ impl WorkloadSpec {
             p_tombstone: 0.5,
             p_duplicate: 0.02,
             p_bad: 0.0,
+            schema_steps: Vec::new(),
         }
     }
 }
@@ -231,7 +257,9 @@ impl Generator {
         let mut json = Map::new();
         let mut values = Vec::with_capacity(table.columns.len());
         for (i, c) in table.columns.iter().enumerate() {
-            if let Some(kpos) = table.key.iter().position(|&k| k == i) {
+            if table.dropped.contains(&i) {
+                values.push(Value::Null);
+            } else if let Some(kpos) = table.key.iter().position(|&k| k == i) {
                 json.insert(c.name.to_string(), key_json.get(c.name).cloned().unwrap_or(Json::Null));
                 values.push(key.0[kpos].clone());
             } else if c.optional && self.rng.random_bool(0.1) {
@@ -250,7 +278,8 @@ impl Generator {
         let table = self.tables[t].table.clone();
         let mut json = live.json.clone();
         let mut values = live.row.0.to_vec();
-        let candidates: Vec<usize> = (0..table.columns.len()).filter(|i| !table.key.contains(i)).collect();
+        let candidates: Vec<usize> =
+            (0..table.columns.len()).filter(|i| !table.key.contains(i) && !table.dropped.contains(i)).collect();
         let changes = self.rng.random_range(1..=3.min(candidates.len().max(1)));
         for _ in 0..changes {
             let Some(&i) = candidates.get(self.rng.random_range(0..candidates.len().max(1))) else { break };
@@ -335,7 +364,76 @@ impl Generator {
         });
     }
 
+    fn apply_schema_steps(&mut self) {
+        let due: Vec<SchemaStep> = self.spec.schema_steps.iter().filter(|s| s.at == self.emitted).cloned().collect();
+        for step in due {
+            self.spec.schema_steps.retain(|s| !(s.at == step.at && s.table == step.table));
+            let t = step.table;
+            match step.edit {
+                SchemaEdit::AddColumn(column) => {
+                    let name = column.name;
+                    self.tables[t].table.columns.push(column.clone());
+                    for live in self.tables[t].live.values_mut() {
+                        // Debezium's images carry the new column from the DDL on.
+                        live.json.insert(name.to_string(), Json::Null);
+                        let mut values = live.row.0.to_vec();
+                        values.push(Value::Null);
+                        live.row = Row::new(values);
+                    }
+                    let m = &mut self.model.tables[t];
+                    m.schema.columns.push(floe_engine::schema::Column {
+                        name: name.to_string(),
+                        ty: column.ty.column_type(),
+                        nullable: true,
+                    });
+                    for row in m.rows.values_mut() {
+                        let mut values = row.0.to_vec();
+                        values.push(Value::Null);
+                        *row = Row::new(values);
+                    }
+                }
+                SchemaEdit::Widen(name, ty) => {
+                    let table = &mut self.tables[t].table;
+                    let Some(p) = table.columns.iter().position(|c| c.name == name) else { continue };
+                    table.columns[p].ty = ty;
+                    let widen = |v: &Value| match v {
+                        Value::Int(x) => Value::Long(i64::from(*x)),
+                        Value::Float(x) => Value::Double(ordered_float::OrderedFloat(f64::from(x.0))),
+                        other => other.clone(),
+                    };
+                    for live in self.tables[t].live.values_mut() {
+                        let mut values = live.row.0.to_vec();
+                        values[p] = widen(&values[p]);
+                        live.row = Row::new(values);
+                    }
+                    let m = &mut self.model.tables[t];
+                    m.schema.columns[p].ty = ty.column_type();
+                    for row in m.rows.values_mut() {
+                        let mut values = row.0.to_vec();
+                        values[p] = widen(&values[p]);
+                        *row = Row::new(values);
+                    }
+                }
+                SchemaEdit::Drop(name) => {
+                    let table = &mut self.tables[t].table;
+                    let Some(p) = table.columns.iter().position(|c| c.name == name) else { continue };
+                    table.dropped.insert(p);
+                    for live in self.tables[t].live.values_mut() {
+                        live.json.remove(name);
+                        let mut values = live.row.0.to_vec();
+                        values[p] = Value::Null;
+                        live.row = Row::new(values);
+                    }
+                    // The model keeps the column (as `lenient` or an approval does): null from now on.
+                    self.model.tables[t].schema.columns[p].nullable = true;
+                }
+            }
+            self.tables[t].table.rebuild();
+        }
+    }
+
     fn step(&mut self) {
+        self.apply_schema_steps();
         self.clock_ms += self.rng.random_range(0..40);
         let t = self.rng.random_range(0..self.tables.len());
         if self.spec.p_bad > 0.0 && self.rng.random_bool(self.spec.p_bad) {

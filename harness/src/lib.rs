@@ -18,5 +18,5 @@ pub mod race;
 pub mod tables;
 pub mod verify;
 
-pub use generator::{Generator, KafkaRecord, WorkloadSpec};
+pub use generator::{Generator, KafkaRecord, SchemaEdit, SchemaStep, WorkloadSpec};
 pub use model::{Model, TableModel};

@@ -49,12 +49,21 @@ pub struct TableModel {
     pub dead_letters: BTreeSet<(i32, i64)>,
 }
 
-/// A ledger fingerprint: stable across runs and processes.
+/// A ledger fingerprint: stable across runs and processes, and across schema evolution: an
+/// image recorded before columns were added (trailing nulls) or widened (int → long,
+/// float → double) has the fingerprint of the same image read back under the new schema.
 pub fn fingerprint(op: &str, source_ts_ms: Option<i64>, image: &[Value]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     op.hash(&mut h);
     source_ts_ms.map(|ms| ms * 1000).hash(&mut h);
-    image.hash(&mut h);
+    let used = image.iter().rposition(|v| !v.is_null()).map_or(0, |p| p + 1);
+    for v in &image[..used] {
+        match v {
+            Value::Int(x) => Value::Long(i64::from(*x)).hash(&mut h),
+            Value::Float(x) => Value::Double(ordered_float::OrderedFloat(f64::from(x.0))).hash(&mut h),
+            other => other.hash(&mut h),
+        }
+    }
     h.finish()
 }
 

@@ -24,9 +24,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 
+use crate::KafkaRecord;
 use crate::kcat::kcat_line;
 use crate::tables::GenTable;
-use crate::KafkaRecord;
 
 /// The size and seed of a race workload.
 #[derive(Clone, Debug)]

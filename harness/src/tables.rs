@@ -21,6 +21,9 @@ pub struct GenTable {
     pub columns: Vec<GenColumn>,
     /// Positions of the key columns.
     pub key: Vec<usize>,
+    /// Positions of columns the source dropped: left out of the messages, null in the
+    /// generator's rows (the table keeps them, as `lenient` or an approval does).
+    pub dropped: std::collections::BTreeSet<usize>,
     value_schema: String,
     key_schema: String,
 }
@@ -38,12 +41,18 @@ impl GenTable {
             table: table.to_string(),
             columns,
             key,
+            dropped: Default::default(),
             value_schema: String::new(),
             key_schema: String::new(),
         };
-        t.value_schema = t.build_value_schema().to_string();
-        t.key_schema = t.build_key_schema().to_string();
+        t.rebuild();
         t
+    }
+
+    /// Recomputes the messages' schemas after a schema change.
+    pub fn rebuild(&mut self) {
+        self.value_schema = self.build_value_schema().to_string();
+        self.key_schema = self.build_key_schema().to_string();
     }
 
     /// `orders`: an int64 key and one column of every mapped type.
@@ -137,7 +146,13 @@ impl GenTable {
     }
 
     fn row_struct(&self, field: &str) -> Json {
-        let fields: Vec<Json> = self.columns.iter().map(|c| c.ty.field_schema(c.name, c.optional)).collect();
+        let fields: Vec<Json> = self
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.dropped.contains(i))
+            .map(|(_, c)| c.ty.field_schema(c.name, c.optional))
+            .collect();
         json!({"type": "struct", "fields": fields, "optional": true, "name": format!("{}.Value", self.topic), "field": field})
     }
 

@@ -5,7 +5,9 @@
 //! - Column `i` of the batch is built from the [`ColumnSource`] at index `i`; the batch's
 //!   schema is exactly the target schema, so the writers never re-map fields.
 //! - A value whose variant does not match the column type is a bug upstream (the decoder
-//!   validates types); it is reported as an error, never written.
+//!   validates types); it is reported as an error, never written. The exceptions are the
+//!   lossless promotions schema evolution allows (int into long, float into double) and
+//!   rows shorter than the schema (decoded before columns were added): padded with nulls.
 
 use std::sync::Arc;
 
@@ -73,6 +75,9 @@ impl ColumnBuilder {
             (ColumnBuilder::Boolean(b), Value::Boolean(x)) => b.append_value(*x),
             (ColumnBuilder::Int(b), Value::Int(x)) => b.append_value(*x),
             (ColumnBuilder::Long(b), Value::Long(x)) => b.append_value(*x),
+            // Rows decoded before a column was widened (int → long, float → double).
+            (ColumnBuilder::Long(b), Value::Int(x)) => b.append_value(i64::from(*x)),
+            (ColumnBuilder::Double(b), Value::Float(x)) => b.append_value(f64::from(x.0)),
             (ColumnBuilder::Float(b), Value::Float(x)) => b.append_value(x.0),
             (ColumnBuilder::Double(b), Value::Double(x)) => b.append_value(x.0),
             (ColumnBuilder::Decimal(b), Value::Decimal(x)) => b.append_value(*x),
@@ -118,11 +123,19 @@ impl BatchBuilder {
         Ok(BatchBuilder { schema, columns, rows: 0 })
     }
 
-    /// Appends one row given its cells in schema order.
+    /// Appends one row given its cells in schema order. A row decoded under an older schema
+    /// version is shorter: its missing trailing columns are null.
     pub fn append<'a>(&mut self, cells: impl IntoIterator<Item = &'a Value>) -> Result<()> {
+        let mut given = 0;
         for (i, (builder, v)) in self.columns.iter_mut().zip(cells).enumerate() {
             builder.append(v).map_err(|m| {
                 Error::new(ErrorKind::Internal, format!("column `{}`: {m}: {v}", self.schema.field(i).name()))
+            })?;
+            given += 1;
+        }
+        for (i, builder) in self.columns.iter_mut().enumerate().skip(given) {
+            builder.append(&Value::Null).map_err(|m| {
+                Error::new(ErrorKind::Internal, format!("column `{}`: {m}", self.schema.field(i).name()))
             })?;
         }
         self.rows += 1;
@@ -176,5 +189,30 @@ mod tests {
         let err =
             BatchBuilder::new(batch.schema(), 1).expect("b").append(&[Value::String("x".into())]).expect_err("type");
         assert!(err.to_string().contains("column `id`"));
+    }
+
+    #[test]
+    fn rows_of_an_older_schema_version_are_widened_and_padded() {
+        let schema = TableSchema::new(
+            vec![
+                Column { name: "id".into(), ty: ColumnType::Long, nullable: false },
+                Column { name: "qty".into(), ty: ColumnType::Long, nullable: true },
+                Column { name: "score".into(), ty: ColumnType::Double, nullable: true },
+                Column { name: "note".into(), ty: ColumnType::String, nullable: true },
+            ],
+            &["id".to_string()],
+        )
+        .expect("schema");
+        let arrow =
+            Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema.base_schema().expect("iceberg")).expect("arrow"));
+        let mut b = BatchBuilder::new(arrow, 1).expect("builder");
+        // Decoded when qty was an int, score a float, and note did not exist.
+        b.append(&[Value::Long(1), Value::Int(-7), Value::Float(ordered_float::OrderedFloat(0.5))]).expect("row");
+        let batch = b.finish().expect("batch");
+        let qty = batch.column(1).as_any().downcast_ref::<arrow_array::Int64Array>().expect("long");
+        assert_eq!(qty.value(0), -7);
+        let score = batch.column(2).as_any().downcast_ref::<arrow_array::Float64Array>().expect("double");
+        assert_eq!(score.value(0), 0.5);
+        assert!(batch.column(3).is_null(0));
     }
 }

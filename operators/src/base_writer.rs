@@ -11,6 +11,8 @@
 //! # Invariants
 //! - Input arrives already exchanged by bucket (the consolidation's pact), so exactly one
 //!   worker writes each `(table, bucket)`: the operator itself uses the `Pipeline` pact.
+//! - Files are written under the epoch's schema version (`SchemaVersions::at`; older rows
+//!   are padded and widened); nothing is written for a table paused at the epoch.
 //! - A key is deleted (equality delete) iff the epoch may have replaced or removed an older
 //!   row of it; its new row, if any, goes to the data file of the same epoch. Both get the
 //!   same sequence number at commit, so the delete never hits the new row.
@@ -89,7 +91,13 @@ impl StageCore for BaseStage {
         let mut jobs: Vec<WriteJob> = Vec::with_capacity(buckets.len());
         for ((table, bucket), stage) in buckets {
             let table_plan = &self.plan.tables[table as usize];
-            let Some(target) = table_plan.base.clone() else { continue };
+            if table_plan.versions.is_paused_at(epoch) {
+                continue;
+            }
+            // The epoch's version: rows decoded under older ones are prefixes of it.
+            let version = table_plan.versions.at(epoch);
+            let Some(target) = table_plan.base_at(&version)? else { continue };
+            let version = version.number;
             let data_schema = Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?);
             let mut data = BatchBuilder::new(data_schema, stage.rows.len())?;
             for row in &stage.rows {
@@ -120,12 +128,12 @@ impl StageCore for BaseStage {
                         write_equality_deletes(&file_io, &target, &equality_ids, Some(partition.clone()), keys, &prefix)
                             .await?
                     {
-                        out.push(WrittenFile::new(Dest::Base(table), epoch, &target, f, None)?);
+                        out.push(WrittenFile::new(Dest::Base(table), epoch, &target, f, None)?.at_version(version));
                     }
                 }
                 if data.num_rows() > 0 {
-                    for f in write_data(&file_io, &target, Some(partition), data, &prefix).await? {
-                        out.push(WrittenFile::new(Dest::Base(table), epoch, &target, f, None)?);
+                    for f in write_data(&file_io, &target, Some(partition), vec![data], &prefix).await? {
+                        out.push(WrittenFile::new(Dest::Base(table), epoch, &target, f, None)?.at_version(version));
                     }
                 }
                 Ok(out)

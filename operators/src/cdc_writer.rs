@@ -11,10 +11,15 @@
 //!   filters by the table's committed offsets), so a `(partition, offset)` appears once.
 //! - Writes locally (`Pipeline` pact): each worker writes the events of the Kafka
 //!   partitions it reads.
+//! - Schema evolution: a group's builder follows the table's newest schema version (a
+//!   superset of every row's); when the epoch is written, what was built is conformed to the
+//!   epoch's version (`SchemaVersions::at`). Nothing is written for a table paused at the
+//!   epoch.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use floe_engine::epoch::Epoch;
 use floe_engine::error::Result;
@@ -27,12 +32,17 @@ use timely::dataflow::channels::pact::Pipeline;
 use crate::arrow_rows::BatchBuilder;
 use crate::debezium::{Event, Op};
 use crate::epoch_writer::{StageCore, WriteJob, write_epochs};
-use crate::files::{Dest, WrittenFile, write_data};
+use crate::files::{Dest, WrittenFile, conform_batch, write_data};
 use crate::plan::PlanRef;
 
 struct Pending {
     batch: BatchBuilder,
     max_ts: Option<i64>,
+    /// The schema version `batch` builds, and the row positions its CDC fields read.
+    version: u32,
+    positions: Vec<Option<usize>>,
+    /// Batches finished under older versions.
+    older: Vec<RecordBatch>,
 }
 
 /// Staging of ledger rows per `(table, time partition)` and epoch, in Arrow builders.
@@ -117,16 +127,33 @@ impl StageCore for CdcStage {
         let pending = match group.entry((event.table, partition)) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let schema = self.schemas.get(&event.table).cloned().ok_or_else(|| {
-                    floe_engine::Error::new(
-                        floe_engine::ErrorKind::Internal,
-                        "CDC event for a table without a CDC table",
-                    )
-                })?;
-                v.insert(Pending { batch: BatchBuilder::new(schema, 1024)?, max_ts: None })
+                let latest = table.versions.latest();
+                let (version, (schema, positions)) = match latest.number {
+                    0 => {
+                        let schema = self.schemas.get(&event.table).cloned().ok_or_else(|| {
+                            floe_engine::Error::new(
+                                floe_engine::ErrorKind::Internal,
+                                "CDC event for a table without a CDC table",
+                            )
+                        })?;
+                        (0, (schema, table.cdc_positions.clone()))
+                    }
+                    _ => cdc_schema_at(table, &latest)?,
+                };
+                v.insert(Pending {
+                    batch: BatchBuilder::new(schema, 1024)?,
+                    max_ts: None,
+                    version,
+                    positions,
+                    older: Vec::new(),
+                })
             }
         };
-        append_ledger_row(&mut pending.batch, &op, &event, &table.schema.key, &table.cdc_positions)?;
+        // A row decoded under a newer version than the builder's: move the builder on.
+        if pending.version != table.versions.latest_number() {
+            upgrade(pending, table)?;
+        }
+        append_ledger_row(&mut pending.batch, &op, &event, &table.schema.key, &pending.positions)?;
         pending.max_ts = pending.max_ts.max(event.source_ts_ms);
         Ok(())
     }
@@ -134,28 +161,63 @@ impl StageCore for CdcStage {
     fn flush(&mut self, epoch: Epoch) -> Result<Vec<WriteJob>> {
         let Some(groups) = self.staged.remove(&epoch) else { return Ok(Vec::new()) };
         let mut jobs: Vec<WriteJob> = Vec::with_capacity(groups.len());
-        for ((table, partition), pending) in groups {
-            let Some(target) = self.plan.tables[table as usize].cdc.clone() else { continue };
-            let rows = pending.batch.len() as u64;
+        for ((table, partition), mut pending) in groups {
+            let table_plan = &self.plan.tables[table as usize];
+            if table_plan.versions.is_paused_at(epoch) {
+                continue;
+            }
+            // Every decoder has passed the epoch: its version is final.
+            let version = table_plan.versions.at(epoch);
+            let Some((target, _)) = table_plan.cdc_at(&version)? else { continue };
+            let rows = (pending.batch.len() + pending.older.iter().map(RecordBatch::num_rows).sum::<usize>()) as u64;
             self.plan.metrics.table(&target.name.to_string(), |s| {
                 s.events += rows;
                 s.rows += rows;
             });
-            let batch = pending.batch.finish()?;
+            let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?);
+            let mut batches = Vec::with_capacity(pending.older.len() + 1);
+            pending.older.push(pending.batch.finish()?);
+            for built in pending.older.drain(..) {
+                batches.push(conform_batch(built, &arrow)?);
+            }
+            let version = version.number;
             let max_ts = pending.max_ts;
             let file_io = self.plan.catalog.file_io().clone();
             let prefix = format!("e{epoch}-w{}", self.worker);
             let partition: Struct = [partition.map(Literal::int)].into_iter().collect();
             jobs.push(Box::pin(async move {
                 let mut out = Vec::new();
-                for f in write_data(&file_io, &target, Some(partition), batch, &prefix).await? {
-                    out.push(WrittenFile::new(Dest::Cdc(table), epoch, &target, f, max_ts)?);
+                for f in write_data(&file_io, &target, Some(partition), batches, &prefix).await? {
+                    out.push(WrittenFile::new(Dest::Cdc(table), epoch, &target, f, max_ts)?.at_version(version));
                 }
                 Ok(out)
             }));
         }
         Ok(jobs)
     }
+}
+
+/// The CDC table's Arrow schema and field positions as of `version`.
+fn cdc_schema_at(
+    table: &crate::plan::TablePlan,
+    version: &crate::schema_versions::Version,
+) -> Result<(u32, (SchemaRef, Vec<Option<usize>>))> {
+    let (target, positions) = table.cdc_at(version)?.ok_or_else(|| {
+        floe_engine::Error::new(floe_engine::ErrorKind::Internal, "CDC event for a table without a CDC table")
+    })?;
+    Ok((version.number, (Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?), positions)))
+}
+
+/// Moves `pending` to the table's newest version: what was built so far is finished.
+fn upgrade(pending: &mut Pending, table: &crate::plan::TablePlan) -> Result<()> {
+    let (number, (schema, positions)) = cdc_schema_at(table, &table.versions.latest())?;
+    let built = std::mem::replace(&mut pending.batch, BatchBuilder::new(schema, 1024)?);
+    if !built.is_empty() {
+        pending.older.push(built.finish()?);
+    }
+    pending.version = number;
+    pending.positions = positions;
+    Ok(())
 }
 
 /// The CDC-writer operator.

@@ -20,17 +20,24 @@
 //!   resumes from the base and CDC tables) never skips a dead letter.
 //! - A failed commit keeps its capability and records a fatal error: later epochs are never
 //!   committed over a gap.
+//! - Schema evolution: each snapshot carries the table's newest schema version (added to the
+//!   metadata in the same swap when it is new), so the schema lands with or before the first
+//!   data that uses it. A table paused at an epoch gets no snapshot for it or any later
+//!   epoch; its pending change is recorded once, as a table property, for review.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use floe_engine::commit::{CommitOutcome, CommitRequest, RetryPolicy, commit};
+use floe_engine::commit::{CommitOutcome, CommitRequest, RetryPolicy, SchemaCommit, commit, commit_metadata};
 use floe_engine::epoch::Epoch;
 use floe_engine::error::Result;
 use floe_engine::metrics::Metrics;
 use floe_engine::offsets::SourceOffsets;
+use floe_engine::schema_audit::{AuditEntry, PENDING_PROPERTY, PendingChange};
+use floe_engine::schema_drift::SchemaPolicy;
+use iceberg::TableIdent;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Exchange;
@@ -78,6 +85,8 @@ pub struct PendingEpochs {
     plan: PlanRef,
     epochs: BTreeMap<Epoch, EpochContent>,
     run_progress: SourceOffsets,
+    /// Tables whose pause is already recorded in the catalog.
+    pauses_recorded: std::collections::BTreeSet<u32>,
 }
 
 /// The commit requests of one epoch, in commit order.
@@ -87,12 +96,14 @@ pub struct EpochCommits {
     pub first: Vec<(Dest, CommitRequest)>,
     /// Base and CDC tables: commit after, concurrently.
     pub then: Vec<(Dest, CommitRequest)>,
+    /// Paused tables whose pending change is to be recorded (a property on each table).
+    pub pauses: Vec<(TableIdent, PendingChange)>,
 }
 
 impl EpochCommits {
     /// Whether nothing is to be committed.
     pub fn is_empty(&self) -> bool {
-        self.first.is_empty() && self.then.is_empty()
+        self.first.is_empty() && self.then.is_empty() && self.pauses.is_empty()
     }
 }
 
@@ -108,7 +119,12 @@ pub fn target(plan: &PipelinePlan, dest: Dest) -> Option<&Target> {
 impl PendingEpochs {
     /// An empty table of pending epochs.
     pub fn new(plan: PlanRef) -> PendingEpochs {
-        PendingEpochs { plan, epochs: BTreeMap::new(), run_progress: SourceOffsets::default() }
+        PendingEpochs {
+            plan,
+            epochs: BTreeMap::new(),
+            run_progress: SourceOffsets::default(),
+            pauses_recorded: Default::default(),
+        }
     }
 
     /// Adds a written file.
@@ -142,17 +158,35 @@ impl PendingEpochs {
             self.run_progress.advance(topic, p.partition, p.next_offset);
         }
         let mut commits = EpochCommits::default();
+        self.record_pauses(epoch, &mut commits);
         for (dest, files) in content.files {
             let Some(target) = target(&self.plan, dest) else { continue };
             let mut offsets = target.committed.clone();
             offsets.merge(&self.run_progress.restrict(self.topics(dest)));
+            let (schema_change, versions) = match dest {
+                Dest::Base(t) | Dest::Cdc(t) => {
+                    let table = &self.plan.tables[t as usize];
+                    if table.versions.is_paused_at(epoch) {
+                        continue;
+                    }
+                    (schema_commit(table, dest, epoch)?, table.versions.all())
+                }
+                Dest::DeadLetters(_) => (None, Vec::new()),
+            };
             let mut data_files = Vec::new();
             let mut delete_files = Vec::new();
             for f in &files {
+                // A file decodes with the schema it was written under.
+                let at = match (dest, versions.get(f.schema_version as usize)) {
+                    (Dest::Base(t), Some(v)) => self.plan.tables[t as usize].base_at(v)?,
+                    (Dest::Cdc(t), Some(v)) => self.plan.tables[t as usize].cdc_at(v)?.map(|(target, _)| target),
+                    _ => None,
+                };
+                let file = f.data_file(at.as_ref().unwrap_or(target))?;
                 if f.deletes {
-                    delete_files.push(f.data_file(target)?);
+                    delete_files.push(file);
                 } else {
-                    data_files.push(f.data_file(target)?);
+                    data_files.push(file);
                 }
             }
             let request = CommitRequest {
@@ -162,6 +196,7 @@ impl PendingEpochs {
                 offsets,
                 data_files,
                 delete_files,
+                schema_change,
             };
             match dest {
                 Dest::DeadLetters(_) => commits.first.push((dest, request)),
@@ -170,6 +205,66 @@ impl PendingEpochs {
         }
         Ok(commits)
     }
+}
+
+impl PendingEpochs {
+    /// Queues the record of each pause that `epoch` reaches, once per table.
+    fn record_pauses(&mut self, epoch: Epoch, commits: &mut EpochCommits) {
+        for table in &self.plan.tables {
+            let Some(pause) = table.versions.pause_state() else { continue };
+            if epoch < pause.from_epoch || !self.pauses_recorded.insert(table.index) {
+                continue;
+            }
+            let pending = PendingChange {
+                changes: pause.changes.clone(),
+                topic: pause.first.topic.clone(),
+                partition: pause.first.partition,
+                offset: pause.first.offset,
+                detected_at_ms: pause.first.at_ms,
+                policy: format!("{:?}", table.schema_policy).to_lowercase(),
+            };
+            for target in [&table.base, &table.cdc].into_iter().flatten() {
+                commits.pauses.push((target.ident.clone(), pending.clone()));
+            }
+        }
+    }
+}
+
+/// The schema a table's snapshot of `epoch` must carry: the epoch's version, once the run
+/// evolved the table, with the audit entries of every version up to it.
+fn schema_commit(table: &crate::plan::TablePlan, dest: Dest, epoch: Epoch) -> Result<Option<SchemaCommit>> {
+    let latest = table.versions.at(epoch);
+    if latest.number == 0 {
+        return Ok(None);
+    }
+    let schema = match dest {
+        Dest::Cdc(_) => latest.schema.cdc_schema()?,
+        _ => latest.schema.base_schema()?,
+    };
+    let approval = match table.schema_policy {
+        SchemaPolicy::Lenient => "automatic (lenient)",
+        _ => "automatic (additive)",
+    };
+    let audit = table
+        .versions
+        .all()
+        .iter()
+        .filter(|v| v.number <= latest.number)
+        .filter_map(|v| v.change.as_ref())
+        .map(|(changes, first)| AuditEntry {
+            old_schema_id: 0,
+            new_schema_id: 0,
+            changes: changes.clone(),
+            topic: first.topic.clone(),
+            partition: first.partition,
+            offset: first.offset,
+            detected: first.detected.clone(),
+            detected_at_ms: first.at_ms,
+            applied_at_ms: 0,
+            approval: approval.to_string(),
+        })
+        .collect();
+    Ok(Some(SchemaCommit { schema, retired: latest.retired.clone(), audit }))
 }
 
 type Done = (Epoch, Result<Vec<(Dest, CommitOutcome)>>);
@@ -189,6 +284,11 @@ async fn run_commits(
 ) -> Result<Vec<(Dest, CommitOutcome)>> {
     let retry = RetryPolicy::default();
     let mut out = Vec::new();
+    for (table, pending) in &commits.pauses {
+        let value = serde_json::to_string(pending).unwrap_or_default();
+        let set = std::collections::HashMap::from([(PENDING_PROPERTY.to_string(), value)]);
+        commit_metadata(catalog.as_ref(), table, None, set, &[]).await?;
+    }
     for (dest, request) in &commits.first {
         out.push((*dest, commit(catalog.as_ref(), request, retry).await?));
     }

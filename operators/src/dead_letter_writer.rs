@@ -74,7 +74,7 @@ impl StageCore for DeadLetterStage {
             let prefix = format!("e{epoch}-w{}", self.worker);
             jobs.push(Box::pin(async move {
                 let mut out = Vec::new();
-                for f in write_data(&file_io, &target, None, batch, &prefix).await? {
+                for f in write_data(&file_io, &target, None, vec![batch], &prefix).await? {
                     out.push(WrittenFile::new(Dest::DeadLetters(index as u32), epoch, &target, f, None)?);
                 }
                 Ok(out)

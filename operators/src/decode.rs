@@ -9,7 +9,8 @@
 //! # Invariants
 //! - Local (`Pipeline` pact): records are decoded on the worker that read them, so a
 //!   partition's events stay in offset order.
-//! - Every record ends as one event, one dead letter, or one counted tombstone.
+//! - Every record ends as one event, one dead letter, one counted tombstone, or one counted
+//!   held record (its table is paused by a schema change; the offset is not committed).
 
 use std::sync::Arc;
 
@@ -28,7 +29,16 @@ use crate::plan::PlanRef;
 pub fn decoders(plan: &PlanRef) -> Vec<TableDecoder> {
     plan.tables
         .iter()
-        .map(|t| TableDecoder::new(t.index, &t.topic, Arc::clone(&t.schema), t.declared.is_some(), t.transform.clone()))
+        .map(|t| {
+            TableDecoder::new(
+                t.index,
+                &t.topic,
+                Arc::clone(&t.versions),
+                t.declared.is_some(),
+                t.schema_policy,
+                t.transform.clone(),
+            )
+        })
         .collect()
 }
 
@@ -46,17 +56,22 @@ pub fn decode<'s>(
                 move |input, output| {
                     input.for_each(|cap, data| {
                         let mut session = output.session(&cap);
-                        let mut tombstones = 0;
+                        let (mut tombstones, mut held) = (0, 0);
+                        let epoch = cap.least().copied().unwrap_or_default();
                         for record in data.drain(..) {
                             let Some(decoder) = decoders.get_mut(record.table as usize) else { continue };
-                            match decoder.decode(record) {
+                            match decoder.decode(record, epoch) {
                                 Decoded::Event(e) => session.give(Ok(e)),
                                 Decoded::Dead(d) => session.give(Err(d)),
                                 Decoded::Tombstone => tombstones += 1,
+                                Decoded::Held => held += 1,
                             }
                         }
                         if tombstones > 0 {
                             Metrics::add(&plan.metrics.tombstones, tombstones);
+                        }
+                        if held > 0 {
+                            Metrics::add(&plan.metrics.held, held);
                         }
                     });
                 }

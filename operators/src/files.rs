@@ -64,6 +64,8 @@ pub struct WrittenFile {
     pub bytes: u64,
     /// Largest `source.ts_ms` among the events behind the file, for freshness.
     pub max_source_ts_ms: Option<i64>,
+    /// The table schema version the file was written under (0: the run's starting schema).
+    pub schema_version: u32,
 }
 
 impl WrittenFile {
@@ -80,10 +82,16 @@ impl WrittenFile {
         let records = file.record_count();
         let bytes = file.file_size_in_bytes();
         let data_file_json = serialize_data_file_to_json(file, &partition_type, FormatVersion::V2)?;
-        Ok(WrittenFile { dest, epoch, deletes, data_file_json, records, bytes, max_source_ts_ms })
+        Ok(WrittenFile { dest, epoch, deletes, data_file_json, records, bytes, max_source_ts_ms, schema_version: 0 })
     }
 
-    /// The `DataFile` back, for the committer.
+    /// The file, marked as written under schema version `version`.
+    pub fn at_version(self, version: u32) -> WrittenFile {
+        WrittenFile { schema_version: version, ..self }
+    }
+
+    /// The `DataFile` back, for the committer; `target` must be as of the file's
+    /// `schema_version` (its field types decode the file's bounds).
     pub fn data_file(&self, target: &Target) -> Result<DataFile> {
         let partition_type = target.spec.partition_type(&target.schema)?;
         Ok(deserialize_data_file_from_json(
@@ -137,20 +145,51 @@ fn rolling(
     )
 }
 
-/// Writes `batch` as data file(s) of `target` in `partition`.
+/// Writes `batches` (in `target`'s Arrow schema) as data file(s) of `target` in `partition`.
 pub async fn write_data(
     file_io: &FileIO,
     target: &Target,
     partition: Option<Struct>,
-    batch: RecordBatch,
+    batches: Vec<RecordBatch>,
     name_prefix: &str,
 ) -> Result<Vec<DataFile>> {
     let schema = Arc::clone(&target.schema);
     let mut writer = DataFileWriterBuilder::new(rolling(file_io, target, Arc::clone(&schema), name_prefix))
         .build(partition_key(target, &schema, partition))
         .await?;
-    writer.write(batch).await?;
+    for batch in batches {
+        writer.write(batch).await?;
+    }
     Ok(writer.close().await?)
+}
+
+/// `batch`, built under another schema version, in the Arrow schema `to`: columns match by
+/// position (evolution only appends); a differing type is cast (widening, or narrowing back
+/// values that came from the narrower type; an overflow is an error, never a silent null);
+/// columns the batch lacks are null and columns `to` lacks are dropped (they hold only nulls:
+/// no row of the epoch needed them).
+pub fn conform_batch(batch: RecordBatch, to: &arrow_schema::SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == to.fields() {
+        return Ok(batch);
+    }
+    let rows = batch.num_rows();
+    let columns = to
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| match batch.columns().get(i) {
+            Some(c) if c.data_type() == field.data_type() => Ok(Arc::clone(c)),
+            Some(c) => arrow_cast::cast_with_options(
+                c,
+                field.data_type(),
+                &arrow_cast::CastOptions { safe: false, ..Default::default() },
+            )
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("widening `{}`", field.name())).with_source(e)),
+            None => Ok(arrow_array::new_null_array(field.data_type(), rows)),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(Arc::clone(to), columns)
+        .map_err(|e| Error::new(ErrorKind::Internal, "conforming a batch to the epoch's schema").with_source(e))
 }
 
 /// Writes the key columns in `keys` as equality-delete file(s) of `target` on

@@ -28,5 +28,6 @@ pub mod replay_log;
 pub mod replay_source;
 pub mod route;
 pub mod row_view;
+pub mod schema_versions;
 pub mod source_clock;
 pub mod upsert;

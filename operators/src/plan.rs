@@ -4,7 +4,8 @@
 //! ```text
 //!   PipelinePlan
 //!    ├── tables[i]: TablePlan          one per [[tables]] entry (one topic)
-//!    │     ├── schema                  row layout (positions = base table field order)
+//!    │     ├── schema                  row layout at start (positions = base table field order)
+//!    │     ├── versions                the live schema versions (evolved by the decoders)
 //!    │     ├── base: Option<Target>    upsert table: Iceberg schema, bucket spec, resume offsets
 //!    │     └── cdc:  Option<Target>    ledger table
 //!    └── dead_letters[j]: Target       one per dead-letter table
@@ -13,7 +14,9 @@
 //! # Invariants
 //! - `Target::committed` is what the table's newest floe snapshot says; a record at
 //!   `(partition, offset)` is written to the target only if `offset` is at or beyond it.
-//! - Plans never change during a run.
+//! - Plans never change during a run; what schema evolution changes lives in each table's
+//!   [`SchemaVersions`](crate::schema_versions::SchemaVersions), and [`TablePlan::base_at`] /
+//!   [`TablePlan::cdc_at`] give the targets as of a version.
 
 use std::sync::Arc;
 
@@ -28,6 +31,9 @@ use iceberg::TableIdent;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
 use crate::row_view::RowMut;
+use crate::schema_versions::{Version, VersionsRef};
+use floe_engine::error::Result;
+use floe_engine::schema_drift::SchemaPolicy;
 use iceberg::spec::{PartitionSpecRef, SchemaRef};
 
 /// A user transform over typed rows: edit the row in place, return `false` to drop it.
@@ -88,6 +94,33 @@ pub struct TablePlan {
     pub cdc_positions: Vec<Option<usize>>,
     /// Optional user transform applied to every row image.
     pub transform: Option<RowTransform>,
+    /// The live schema versions.
+    pub versions: VersionsRef,
+    /// What schema drift does (`schema_changes`).
+    pub schema_policy: SchemaPolicy,
+}
+
+impl TablePlan {
+    /// The base target as of `version`: its Iceberg schema is the version's.
+    pub fn base_at(&self, version: &Version) -> Result<Option<Target>> {
+        let Some(base) = &self.base else { return Ok(None) };
+        if version.number == 0 {
+            return Ok(Some(base.clone()));
+        }
+        Ok(Some(Target { schema: Arc::new(version.schema.base_schema()?), ..base.clone() }))
+    }
+
+    /// The CDC target as of `version`, and which row position each of its source fields reads.
+    pub fn cdc_at(&self, version: &Version) -> Result<Option<(Target, Vec<Option<usize>>)>> {
+        let Some(cdc) = &self.cdc else { return Ok(None) };
+        if version.number == 0 {
+            return Ok(Some((cdc.clone(), self.cdc_positions.clone())));
+        }
+        // Evolution appends columns: the new ones read their own positions.
+        let mut positions = self.cdc_positions.clone();
+        positions.extend((self.schema.columns.len()..version.schema.columns.len()).map(Some));
+        Ok(Some((Target { schema: Arc::new(version.schema.cdc_schema()?), ..cdc.clone() }, positions)))
+    }
 }
 
 impl std::fmt::Debug for TablePlan {
@@ -100,6 +133,7 @@ impl std::fmt::Debug for TablePlan {
             .field("base", &self.base.as_ref().map(|t| t.name.to_string()))
             .field("cdc", &self.cdc.as_ref().map(|t| t.name.to_string()))
             .field("transform", &self.transform.is_some())
+            .field("schema_policy", &self.schema_policy)
             .finish()
     }
 }

@@ -53,6 +53,8 @@ pub struct SparkBenchOptions {
     pub buckets: u32,
     /// Spark driver memory, e.g. `6g`.
     pub spark_memory: String,
+    /// Timed rounds per side (each from the same post-bootstrap state); the median is reported.
+    pub repeat: usize,
 }
 
 /// Spark's answer to `floe_race.py merge`.
@@ -68,7 +70,7 @@ struct MergeAnswer {
     compare: Compare,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 struct Compare {
     spark: Aggregates,
     floe: Aggregates,
@@ -78,7 +80,7 @@ struct Compare {
     sample_only_in_floe: serde_json::Value,
 }
 
-#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 struct Aggregates {
     rows: u64,
     id_sum: i64,
@@ -91,9 +93,9 @@ fn python() -> Result<PathBuf> {
     let path = match std::env::var_os("FLOE_PYTHON") {
         Some(p) => PathBuf::from(p),
         None => {
-            let cache = std::env::var_os("FLOE_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/floe")
-            });
+            let cache = std::env::var_os("FLOE_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/floe"));
             cache.join("venv/bin/python")
         }
     };
@@ -130,11 +132,8 @@ fn floe_run(pipeline: &Path, stats: &Path) -> Result<(RunStats, f64)> {
 
 fn spark<T: for<'de> Deserialize<'de>>(options: &SparkBenchOptions, args: &[&str]) -> Result<T> {
     let script = options.dir.join("floe_race.py");
-    let out = Command::new(python()?)
-        .arg(&script)
-        .args(args)
-        .env("FLOE_SPARK_MEMORY", &options.spark_memory)
-        .output()?;
+    let out =
+        Command::new(python()?).arg(&script).args(args).env("FLOE_SPARK_MEMORY", &options.spark_memory).output()?;
     if !out.status.success() {
         return Err(Error::new(
             ErrorKind::Internal,
@@ -196,7 +195,12 @@ pub fn bench_spark(options: &SparkBenchOptions) -> Result<String> {
         changes.flush()?;
         summary
     };
-    eprintln!("generated W({}, {}) in {:.0}s", human(options.rows), human(options.changes), generating.elapsed().as_secs_f64());
+    eprintln!(
+        "generated W({}, {}) in {:.0}s",
+        human(options.rows),
+        human(options.changes),
+        generating.elapsed().as_secs_f64()
+    );
 
     // 1. floe bootstraps R rows (not timed), and Spark copies them into its own table.
     std::fs::write(dir.join("bootstrap.toml"), pipeline("bootstrap.jsonl", &options))?;
@@ -210,8 +214,7 @@ pub fn bench_spark(options: &SparkBenchOptions) -> Result<String> {
         seconds: f64,
     }
     let buckets = options.buckets.to_string();
-    let prepared: Prepared =
-        spark(&options, &["prepare", &wh, "floe", "floe.accounts", "spark.accounts", &buckets])?;
+    let prepared: Prepared = spark(&options, &["prepare", &wh, "floe", "floe.accounts", "spark.accounts", &buckets])?;
     if prepared.rows != options.rows {
         return Err(Error::new(
             ErrorKind::Data,
@@ -221,22 +224,86 @@ pub fn bench_spark(options: &SparkBenchOptions) -> Result<String> {
     eprintln!("Spark copied the bootstrap in {:.0}s", prepared.seconds);
 
     // 2. The timed parts: floe ingests the changes; Spark merges them. Spark's inputs are
-    // warm (it just wrote its table); so is floe's log, read once here.
-    warm(&dir.join("changes.jsonl"))?;
-    let (floe, floe_wall) = floe_run(&dir.join("changes.toml"), &dir.join("changes-stats.json"))?;
-    eprintln!("floe changes: {floe_wall:.1}s");
+    // warm (it just wrote its table); so is floe's log, read once here. Each round starts
+    // from the same state: table files are immutable, so restoring the catalog file (the
+    // tables' metadata pointers) undoes a round.
     let window = dir.join("window.json");
     let offsets: serde_json::Map<String, serde_json::Value> =
         summary.change_start.iter().map(|(p, o)| (p.to_string(), (*o).into())).collect();
     std::fs::write(&window, serde_json::Value::Object(offsets).to_string())?;
-    let merged: MergeAnswer = spark(
-        &options,
-        &["merge", &wh, "floe", "floe_cdc.accounts", "spark.accounts", &window.to_string_lossy(), "floe.accounts"],
-    )?;
-    eprintln!("Spark MERGE INTO: {:.1}s", merged.seconds);
+    let saved = save_catalog(&warehouse)?;
+    warm(&dir.join("changes.jsonl"))?;
+    let rounds = options.repeat.max(1);
+    let mut floe_rounds = Vec::new();
+    let mut spark_rounds = Vec::new();
+    for round in 0..rounds {
+        if round > 0 {
+            restore_catalog(&warehouse, &saved)?;
+        }
+        let (floe, floe_wall) = floe_run(&dir.join("changes.toml"), &dir.join("changes-stats.json"))?;
+        eprintln!("round {}: floe changes {floe_wall:.1}s", round + 1);
+        let last = if round + 1 == rounds { "compare" } else { "no-compare" };
+        let merged: MergeAnswer = spark(
+            &options,
+            &[
+                "merge",
+                &wh,
+                "floe",
+                "floe_cdc.accounts",
+                "spark.accounts",
+                &window.to_string_lossy(),
+                "floe.accounts",
+                last,
+            ],
+        )?;
+        eprintln!("round {}: Spark MERGE INTO {:.1}s", round + 1, merged.seconds);
+        floe_rounds.push((floe, floe_wall));
+        spark_rounds.push(merged);
+    }
+    let last = spark_rounds.last().ok_or_else(|| Error::new(ErrorKind::Internal, "no rounds"))?;
+    check(&summary, last)?;
+    let floe_all: Vec<f64> = floe_rounds.iter().map(|(_, w)| *w).collect();
+    let spark_all: Vec<f64> = spark_rounds.iter().map(|m| m.seconds).collect();
+    floe_rounds.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let (floe, floe_wall) = &floe_rounds[floe_rounds.len() / 2];
+    let compare = spark_rounds.last().map(|m| m.compare.clone());
+    spark_rounds.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let mut median = spark_rounds.swap_remove(spark_rounds.len() / 2);
+    if let Some(c) = compare {
+        median.compare = c;
+    }
+    let mut r = report(&options, &summary, floe, *floe_wall, &median);
+    if rounds > 1 {
+        let list = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(", ");
+        r += &format!("rounds (median shown above): floe {} s; Spark MERGE {} s\n", list(&floe_all), list(&spark_all));
+    }
+    Ok(r)
+}
 
-    check(&summary, &merged)?;
-    Ok(report(&options, &summary, &floe, floe_wall, &merged))
+/// Copies the catalog file(s) aside; returns the copies.
+fn save_catalog(warehouse: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let mut saved = Vec::new();
+    for entry in std::fs::read_dir(warehouse)? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if name.starts_with("catalog.db") {
+            let copy = warehouse.join(format!("saved-{name}"));
+            std::fs::copy(&path, &copy)?;
+            saved.push((path, copy));
+        }
+    }
+    Ok(saved)
+}
+
+/// Puts the saved catalog file(s) back (and drops any journal written since).
+fn restore_catalog(warehouse: &Path, saved: &[(PathBuf, PathBuf)]) -> Result<()> {
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(warehouse.join(format!("catalog.db{suffix}")));
+    }
+    for (path, copy) in saved {
+        std::fs::copy(copy, path)?;
+    }
+    Ok(())
 }
 
 /// Reads a file once so that the timed run finds it in the page cache.

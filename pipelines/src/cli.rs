@@ -1,7 +1,8 @@
 //! The `floe` command line. `main.rs` (and the test crate's copy of the binary) call
 //! [`main`], so tests exercise exactly what users run.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 configuration error.
+//! Exit codes: 0 success, 1 runtime failure, 2 configuration error, 3 a table is paused by
+//! a schema change that waits for approval (the other tables completed).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +87,17 @@ enum Command {
         #[arg(long, default_value_t = 25_000)]
         commit_every: u64,
     },
+    /// Review, approve and audit schema changes.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+    /// Per table: source schema version, Iceberg schema id, the plan's schema, whether data
+    /// after the last change is committed, and how long the change took to converge.
+    Status {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
     /// Generate a seeded workload, run it on embedded defaults, and verify the tables.
     Demo {
         /// Records to generate.
@@ -102,6 +114,41 @@ enum Command {
         workers: Option<usize>,
     },
 }
+
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Show pending schema changes as a reviewable diff.
+    Plan {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Apply a paused table's pending change; the table resumes on the next run.
+    Approve {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The table: its base or CDC table name, or its topic.
+        table: String,
+    },
+    /// Every schema change applied to a table, oldest first.
+    History {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The table: its base or CDC table name, or its topic.
+        table: String,
+    },
+}
+
+/// The run ended with tables paused by schema changes (exit code 3).
+#[derive(Debug)]
+struct PausedTables(Vec<String>);
+
+impl std::fmt::Display for PausedTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for PausedTables {}
 
 #[derive(Subcommand)]
 enum BenchAgainst {
@@ -129,6 +176,9 @@ enum BenchAgainst {
         /// Spark driver memory.
         #[arg(long, default_value = "6g")]
         spark_memory: String,
+        /// Timed rounds per side, each from the same post-bootstrap state (median reported).
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
     },
 }
 
@@ -147,9 +197,9 @@ pub fn main() -> ExitCode {
             record(&options, &mut out).map(|n| eprintln!("floe: recorded {n} records")).map_err(anyhow::Error::from)
         }
         Command::Bench {
-            against: Some(BenchAgainst::Spark { rows, changes, seed, dir, commit_every, buckets, spark_memory }),
+            against: Some(BenchAgainst::Spark { rows, changes, seed, dir, commit_every, buckets, spark_memory, repeat }),
             ..
-        } => bench_spark(&SparkBenchOptions { rows, changes, seed, dir, commit_every, buckets, spark_memory })
+        } => bench_spark(&SparkBenchOptions { rows, changes, seed, dir, commit_every, buckets, spark_memory, repeat })
             .map(|report| print!("{report}"))
             .map_err(anyhow::Error::from),
         Command::Bench { against: None, events, initial_rows, seed, dir, workers, commit_every } => {
@@ -157,6 +207,11 @@ pub fn main() -> ExitCode {
                 .map(|report| print!("{report}"))
                 .map_err(anyhow::Error::from)
         }
+        Command::Schema { command } => schema_command(command),
+        Command::Status { pipeline } => PipelineConfig::load(&pipeline)
+            .and_then(|c| crate::schema_cli::status(&c))
+            .map(|r| print!("{r}"))
+            .map_err(anyhow::Error::from),
         Command::Demo { events, seed, dir, workers } => {
             if dir.exists() {
                 // A demo always starts from scratch: remove what a previous demo left.
@@ -171,10 +226,27 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("floe: error: {e:#}");
+            if e.downcast_ref::<PausedTables>().is_some() {
+                return ExitCode::from(3);
+            }
             let config = e.downcast_ref::<floe_engine::Error>().is_some_and(|e| e.kind() == ErrorKind::Config);
             ExitCode::from(if config { 2 } else { 1 })
         }
     }
+}
+
+fn schema_command(command: SchemaCommand) -> anyhow::Result<()> {
+    let report = match command {
+        SchemaCommand::Plan { pipeline } => crate::schema_cli::plan(&PipelineConfig::load(&pipeline)?)?,
+        SchemaCommand::Approve { pipeline, table } => {
+            crate::schema_cli::approve(&PipelineConfig::load(&pipeline)?, &table)?
+        }
+        SchemaCommand::History { pipeline, table } => {
+            crate::schema_cli::show_history(&PipelineConfig::load(&pipeline)?, &table)?
+        }
+    };
+    print!("{report}");
+    Ok(())
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -206,6 +278,9 @@ fn run_pipeline(
         };
         std::fs::write(&stats_path, serde_json::to_vec_pretty(&stats)?)
             .with_context(|| format!("writing {}", stats_path.display()))?;
+    }
+    if !outcome.paused.is_empty() {
+        return Err(PausedTables(outcome.paused.iter().map(ToString::to_string).collect()).into());
     }
     Ok(())
 }

@@ -20,4 +20,5 @@ pub mod kafka_run;
 pub mod planner;
 pub mod record;
 pub mod runner;
+pub mod schema_cli;
 pub mod signals;

@@ -4,6 +4,7 @@
 //! ```text
 //!   for each [[tables]]:
 //!     column model ← existing base table │ existing CDC table │ declared columns │ first record's schema
+//!     drift at start (changed declared columns, newest record per partition) → evolve via the catalog
 //!     create missing base (bucket spec), CDC (time spec) and dead-letter tables
 //!     committed offsets ← newest floe snapshot of each table (and refuse foreign pipelines)
 //! ```
@@ -13,10 +14,11 @@
 //!   configuration, and a conflicting configuration is an error naming the key.
 //! - Creating a table that another process created meanwhile is not an error.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use floe_engine::catalog::{TableCatalog, TableState, ident};
+use floe_engine::commit::{SchemaCommit, commit_metadata};
 use floe_engine::config::{PipelineConfig, TableConfig, TableName};
 use floe_engine::epoch::EpochPolicy;
 use floe_engine::error::{Error, ErrorKind, Result};
@@ -26,8 +28,11 @@ use floe_engine::runtime::IoRuntime;
 use floe_engine::schema::{
     Column, TableSchema, base_partition_spec, cdc_columns, cdc_partition_spec, dead_letter_schema,
 };
+use floe_engine::schema_audit::{AuditEntry, history, now_ms, retired, retired_from};
+use floe_engine::schema_drift::{Decision, Observed, SourceShape, decide};
 use floe_operators::debezium::connect_schema::{ConnectSchema, key_fields, row_fields};
 use floe_operators::plan::{Failure, PipelinePlan, RowTransform, TablePlan, Target};
+use floe_operators::schema_versions::{FirstSeen, SchemaVersions};
 use iceberg::TableCreation;
 use iceberg::spec::{Schema, Transform, UnboundPartitionSpec};
 use tracing::{info, warn};
@@ -39,6 +44,12 @@ pub type Sample = (Option<Vec<u8>>, Vec<u8>);
 pub trait SchemaDiscovery {
     /// Up to `limit` samples of table `table`'s topic, oldest first.
     fn samples(&self, table: u32, limit: usize) -> Result<Vec<Sample>>;
+
+    /// The newest record of each partition of table `table`'s topic, with its partition and
+    /// offset: what the source says the table looks like now (pull detection).
+    fn newest(&self, _table: u32) -> Result<Vec<(i32, i64, Sample)>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Property recording a table's key columns (the CDC table has no identifier fields).
@@ -185,6 +196,104 @@ fn target(name: &TableName, state: &TableState, pipeline_id: &str) -> Result<Tar
     })
 }
 
+/// Whether a CDC table's source columns are a strict prefix (by name) of `schema`'s, or
+/// narrower: the base table evolved and the CDC table did not.
+fn lags(cdc: &iceberg::spec::TableMetadata, schema: &TableSchema) -> Result<bool> {
+    let expected = schema.cdc_schema()?;
+    let have: Vec<_> = cdc.current_schema().as_struct().fields().to_vec();
+    let want: Vec<_> = expected.as_struct().fields().to_vec();
+    if have.len() > want.len() || have.iter().zip(&want).any(|(h, w)| h.name != w.name) {
+        return Ok(false);
+    }
+    Ok(have.len() < want.len() || have.iter().zip(&want).any(|(h, w)| h.field_type != w.field_type))
+}
+
+/// Applies the drift visible at start to `schema`: changed declared columns (a column the
+/// file no longer declares is dropped), then the newest record of each partition. Returns
+/// the schema and, if it changed, what to commit (the Iceberg schema is filled in per table).
+fn evolve_at_start(
+    config: &PipelineConfig,
+    index: usize,
+    t: &TableConfig,
+    mut schema: TableSchema,
+    mut retired: BTreeSet<String>,
+    discovery: &dyn SchemaDiscovery,
+) -> Result<(TableSchema, Option<SchemaCommit>)> {
+    let file = config.file.display();
+    let mut shapes: Vec<(SourceShape, Observed, FirstSeen)> = Vec::new();
+    let now = now_ms();
+    if let Some(declared) = &t.columns {
+        let dropped = schema
+            .columns
+            .iter()
+            .filter(|c| !declared.iter().any(|d| d.name == c.name))
+            .map(|c| c.name.clone())
+            .collect();
+        let seen =
+            FirstSeen { topic: t.topic.clone(), partition: -1, offset: -1, detected: "declared".into(), at_ms: now };
+        // The file is the source's word: what it no longer declares is dropped, a narrower type is narrowed.
+        let narrowed = declared
+            .iter()
+            .filter(|d| schema.position(&d.name).is_some_and(|p| schema.columns[p].ty != d.ty))
+            .map(|d| d.name.clone())
+            .collect();
+        shapes.push((SourceShape { columns: declared.clone(), key: None }, Observed { dropped, narrowed }, seen));
+    }
+    for (partition, offset, (key, value)) in discovery.newest(index as u32)? {
+        let Ok(Some(found)) = schema_from_sample(key.as_deref(), &value, Some(&schema.key_names())) else { continue };
+        let key = key
+            .as_deref()
+            .and_then(|k| schema_from_sample(k.into(), &value, None).ok().flatten())
+            .map(|s| s.key_names());
+        let seen = FirstSeen { topic: t.topic.clone(), partition, offset, detected: "pull".into(), at_ms: now };
+        shapes.push((SourceShape { columns: found.columns, key }, Observed::default(), seen));
+    }
+    let mut audit = Vec::new();
+    for (shape, dropped, seen) in shapes {
+        match decide(&schema, &retired, &shape, &dropped, t.schema_changes) {
+            Decision::Unchanged => {}
+            Decision::Evolve { schema: next, retired: now_retired, changes } => {
+                let described: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                info!(topic = %t.topic, detected = %seen.detected, partition = seen.partition, changes = %described.join("; "), "schema drift found at start; evolving the tables");
+                audit.push(AuditEntry {
+                    old_schema_id: 0,
+                    new_schema_id: 0,
+                    changes,
+                    topic: seen.topic,
+                    partition: seen.partition,
+                    offset: seen.offset,
+                    detected: seen.detected,
+                    detected_at_ms: seen.at_ms,
+                    applied_at_ms: 0,
+                    approval: format!("automatic ({})", format!("{:?}", t.schema_changes).to_lowercase()),
+                });
+                schema = next;
+                retired = now_retired;
+            }
+            Decision::Pause { changes } => {
+                let described: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                if seen.detected == "declared" {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!(
+                            "{file}: `tables[{index}].columns`: {} (schema_changes = \"{}\"); restore the columns, or set schema_changes = \"lenient\"",
+                            described.join("; "),
+                            format!("{:?}", t.schema_changes).to_lowercase()
+                        ),
+                    ));
+                }
+                warn!(topic = %t.topic, partition = seen.partition, offset = seen.offset, changes = %described.join("; "),
+                    "the newest record carries a schema change that is not additive; the table will pause when the stream reaches it");
+            }
+        }
+    }
+    if audit.is_empty() {
+        return Ok((schema, None));
+    }
+    let placeholder = schema.base_schema()?;
+    Ok((schema, Some(SchemaCommit { schema: placeholder, retired, audit })))
+}
+
 /// Column model from a sample message: its value schema's row struct, and its key
 /// schema's fields (or `key` from the configuration).
 pub fn schema_from_sample(
@@ -301,16 +410,52 @@ fn plan_table(
             }
         }
     };
+    // 1c. A CDC table left behind its base table's schema (a crash between the two
+    // tables' schema commits) catches up, with the base table's audit records.
+    let cdc_state = match (&base_state, cdc_state) {
+        (Some(base), Some(cdc)) if lags(&cdc.metadata, &schema)? => {
+            let change = SchemaCommit {
+                schema: schema.cdc_schema()?,
+                retired: retired(&base.metadata),
+                audit: history(&base.metadata)?,
+            };
+            runtime.block_on(commit_metadata(catalog, &cdc.ident, Some(&change), HashMap::new(), &[]))?;
+            info!(table = %cdc.ident, "CDC table schema caught up with its base table");
+            load(catalog, runtime, t.cdc.as_ref().expect("a CDC state has a name"))?
+        }
+        (_, cdc) => cdc,
+    };
     if let Some(k) = &t.key
         && &schema.key_names() != k
     {
         return Err(key_err("key", format!("the table's key is {:?}, not {k:?}", schema.key_names())));
     }
-    if let Some(declared) = &t.columns {
-        let declared_schema =
-            TableSchema::new(declared.clone(), &schema.key_names()).map_err(|e| key_err("columns", e.to_string()))?;
-        schema.check_compatible(&declared_schema).map_err(|e| key_err("columns", e.to_string()))?;
-    }
+    // 1b. Drift found before any new event: the declared columns, and the newest record of
+    // each partition (pull). Additive changes are applied now, through the catalog.
+    let (schema, base_state, cdc_state) = match (&base_state, &cdc_state) {
+        (None, None) => (schema, base_state, cdc_state),
+        _ => {
+            let retired = base_state.as_ref().or(cdc_state.as_ref()).map(|s| retired(&s.metadata)).unwrap_or_default();
+            match evolve_at_start(config, index, t, schema, retired, discovery)? {
+                (schema, None) => (schema, base_state, cdc_state),
+                (schema, Some(change)) => {
+                    for (state, cdc) in [(&base_state, false), (&cdc_state, true)] {
+                        let Some(state) = state else { continue };
+                        let commit = SchemaCommit {
+                            schema: if cdc { schema.cdc_schema()? } else { schema.base_schema()? },
+                            ..change.clone()
+                        };
+                        runtime.block_on(commit_metadata(catalog, &state.ident, Some(&commit), HashMap::new(), &[]))?;
+                    }
+                    let reload = |n: &Option<TableName>| match n {
+                        Some(n) => load(catalog, runtime, n),
+                        None => Ok(None),
+                    };
+                    (schema, reload(&t.base)?, reload(&t.cdc)?)
+                }
+            }
+        }
+    };
 
     // 2. Bucketing.
     let (bucket_column, buckets) = match &base_state {
@@ -409,10 +554,15 @@ fn plan_table(
         }
         None => Vec::new(),
     };
+    let retired_columns =
+        base.as_ref().or(cdc.as_ref()).map(|target| retired_from(&target.properties)).unwrap_or_default();
+    let schema = Arc::new(schema);
     Ok(Some(TablePlan {
         index: index as u32,
         topic: t.topic.clone(),
-        schema: Arc::new(schema),
+        versions: SchemaVersions::new(Arc::clone(&schema), retired_columns),
+        schema_policy: t.schema_changes,
+        schema,
         declared: t.columns.clone(),
         bucket_column,
         buckets,

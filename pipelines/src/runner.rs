@@ -20,6 +20,7 @@ use floe_engine::runtime::IoRuntime;
 use floe_operators::kafka_source::KafkaSourceSpec;
 use floe_operators::plan::{PlanRef, RowTransform};
 use floe_operators::replay_log::{PartitionCursor, ReplayIndex};
+use floe_operators::schema_versions::Pause;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use tracing::info;
 
@@ -45,6 +46,40 @@ pub struct RunOptions {
 pub struct RunOutcome {
     /// Counters of the run.
     pub metrics: Arc<Metrics>,
+    /// Tables a schema change paused: nothing at or after the pause was committed to them.
+    pub paused: Vec<PausedTable>,
+}
+
+/// A table stopped by a schema change that its policy does not apply automatically.
+#[derive(Clone, Debug)]
+pub struct PausedTable {
+    /// The table's base (or CDC) table name.
+    pub table: String,
+    /// Its topic.
+    pub topic: String,
+    /// Why, and where.
+    pub pause: Pause,
+}
+
+impl std::fmt::Display for PausedTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let changes: Vec<String> = self.pause.changes.iter().map(ToString::to_string).collect();
+        let approvable = self.pause.changes.iter().all(|c| c.is_approvable());
+        write!(
+            f,
+            "table {} paused at {} partition {} offset {}: {}",
+            self.table,
+            self.topic,
+            self.pause.first.partition,
+            self.pause.first.offset,
+            changes.join("; ")
+        )?;
+        if approvable {
+            write!(f, " (review with `floe schema plan`, apply with `floe schema approve PIPELINE {}`)", self.table)
+        } else {
+            write!(f, " (Iceberg cannot express this safely: re-bootstrap the table)")
+        }
+    }
 }
 
 struct ReplayDiscovery(Arc<ReplayIndex>);
@@ -65,6 +100,22 @@ impl SchemaDiscovery for ReplayDiscovery {
                     None => break,
                 }
             }
+        }
+        Ok(out)
+    }
+
+    fn newest(&self, table: u32) -> Result<Vec<(i32, i64, crate::planner::Sample)>> {
+        let mut out = Vec::new();
+        for p in self.0.partitions.iter().filter(|p| p.table == table) {
+            let mut cursor = PartitionCursor::open(&self.0, p, None);
+            let mut last = None;
+            while let Some(r) = cursor.read()? {
+                let (partition, offset) = (r.partition, r.offset);
+                if let (key, Some(v)) = r.into_parts() {
+                    last = Some((partition, offset, (key, v)));
+                }
+            }
+            out.extend(last);
         }
         Ok(out)
     }
@@ -129,8 +180,20 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
     if let Some(err) = plan.failure.get() {
         return Err(Error::new(ErrorKind::Internal, err));
     }
+    let paused: Vec<PausedTable> = plan
+        .tables
+        .iter()
+        .filter_map(|t| {
+            let pause = t.versions.pause_state()?;
+            let table = t.base.as_ref().or(t.cdc.as_ref()).map(|x| x.name.to_string()).unwrap_or_default();
+            Some(PausedTable { table, topic: t.topic.clone(), pause })
+        })
+        .collect();
+    for p in &paused {
+        tracing::error!("{p}");
+    }
     info!(pipeline = %plan.pipeline_id, "pipeline finished");
-    Ok(RunOutcome { metrics })
+    Ok(RunOutcome { metrics, paused })
 }
 
 /// Drives the dataflow on `workers` threads until it completes or fails.

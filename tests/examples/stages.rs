@@ -18,7 +18,14 @@ fn main() {
     index.assign(&topics);
     println!("index: {:?} for {} records", t.elapsed(), index.len());
     let schema: TableSchema = GenTable::accounts().table_schema();
-    let mut d = TableDecoder::new(0, "shop.inventory.accounts", Arc::new(schema), false, None);
+    let mut d = TableDecoder::new(
+        0,
+        "shop.inventory.accounts",
+        floe_operators::schema_versions::SchemaVersions::new(Arc::new(schema), Default::default()),
+        false,
+        floe_engine::schema_drift::SchemaPolicy::Additive,
+        None,
+    );
     let (mut read_t, mut decode_t, mut up_t, mut clone_t) = (0f64, 0f64, 0f64, 0f64);
     let mut n = 0;
     let mut misses = 0;
@@ -33,7 +40,7 @@ fn main() {
             read_t += t.elapsed().as_secs_f64();
             n += 1;
             let t = Instant::now();
-            let decoded = d.decode(r);
+            let decoded = d.decode(r, 0);
             decode_t += t.elapsed().as_secs_f64();
             if let Decoded::Event(e) = decoded {
                 let t = Instant::now();

@@ -153,6 +153,20 @@ impl Conversion {
         }
     }
 
+    /// This conversion, producing the table's `table` type when that is a lossless widening
+    /// of what it produces (int → long, float → double, a wider decimal at the same scale).
+    /// Other combinations are left alone (the caller checked compatibility).
+    pub fn widened_to(self, table: ColumnType) -> Conversion {
+        match (self, table) {
+            (Conversion::Int { .. }, ColumnType::Long) => Conversion::Long,
+            (Conversion::Float, ColumnType::Double) => Conversion::Double,
+            (Conversion::Decimal { scale, .. }, ColumnType::Decimal { precision, scale: s }) if s == scale => {
+                Conversion::Decimal { precision, scale }
+            }
+            (c, _) => c,
+        }
+    }
+
     /// The conversion for a Connect field schema.
     pub fn for_connect(schema: &ConnectSchema) -> Conversion {
         match schema.name.as_deref() {

@@ -8,32 +8,43 @@
 //!        │             → parse only the payload
 //!        └─ slow path: find schema S and payload; S → RowLayout (cached by S's bytes)
 //!                      → parse payload; remember the prefix for the fast path
+//!                      S differs from the table? decide under the table's policy:
+//!                      evolve (new schema version, then lay out) │ pause (hold the record)
 //!        ▼
 //!   Envelope ──► validate op / images / NOT NULL ──► user transform ──► key ──► Event
 //!        └─────────────── any failure ──────────────────────────────────────► DeadLetter
 //! ```
 //!
 //! # Invariants
-//! - Every record yields exactly one of: an event, a skipped tombstone, a dead letter. A
-//!   dead letter keeps the record's exact key and value bytes and says why.
+//! - Every record yields exactly one of: an event, a skipped tombstone, a dead letter, or
+//!   (its table paused at or before its epoch) a held record that is not written and whose
+//!   offset is not committed. A dead letter keeps the record's exact key and value bytes
+//!   and says why. Schema drift is never a dead letter: it evolves or pauses the table.
+//! - A new schema version is registered before the first row laid out under it leaves the
+//!   decoder (the zero-gap rule of `crate::schema_versions`). Layouts are rebuilt whenever
+//!   the decoder adopts a newer version, so every row has the width of the version it was
+//!   decoded under.
 //! - The fast path is an optimisation only: when it fails, the slow path decides.
 //! - Events carry rows in the table's column order, with NOT NULL columns non-null in the
 //!   after image and the key columns non-null in the key.
 
 use std::sync::Arc;
 
+use floe_engine::epoch::Epoch;
 use floe_engine::record::SourceRecord;
-use floe_engine::schema::TableSchemaRef;
+use floe_engine::schema::TableSchema;
+use floe_engine::schema_drift::{Decision, Observed, SchemaPolicy, SourceShape, decide, writable};
 use floe_engine::value::{Row, Value};
 use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::connect_schema::{ConnectSchema, Conversion, row_fields};
+use super::connect_schema::{ConnectSchema, Conversion, key_fields, row_fields};
 use super::convert::ValueSeed;
 use super::envelope::{Envelope, EnvelopeSeed, FieldSlot, Op, RowLayout};
 use crate::plan::RowTransform;
 use crate::row_view::RowMut;
+use crate::schema_versions::{FirstSeen, Version, VersionsRef};
 
 /// A decoded change event.
 ///
@@ -96,6 +107,20 @@ pub enum Decoded {
     Tombstone,
     /// A bad record.
     Dead(DeadLetter),
+    /// Its table is paused at or before the record's epoch: not written, not committed.
+    Held,
+}
+
+/// Why a record did not become an event.
+enum Fail {
+    Dead(String),
+    Held,
+}
+
+impl From<String> for Fail {
+    fn from(reason: String) -> Fail {
+        Fail::Dead(reason)
+    }
 }
 
 const MAX_CACHED_SCHEMAS: usize = 8;
@@ -107,12 +132,19 @@ type CachedLayout = (Box<[u8]>, Result<Arc<RowLayout>, String>);
 pub struct TableDecoder {
     table: u32,
     topic: String,
-    schema: TableSchemaRef,
+    versions: VersionsRef,
+    version: Arc<Version>,
+    policy: SchemaPolicy,
     declared: Option<Arc<RowLayout>>,
     plans: Vec<CachedLayout>,
     fast: Option<(Arc<[u8]>, Arc<RowLayout>)>,
     transform: Option<RowTransform>,
     not_null: Vec<usize>,
+    /// The layout of each partition's previous record: a partition whose fields shrink
+    /// dropped the missing ones.
+    previous: Vec<(i32, Arc<RowLayout>)>,
+    /// Per version, the lowest epoch already reported as needing it.
+    used: Vec<u64>,
 }
 
 #[derive(Deserialize)]
@@ -124,16 +156,20 @@ struct Top<'a> {
 }
 
 impl TableDecoder {
-    /// A decoder producing rows of `schema`; `declared` enables payload-only records.
+    /// A decoder producing rows of the table's latest schema version; `declared` enables
+    /// payload-only records; `policy` says what schema drift does.
     pub fn new(
         table: u32,
         topic: &str,
-        schema: TableSchemaRef,
+        versions: VersionsRef,
         declared: bool,
+        policy: SchemaPolicy,
         transform: Option<RowTransform>,
     ) -> TableDecoder {
+        let version = versions.latest();
         let declared = declared.then(|| {
-            let fields = schema
+            let fields = version
+                .schema
                 .columns
                 .iter()
                 .enumerate()
@@ -143,29 +179,44 @@ impl TableDecoder {
                     position: i,
                 })
                 .collect();
-            Arc::new(RowLayout::new(schema.columns.len(), fields))
+            Arc::new(RowLayout::new(version.schema.columns.len(), fields))
         });
-        let not_null = schema
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| !c.nullable || schema.key.contains(i))
-            .map(|(i, _)| i)
-            .collect();
+        let not_null = not_null(&version.schema);
         TableDecoder {
             table,
             topic: topic.to_string(),
-            schema,
+            versions,
+            version,
+            policy,
             declared,
             plans: Vec::new(),
             fast: None,
             transform,
             not_null,
+            previous: Vec::new(),
+            used: Vec::new(),
         }
     }
 
-    /// Decodes one record.
-    pub fn decode(&mut self, record: SourceRecord) -> Decoded {
+    fn schema(&self) -> &TableSchema {
+        &self.version.schema
+    }
+
+    /// Switches to a newer version: cached layouts were built for the old width.
+    fn adopt(&mut self, version: Arc<Version>) {
+        if version.number != self.version.number {
+            self.not_null = not_null(&version.schema);
+            self.version = version;
+            self.plans.clear();
+            self.fast = None;
+        }
+    }
+
+    /// Decodes one record of epoch `epoch`.
+    pub fn decode(&mut self, record: SourceRecord, epoch: Epoch) -> Decoded {
+        if self.versions.is_paused_at(epoch) {
+            return Decoded::Held;
+        }
         let Some(tail) = record.value.as_deref() else {
             return Decoded::Tombstone;
         };
@@ -185,14 +236,21 @@ impl TableDecoder {
                 Some(fast) => Ok(fast),
                 None => {
                     whole = record.value_bytes().unwrap_or_default();
-                    self.parse_slow(&whole)
+                    self.parse_slow(&whole, &record, epoch)
                 }
             };
-            parsed.and_then(|(env, layout)| self.to_event(&record, env, &layout))
+            parsed.and_then(|(env, layout)| {
+                self.check_drops(&record, &layout, epoch)?;
+                if layout.version > 0 {
+                    self.note_use(layout.version, epoch);
+                }
+                self.to_event(&record, env, &layout).map_err(Fail::Dead)
+            })
         };
         match result {
             Ok(event) => Decoded::Event(event),
-            Err(reason) => {
+            Err(Fail::Held) => Decoded::Held,
+            Err(Fail::Dead(reason)) => {
                 let (partition, offset) = (record.partition, record.offset);
                 let (key, value) = record.into_parts();
                 Decoded::Dead(DeadLetter { table: self.table, partition, offset, key, value, reason })
@@ -224,11 +282,16 @@ impl TableDecoder {
         Some((env, Arc::clone(layout)))
     }
 
-    fn parse_slow<'v>(&mut self, value: &'v [u8]) -> Result<(Envelope<'v>, Arc<RowLayout>), String> {
+    fn parse_slow<'v>(
+        &mut self,
+        value: &'v [u8],
+        record: &SourceRecord,
+        epoch: Epoch,
+    ) -> Result<(Envelope<'v>, Arc<RowLayout>), Fail> {
         let top: Top<'_> = serde_json::from_slice(value).map_err(|e| format!("unparseable JSON: {e}"))?;
         let (payload, layout): (&[u8], Arc<RowLayout>) = match (top.schema, top.payload) {
             (Some(schema), Some(payload)) if schema.get() != "null" => {
-                let layout = self.layout_for(schema.get().as_bytes())?;
+                let layout = self.layout_for(schema.get().as_bytes(), record, epoch)?;
                 let prefix = [b"{\"schema\":".as_slice(), schema.get().as_bytes(), b",\"payload\":"].concat();
                 if value.starts_with(&prefix) {
                     self.fast = Some((Arc::from(prefix), Arc::clone(&layout)));
@@ -242,7 +305,7 @@ impl TableDecoder {
         let env = EnvelopeSeed { layout: &layout }.deserialize(&mut de).map_err(|e| e.to_string())?;
         de.end().map_err(|e| e.to_string())?;
         if !env.looks_like_envelope {
-            return Err("not a Debezium change event: no `op`, `before` or `after`".to_string());
+            return Err(Fail::Dead("not a Debezium change event: no `op`, `before` or `after`".to_string()));
         }
         Ok((env, layout))
     }
@@ -253,38 +316,214 @@ impl TableDecoder {
         })
     }
 
-    fn layout_for(&mut self, schema_json: &[u8]) -> Result<Arc<RowLayout>, String> {
+    fn layout_for(&mut self, schema_json: &[u8], record: &SourceRecord, epoch: Epoch) -> Result<Arc<RowLayout>, Fail> {
         if let Some((_, plan)) = self.plans.iter().find(|(raw, _)| raw.as_ref() == schema_json) {
-            return plan.clone();
+            return plan.clone().map_err(Fail::Dead);
         }
-        let plan = self.build_layout(schema_json).map(Arc::new);
+        let plan = match self.build_layout(schema_json, record, epoch) {
+            Ok(layout) => Ok(Arc::new(layout)),
+            Err(Fail::Dead(reason)) => Err(reason),
+            Err(Fail::Held) => return Err(Fail::Held),
+        };
         if self.plans.len() >= MAX_CACHED_SCHEMAS {
             drop(self.plans.remove(0));
         }
         self.plans.push((schema_json.into(), plan.clone()));
-        plan
+        plan.map_err(Fail::Dead)
     }
 
-    fn build_layout(&self, schema_json: &[u8]) -> Result<RowLayout, String> {
+    /// Notices a partition whose records stopped carrying fields they had: those columns were
+    /// dropped upstream, and that is a schema change (never a silent null).
+    fn check_drops(&mut self, record: &SourceRecord, layout: &Arc<RowLayout>, epoch: Epoch) -> Result<(), Fail> {
+        let slot = self.previous.iter().position(|(p, _)| *p == record.partition);
+        let observed = match slot {
+            Some(i) if Arc::ptr_eq(&self.previous[i].1, layout) => return Ok(()),
+            Some(i) => {
+                let before = &self.previous[i].1;
+                let mut observed = Observed::default();
+                for (f, was) in before.fields.iter().zip(&before.source_types) {
+                    match layout.fields.iter().position(|g| g.name == f.name) {
+                        None => {
+                            observed.dropped.insert(f.name.clone());
+                        }
+                        Some(j) if layout.source_types[j] != *was && writable(*was, layout.source_types[j]) => {
+                            observed.narrowed.insert(f.name.clone());
+                        }
+                        Some(_) => {}
+                    }
+                }
+                observed
+            }
+            None => Observed::default(),
+        };
+        match slot {
+            Some(i) => self.previous[i].1 = Arc::clone(layout),
+            None => self.previous.push((record.partition, Arc::clone(layout))),
+        }
+        if observed == Observed::default() {
+            return Ok(());
+        }
+        let shape = SourceShape {
+            columns: layout
+                .fields
+                .iter()
+                .zip(&layout.source_types)
+                .map(|(f, ty)| {
+                    let column = &self.schema().columns[f.position];
+                    floe_engine::schema::Column { name: f.name.clone(), ty: *ty, nullable: column.nullable }
+                })
+                .collect(),
+            key: None,
+        };
+        let first = FirstSeen {
+            topic: self.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+            detected: "push".into(),
+            at_ms: chrono_now_ms(),
+        };
+        loop {
+            let latest = self.versions.latest();
+            match decide(&latest.schema, &latest.retired, &shape, &observed, self.policy) {
+                Decision::Unchanged => return Ok(()),
+                Decision::Evolve { schema, retired, changes } => {
+                    if let Some(next) = self.versions.evolve(&latest, Arc::new(schema), retired, changes, first.clone())
+                    {
+                        tracing::info!(topic = %self.topic, partition = record.partition, offset = record.offset,
+                            version = next.number, "dropped columns retired (kept, null from here on)");
+                        // Positions are unchanged by retiring, so this record's layout stays valid;
+                        // its epoch needs the version (the column may have become optional).
+                        self.note_use(next.number, epoch);
+                        self.adopt(next);
+                        self.previous.retain(|(p, _)| *p != record.partition);
+                        self.previous.push((record.partition, Arc::clone(layout)));
+                        return Ok(());
+                    }
+                }
+                Decision::Pause { changes } => {
+                    let described: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                    tracing::error!(
+                        topic = %self.topic, partition = record.partition, offset = record.offset,
+                        changes = %described.join("; "), policy = ?self.policy,
+                        "schema change is not additive: the table is paused here"
+                    );
+                    self.versions.pause(epoch, changes, first);
+                    return Err(Fail::Held);
+                }
+            }
+        }
+    }
+
+    /// The source's shape: the value schema's row fields, and the key schema's fields.
+    fn shape(schema: &ConnectSchema, record: &SourceRecord) -> Option<(SourceShape, Vec<(String, Conversion)>)> {
+        #[derive(Deserialize)]
+        struct WithSchema {
+            schema: Option<ConnectSchema>,
+        }
+        let fields = row_fields(schema)?;
+        let key = record
+            .key_bytes()
+            .and_then(|k| serde_json::from_slice::<WithSchema>(&k).ok())
+            .and_then(|k| k.schema)
+            .map(|k| key_fields(&k))
+            .filter(|k| !k.is_empty());
+        let conversions = fields.iter().map(|(c, conv)| (c.name.clone(), *conv)).collect();
+        let columns = fields.into_iter().map(|(c, _)| c).collect();
+        Some((SourceShape { columns, key }, conversions))
+    }
+
+    fn build_layout(&mut self, schema_json: &[u8], record: &SourceRecord, epoch: Epoch) -> Result<RowLayout, Fail> {
         let schema: ConnectSchema =
             serde_json::from_slice(schema_json).map_err(|e| format!("unreadable Connect schema: {e}"))?;
-        let fields =
-            row_fields(&schema).ok_or_else(|| "the value schema has no `after` or `before` struct".to_string())?;
-        let mut slots = Vec::with_capacity(fields.len());
-        for (column, conversion) in fields {
-            let position = self.schema.position(&column.name).ok_or_else(|| {
-                format!("field `{}` of `{}` is not a column of the table (schema drift)", column.name, self.topic)
-            })?;
-            let table_ty = self.schema.columns[position].ty;
-            if table_ty != column.ty {
-                return Err(format!(
-                    "field `{}` of `{}` is {} in the record but {} in the table (schema drift)",
-                    column.name, self.topic, column.ty, table_ty
-                ));
+        let (shape, conversions) = Self::shape(&schema, record)
+            .ok_or_else(|| "the value schema has no `after` or `before` struct".to_string())?;
+        let topic = self.topic.clone();
+        let first = || FirstSeen {
+            topic: topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+            detected: "push".into(),
+            at_ms: chrono_now_ms(),
+        };
+        // Decide against the newest version; if another worker evolves the table between
+        // our decision and our registration, decide again.
+        loop {
+            let latest = self.versions.latest();
+            match decide(&latest.schema, &latest.retired, &shape, &Observed::default(), self.policy) {
+                Decision::Unchanged => {
+                    self.adopt(latest);
+                    break;
+                }
+                Decision::Evolve { schema, retired, changes } => {
+                    let described: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                    if let Some(next) = self.versions.evolve(&latest, Arc::new(schema), retired, changes, first()) {
+                        tracing::info!(
+                            topic = %self.topic, partition = record.partition, offset = record.offset,
+                            version = next.number, changes = %described.join("; "), "schema change applied"
+                        );
+                        self.adopt(next);
+                        break;
+                    }
+                }
+                Decision::Pause { changes } => {
+                    let described: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                    tracing::error!(
+                        topic = %self.topic, partition = record.partition, offset = record.offset,
+                        changes = %described.join("; "), policy = ?self.policy,
+                        "schema change is not additive: the table is paused here"
+                    );
+                    self.versions.pause(epoch, changes, first());
+                    return Err(Fail::Held);
+                }
             }
-            slots.push(FieldSlot { name: column.name, conversion, position });
         }
-        Ok(RowLayout::new(self.schema.columns.len(), slots))
+        // The oldest version this record fits: its rows are typed for it, and it is the
+        // version the record's epoch needs (see `note_use`).
+        let versions = self.versions.all();
+        let fits = |v: &Version| {
+            shape.columns.iter().all(|c| {
+                v.schema.position(&c.name).is_some_and(|p| {
+                    let col = &v.schema.columns[p];
+                    writable(col.ty, c.ty) && (col.nullable || !c.nullable || v.schema.key.contains(&p))
+                })
+            })
+        };
+        let needed = versions.iter().find(|v| fits(v)).unwrap_or(&self.version);
+        let (needed_number, target) = (needed.number, Arc::clone(&needed.schema));
+        let table = self.schema();
+        let mut slots = Vec::with_capacity(conversions.len());
+        let mut source_types = Vec::with_capacity(conversions.len());
+        for (name, conversion) in conversions {
+            let position = table.position(&name).ok_or_else(|| {
+                format!("field `{name}` of `{}` is not a column of the table (schema drift)", self.topic)
+            })?;
+            let table_ty = target.columns.get(position).map_or(table.columns[position].ty, |c| c.ty);
+            if !writable(table_ty, conversion.column_type()) {
+                return Err(Fail::Dead(format!(
+                    "field `{name}` of `{}` is {} in the record but {table_ty} in the table (schema drift)",
+                    self.topic,
+                    conversion.column_type()
+                )));
+            }
+            source_types.push(conversion.column_type());
+            slots.push(FieldSlot { name, conversion: conversion.widened_to(table_ty), position });
+        }
+        let mut layout = RowLayout::new(table.columns.len(), slots);
+        layout.source_types = source_types;
+        layout.version = needed_number;
+        Ok(layout)
+    }
+
+    /// Tells the versions that a row of `epoch` needs `version` (once per lower epoch).
+    fn note_use(&mut self, version: u32, epoch: Epoch) {
+        let slot = version as usize;
+        if self.used.len() <= slot {
+            self.used.resize(slot + 1, u64::MAX);
+        }
+        if epoch < self.used[slot] {
+            self.used[slot] = epoch;
+            self.versions.used_at(version, epoch);
+        }
     }
 
     fn to_event(&self, record: &SourceRecord, env: Envelope<'_>, layout: &RowLayout) -> Result<Event, String> {
@@ -308,14 +547,17 @@ impl TableDecoder {
             (Op::Delete, Some(raw)) => layout.parse(raw)?,
             _ => None,
         };
-        let before_digest = before_raw.map(image_digest);
+        // An unchanged image proves an update is a no-op only if the image covers every
+        // column of the table: a column the source dropped may still hold an older value.
+        let covers = layout.fields.len() >= layout.width;
+        let before_digest = before_raw.filter(|_| covers).map(image_digest);
         let mut after_digest = after_raw.map(image_digest);
         if let Some(row) = &after {
             self.check_not_null(row, "after image")?;
         }
         if let Some(t) = &self.transform {
             if let Some(row) = after.as_mut() {
-                if !t(&mut RowMut::new(&self.schema, row)) {
+                if !t(&mut RowMut::new(&self.version.schema, row)) {
                     after = None;
                     after_digest = None;
                 } else {
@@ -323,7 +565,7 @@ impl TableDecoder {
                 }
             }
             if let Some(row) = before.as_mut()
-                && !t(&mut RowMut::new(&self.schema, row))
+                && !t(&mut RowMut::new(&self.version.schema, row))
             {
                 before = None;
             }
@@ -352,7 +594,7 @@ impl TableDecoder {
             if row.0[i].is_null() {
                 return Err(format!(
                     "{what}: column `{}` is NULL but the table requires a value",
-                    self.schema.columns[i].name
+                    self.schema().columns[i].name
                 ));
             }
         }
@@ -361,7 +603,7 @@ impl TableDecoder {
 
     fn key_of(&self, record: &SourceRecord, image: Option<&Row>) -> Result<Row, String> {
         if let Some(row) = image {
-            let key = row.project(&self.schema.key);
+            let key = row.project(&self.schema().key);
             if key.0.iter().all(|v| !v.is_null()) {
                 return Ok(key);
             }
@@ -374,12 +616,13 @@ impl TableDecoder {
             serde_json::Value::Object(m) if m.contains_key("payload") && m.contains_key("schema") => &m["payload"],
             other => other,
         };
-        let mut values = Vec::with_capacity(self.schema.key.len());
-        for &pos in &self.schema.key {
-            let column = &self.schema.columns[pos];
+        let schema = self.schema();
+        let mut values = Vec::with_capacity(schema.key.len());
+        for &pos in &schema.key {
+            let column = &schema.columns[pos];
             let raw = match payload {
                 serde_json::Value::Object(m) => m.get(&column.name).cloned(),
-                scalar if self.schema.key.len() == 1 => Some(scalar.clone()),
+                scalar if schema.key.len() == 1 => Some(scalar.clone()),
                 _ => None,
             }
             .ok_or_else(|| format!("missing key: record key has no `{}`", column.name))?;
@@ -394,10 +637,21 @@ impl TableDecoder {
     }
 }
 
+/// Positions that must be non-null in an after image: NOT NULL columns and the key.
+fn not_null(schema: &TableSchema) -> Vec<usize> {
+    schema.columns.iter().enumerate().filter(|(i, c)| !c.nullable || schema.key.contains(i)).map(|(i, _)| i).collect()
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use floe_engine::schema::{Column, ColumnType, TableSchema};
+    use crate::schema_versions::SchemaVersions;
+    use floe_engine::schema::{Column, ColumnType, TableSchema, TableSchemaRef};
+    use std::collections::BTreeSet;
 
     fn schema() -> TableSchemaRef {
         Arc::new(
@@ -426,8 +680,16 @@ mod tests {
 
     #[test]
     fn decodes_and_then_takes_the_fast_path() {
-        let mut d = TableDecoder::new(0, "t", schema(), false, None);
-        let first = d.decode(record(0, r#"{"before":null,"after":{"id":1,"name":"a"},"op":"c","source":{"ts_ms":5}}"#));
+        let mut d = TableDecoder::new(
+            0,
+            "t",
+            SchemaVersions::new(schema(), BTreeSet::new()),
+            false,
+            SchemaPolicy::Additive,
+            None,
+        );
+        let first =
+            d.decode(record(0, r#"{"before":null,"after":{"id":1,"name":"a"},"op":"c","source":{"ts_ms":5}}"#), 0);
         assert!(
             matches!(first, Decoded::Event(ref e) if e.key == Row::new(vec![Value::Long(1)]) && e.source_ts_ms == Some(5)),
             "{first:?}"
@@ -441,9 +703,9 @@ mod tests {
             ..SourceRecord::new(0, 0, 2, None, None)
         };
         assert!(
-            matches!(d.decode(split), Decoded::Event(ref e) if e.after.as_ref().is_some_and(|a| a.0[1] == Value::String("z".into())))
+            matches!(d.decode(split, 0), Decoded::Event(ref e) if e.after.as_ref().is_some_and(|a| a.0[1] == Value::String("z".into())))
         );
-        let second = d.decode(record(1, r#"{"before":{"id":1,"name":"a"},"after":{"id":1,"name":"b"},"op":"u"}"#));
+        let second = d.decode(record(1, r#"{"before":{"id":1,"name":"a"},"after":{"id":1,"name":"b"},"op":"u"}"#), 0);
         match second {
             Decoded::Event(e) => {
                 assert_eq!(e.op, Op::Update);
@@ -455,7 +717,14 @@ mod tests {
 
     #[test]
     fn bad_records_become_dead_letters_with_reasons() {
-        let mut d = TableDecoder::new(0, "t", schema(), false, None);
+        let mut d = TableDecoder::new(
+            0,
+            "t",
+            SchemaVersions::new(schema(), BTreeSet::new()),
+            false,
+            SchemaPolicy::Additive,
+            None,
+        );
         let cases = [
             (r#"{"after":{"id":1},"op":"x"}"#, "unknown op `x`"),
             (r#"{"after":{"id":"one"},"op":"c"}"#, "column `id`"),
@@ -463,7 +732,7 @@ mod tests {
             (r#"{"before":null,"op":"c"}"#, "without an after image"),
         ];
         for (payload, reason) in cases {
-            match d.decode(record(0, payload)) {
+            match d.decode(record(0, payload), 0) {
                 Decoded::Dead(dl) => {
                     assert!(dl.reason.contains(reason), "{payload}: {}", dl.reason);
                     assert!(dl.value.is_some());
@@ -472,43 +741,99 @@ mod tests {
             }
         }
         let garbage = SourceRecord::new(0, 0, 9, None, Some(b"{not json".to_vec()));
-        assert!(matches!(d.decode(garbage), Decoded::Dead(ref dl) if dl.reason.contains("unparseable JSON")));
+        assert!(matches!(d.decode(garbage, 0), Decoded::Dead(ref dl) if dl.reason.contains("unparseable JSON")));
     }
 
     #[test]
     fn tombstones_are_skipped_and_key_falls_back_to_record_key() {
-        let mut d = TableDecoder::new(0, "t", schema(), false, None);
+        let mut d = TableDecoder::new(
+            0,
+            "t",
+            SchemaVersions::new(schema(), BTreeSet::new()),
+            false,
+            SchemaPolicy::Additive,
+            None,
+        );
         let tomb = SourceRecord::new(0, 0, 3, Some(b"{}".to_vec()), None);
-        assert_eq!(d.decode(tomb), Decoded::Tombstone);
-        let del = d.decode(record(4, r#"{"before":null,"after":null,"op":"d"}"#));
+        assert_eq!(d.decode(tomb, 0), Decoded::Tombstone);
+        let del = d.decode(record(4, r#"{"before":null,"after":null,"op":"d"}"#), 0);
         assert!(matches!(del, Decoded::Event(ref e) if e.key == Row::new(vec![Value::Long(1)])), "{del:?}");
     }
 
     #[test]
     fn schemaless_needs_declared_columns() {
-        let mut strict = TableDecoder::new(0, "t", schema(), false, None);
+        let mut strict = TableDecoder::new(
+            0,
+            "t",
+            SchemaVersions::new(schema(), BTreeSet::new()),
+            false,
+            SchemaPolicy::Additive,
+            None,
+        );
         let rec = SourceRecord::new(0, 0, 0, None, Some(br#"{"after":{"id":2},"op":"r"}"#.to_vec()));
         assert!(
-            matches!(strict.decode(rec.clone()), Decoded::Dead(ref dl) if dl.reason.contains("declares no `columns`"))
+            matches!(strict.decode(rec.clone(), 0), Decoded::Dead(ref dl) if dl.reason.contains("declares no `columns`"))
         );
-        let mut lenient = TableDecoder::new(0, "t", schema(), true, None);
-        assert!(matches!(lenient.decode(rec), Decoded::Event(ref e) if e.key == Row::new(vec![Value::Long(2)])));
+        let mut lenient = TableDecoder::new(
+            0,
+            "t",
+            SchemaVersions::new(schema(), BTreeSet::new()),
+            true,
+            SchemaPolicy::Additive,
+            None,
+        );
+        assert!(matches!(lenient.decode(rec, 0), Decoded::Event(ref e) if e.key == Row::new(vec![Value::Long(2)])));
+    }
+
+    fn record_with(partition: i32, offset: i64, schema: &str, payload: &str) -> SourceRecord {
+        SourceRecord::new(
+            0,
+            partition,
+            offset,
+            None,
+            Some(format!(r#"{{"schema":{schema},"payload":{payload}}}"#).into_bytes()),
+        )
     }
 
     #[test]
-    fn drift_is_a_dead_letter() {
-        let mut d = TableDecoder::new(0, "t", schema(), false, None);
+    fn a_new_field_evolves_the_table_before_its_first_row() {
+        let versions = SchemaVersions::new(schema(), BTreeSet::new());
+        let mut d = TableDecoder::new(0, "t", Arc::clone(&versions), false, SchemaPolicy::Additive, None);
         let drifted = SCHEMA.replace(
             r#""field":"name"}],"optional":true,"field":"after""#,
             r#""field":"name"},{"type":"int32","optional":true,"field":"qty"}],"optional":true,"field":"after""#,
         );
-        let rec = SourceRecord::new(
-            0,
-            0,
-            0,
-            None,
-            Some(format!(r#"{{"schema":{drifted},"payload":{{"after":{{"id":1,"qty":3}},"op":"c"}}}}"#).into_bytes()),
+        let new = d.decode(record_with(0, 0, &drifted, r#"{"after":{"id":1,"qty":3},"op":"c"}"#), 4);
+        let Decoded::Event(e) = new else { panic!("{new:?}") };
+        assert_eq!(e.after.expect("after").0.len(), 3, "the row has the new column");
+        let latest = versions.latest();
+        assert_eq!((latest.number, latest.schema.columns[2].name.as_str()), (1, "qty"));
+        // A record of a partition still on the old schema is not a drop: it decodes.
+        let old = d.decode(record_with(1, 0, SCHEMA, r#"{"after":{"id":2,"name":"x"},"op":"c"}"#), 4);
+        assert!(matches!(old, Decoded::Event(_)), "{old:?}");
+        assert!(!versions.is_paused_at(4));
+    }
+
+    #[test]
+    fn a_partition_that_drops_a_field_pauses_the_table_from_that_epoch() {
+        let versions = SchemaVersions::new(schema(), BTreeSet::new());
+        let mut d = TableDecoder::new(0, "t", Arc::clone(&versions), false, SchemaPolicy::Additive, None);
+        let first = d.decode(record_with(0, 0, SCHEMA, r#"{"after":{"id":1,"name":"a"},"op":"c"}"#), 2);
+        assert!(matches!(first, Decoded::Event(_)));
+        let dropped = SCHEMA.replace(
+            r#"{"type":"int64","optional":false,"field":"id"},{"type":"string","optional":true,"field":"name"}],"optional":true,"field":"after""#,
+            r#"{"type":"int64","optional":false,"field":"id"}],"optional":true,"field":"after""#,
         );
-        assert!(matches!(d.decode(rec), Decoded::Dead(ref dl) if dl.reason.contains("schema drift")));
+        let held = d.decode(record_with(0, 1, &dropped, r#"{"after":{"id":1},"op":"u"}"#), 3);
+        assert_eq!(held, Decoded::Held);
+        let pause = versions.pause_state().expect("paused");
+        assert_eq!((pause.from_epoch, pause.first.offset), (3, 1));
+        assert!(pause.changes.iter().any(|c| c.to_string().contains("`name` was dropped")), "{pause:?}");
+        // Later records of the table are held too; earlier epochs (a lagging partition) are not.
+        assert_eq!(d.decode(record_with(1, 7, SCHEMA, r#"{"after":{"id":5,"name":"b"},"op":"c"}"#), 3), Decoded::Held);
+        assert!(matches!(
+            d.decode(record_with(1, 6, SCHEMA, r#"{"after":{"id":4,"name":"b"},"op":"c"}"#), 2),
+            Decoded::Event(_)
+        ));
     }
 }

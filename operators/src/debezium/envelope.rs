@@ -32,6 +32,10 @@ pub struct RowLayout {
     pub width: usize,
     /// Source fields in the order the schema lists them.
     pub fields: Vec<FieldSlot>,
+    /// The type the source declares for each field (before any widening to the table's).
+    pub source_types: Vec<floe_engine::schema::ColumnType>,
+    /// The schema version the rows are typed for (the oldest one the source fits).
+    pub version: u32,
     index: HashMap<String, usize>,
 }
 
@@ -50,7 +54,8 @@ impl RowLayout {
     /// A layout of `fields` into rows of `width` columns.
     pub fn new(width: usize, fields: Vec<FieldSlot>) -> RowLayout {
         let index = fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
-        RowLayout { width, fields, index }
+        let source_types = fields.iter().map(|f| f.conversion.column_type()).collect();
+        RowLayout { width, fields, source_types, version: 0, index }
     }
 
     /// The slot for a field name; `hint` is where the field usually is.

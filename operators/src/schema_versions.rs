@@ -1,0 +1,242 @@
+//! The live column model of one table during a run: the schema versions the decoders
+//! evolve and the writers and committer read, and whether the table is paused.
+//!
+//! ```text
+//!   decoder (record @e carries a new schema) ──► decide ──► evolve(e, schema)  ─┐
+//!                                                     └──► pause(e, changes)   │
+//!   writers (epoch e closes)   ◄── latest() ───────────────────────────────────┤
+//!   committer (epoch e)        ◄── latest(), paused_from() ────────────────────┘
+//! ```
+//!
+//! # Invariants
+//! - Versions only grow: each is the previous one with columns appended, widened or made
+//!   optional (see `floe_engine::schema_drift`). So a row decoded under any earlier version
+//!   is a positional prefix of a later one, and writing it under a later one is lossless.
+//! - Zero gap, and no earlier than needed: a decoder marks the version a row needs at the
+//!   row's epoch ([`SchemaVersions::used_at`]) before it emits the row; an epoch is written
+//!   and committed under [`SchemaVersions::at`], the newest version some row of it or of an
+//!   earlier epoch needs. Writers and the committer run only after every decoder has passed
+//!   the epoch, so the schema lands exactly with the first commit whose data uses it.
+//! - A pause at epoch `p` only moves earlier (`min`): records of the table at or after the
+//!   earliest pause are neither written nor committed, so its offsets stay at `p - 1`.
+//! - Shared by the workers of one process (a mutex; schema changes are rare). Across
+//!   processes, versions would travel as a broadcast stream: not built yet.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use floe_engine::epoch::Epoch;
+use floe_engine::schema::TableSchemaRef;
+use floe_engine::schema_drift::Change;
+use serde::{Deserialize, Serialize};
+
+/// Where a schema change first showed, and how it was found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstSeen {
+    /// Topic of the first record that carried it (or was checked).
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// `push` (a record carried it), `pull` (the newest record, checked at start) or
+    /// `declared` (the pipeline file's columns).
+    pub detected: String,
+    /// When floe noticed, ms since the epoch.
+    pub at_ms: i64,
+}
+
+/// One version of the table's column model.
+#[derive(Debug)]
+pub struct Version {
+    /// The first epoch with a row that needs this version (`u64::MAX`: none yet). Only ever
+    /// lowered, and only by decoders, for epochs they have not passed.
+    from_epoch: AtomicU64,
+    /// 0 for the schema the run started with, then 1, 2, ...
+    pub number: u32,
+    /// The column model.
+    pub schema: TableSchemaRef,
+    /// Columns kept after the source dropped them.
+    pub retired: BTreeSet<String>,
+    /// What changed from the previous version, and where (none for version 0).
+    pub change: Option<(Vec<Change>, FirstSeen)>,
+}
+
+/// Why a table stopped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    /// First epoch not committed.
+    pub from_epoch: Epoch,
+    /// What changed.
+    pub changes: Vec<Change>,
+    /// The record that carried it.
+    pub first: FirstSeen,
+}
+
+#[derive(Debug)]
+struct Inner {
+    versions: Vec<Arc<Version>>,
+    pause: Option<Pause>,
+}
+
+/// The versions of one table. See the module docs.
+#[derive(Debug)]
+pub struct SchemaVersions {
+    inner: Mutex<Inner>,
+    /// The newest version's number, readable without the lock (per-record checks).
+    latest: AtomicU32,
+    /// The pause epoch, `u64::MAX` when not paused (per-record checks).
+    paused_from: AtomicU64,
+}
+
+/// Shared handle.
+pub type VersionsRef = Arc<SchemaVersions>;
+
+impl SchemaVersions {
+    /// Versions starting at `schema`.
+    pub fn new(schema: TableSchemaRef, retired: BTreeSet<String>) -> VersionsRef {
+        let first = Arc::new(Version { from_epoch: AtomicU64::new(0), number: 0, schema, retired, change: None });
+        Arc::new(SchemaVersions {
+            inner: Mutex::new(Inner { versions: vec![first], pause: None }),
+            latest: AtomicU32::new(0),
+            paused_from: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest version's number.
+    pub fn latest_number(&self) -> u32 {
+        self.latest.load(Ordering::Acquire)
+    }
+
+    /// The newest version.
+    pub fn latest(&self) -> Arc<Version> {
+        let inner = self.lock();
+        Arc::clone(inner.versions.last().expect("version 0 always exists"))
+    }
+
+    /// Every version, oldest first.
+    pub fn all(&self) -> Vec<Arc<Version>> {
+        self.lock().versions.clone()
+    }
+
+    /// Records that a row of epoch `epoch` needs version `number`.
+    pub fn used_at(&self, number: u32, epoch: Epoch) {
+        if let Some(v) = self.lock().versions.get(number as usize) {
+            v.from_epoch.fetch_min(epoch, Ordering::AcqRel);
+        }
+    }
+
+    /// The version epoch `epoch` is written and committed under: the newest one that a row
+    /// of this or an earlier epoch needs. Final once every decoder has passed `epoch`.
+    pub fn at(&self, epoch: Epoch) -> Arc<Version> {
+        let inner = self.lock();
+        let v = inner.versions.iter().rev().find(|v| v.from_epoch.load(Ordering::Acquire) <= epoch);
+        Arc::clone(v.unwrap_or(&inner.versions[0]))
+    }
+
+    /// Adds a version evolved from `base` (the version the caller decided against). If
+    /// another decoder evolved the table meanwhile, the caller must decide again: returns
+    /// `None` then.
+    pub fn evolve(
+        &self,
+        base: &Version,
+        schema: TableSchemaRef,
+        retired: BTreeSet<String>,
+        changes: Vec<Change>,
+        first: FirstSeen,
+    ) -> Option<Arc<Version>> {
+        let mut inner = self.lock();
+        let latest = inner.versions.last().expect("version 0 always exists");
+        if latest.number != base.number {
+            return None;
+        }
+        let next = Arc::new(Version {
+            from_epoch: AtomicU64::new(u64::MAX),
+            number: base.number + 1,
+            schema,
+            retired,
+            change: Some((changes, first)),
+        });
+        tracing::info!(version = next.number, "table schema evolved");
+        inner.versions.push(Arc::clone(&next));
+        self.latest.store(next.number, Ordering::Release);
+        Some(next)
+    }
+
+    /// Pauses the table from `epoch` on (an earlier pause wins).
+    pub fn pause(&self, epoch: Epoch, changes: Vec<Change>, first: FirstSeen) {
+        let mut inner = self.lock();
+        match &inner.pause {
+            Some(p) if p.from_epoch <= epoch => {}
+            _ => {
+                inner.pause = Some(Pause { from_epoch: epoch, changes, first });
+                self.paused_from.store(epoch, Ordering::Release);
+            }
+        }
+    }
+
+    /// The pause, if any.
+    pub fn pause_state(&self) -> Option<Pause> {
+        self.lock().pause.clone()
+    }
+
+    /// Whether records of epoch `epoch` are held back by a pause.
+    pub fn is_paused_at(&self, epoch: Epoch) -> bool {
+        epoch >= self.paused_from.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floe_engine::schema::{Column, ColumnType, TableSchema};
+
+    fn schema(n: usize) -> TableSchemaRef {
+        let mut columns = vec![Column { name: "id".into(), ty: ColumnType::Long, nullable: false }];
+        columns.extend((1..n).map(|i| Column { name: format!("c{i}"), ty: ColumnType::Int, nullable: true }));
+        Arc::new(TableSchema::new(columns, &["id".to_string()]).expect("schema"))
+    }
+
+    fn seen() -> FirstSeen {
+        FirstSeen { topic: "t".into(), partition: 0, offset: 7, detected: "push".into(), at_ms: 0 }
+    }
+
+    #[test]
+    fn a_stale_decision_must_be_taken_again() {
+        let v = SchemaVersions::new(schema(1), BTreeSet::new());
+        let base = v.latest();
+        assert!(v.evolve(&base, schema(2), BTreeSet::new(), vec![], seen()).is_some());
+        assert!(v.evolve(&base, schema(2), BTreeSet::new(), vec![], seen()).is_none(), "based on version 0");
+        assert_eq!(v.latest().number, 1);
+        assert_eq!(v.latest().schema.columns.len(), 2);
+    }
+
+    #[test]
+    fn an_epoch_uses_the_newest_version_needed_up_to_it() {
+        let v = SchemaVersions::new(schema(1), BTreeSet::new());
+        let one = v.evolve(&v.latest(), schema(2), BTreeSet::new(), vec![], seen()).expect("v1");
+        v.evolve(&one, schema(3), BTreeSet::new(), vec![], seen()).expect("v2");
+        assert_eq!(v.at(100).number, 0, "registered, but no row needs them yet");
+        v.used_at(2, 7);
+        v.used_at(1, 9);
+        v.used_at(1, 4);
+        let at = |e| v.at(e).number;
+        assert_eq!((at(3), at(4), at(6), at(7), at(50)), (0, 1, 1, 2, 2));
+    }
+
+    #[test]
+    fn the_earliest_pause_wins() {
+        let v = SchemaVersions::new(schema(1), BTreeSet::new());
+        v.pause(5, vec![], seen());
+        v.pause(7, vec![], seen());
+        assert!(!v.is_paused_at(4) && v.is_paused_at(5) && v.is_paused_at(9));
+        v.pause(3, vec![], seen());
+        assert!(v.is_paused_at(3));
+        assert_eq!(v.pause_state().map(|p| p.from_epoch), Some(3));
+    }
+}
