@@ -51,7 +51,7 @@ use crate::offsets::{
 };
 use crate::schema_audit::{
     AuditEntry, HISTORY_PROPERTY, PENDING_PROPERTY, RETIRED_PROPERTY, history, history_json, merged, now_ms,
-    retired_value,
+    retired_from, retired_value,
 };
 
 /// Summary key: the schema id this snapshot made current (present only on the snapshot that
@@ -115,9 +115,11 @@ pub fn apply_schema_change(
         builder = builder.add_current_schema(change.schema.clone())?;
     }
     let now = now_ms();
-    // A table already at the schema records nothing: the change was applied (and audited)
-    // before, perhaps found another way (a push before a crash, a pull after it).
-    let entries: Vec<AuditEntry> = match new_id == old_id {
+    // A table already at the schema (and retired columns) records nothing: the change was
+    // applied and audited before, perhaps found another way (a push before a crash, a pull
+    // after it). Retiring a nullable column changes no schema, but is a change.
+    let unchanged = new_id == old_id && retired_from(metadata.properties()) == change.retired;
+    let entries: Vec<AuditEntry> = match unchanged {
         true => Vec::new(),
         false => change
             .audit

@@ -19,6 +19,7 @@
 //! base = "base.orders"
 //! cdc = "cdc.orders"
 //! buckets = 16
+//! schema_changes = "additive"  # default; or "lenient", "manual"
 //! ```
 //!
 //! # Invariants
@@ -826,6 +827,14 @@ cdc = "cdc.{1}"
         );
         let e = parse(&strict).expect("valid").with_topics(&topics.map(String::from)).expect_err("unmatched");
         assert!(e.to_string().contains("Order-Lines"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_schema_policy_names_its_key() {
+        let e = PipelineConfig::parse(&format!("{MINIMAL}schema_changes = \"yolo\"\n"), Path::new("p.toml"))
+            .expect_err("policy")
+            .to_string();
+        assert!(e.contains("p.toml") && e.contains("tables[0].schema_changes") && e.contains("yolo"), "{e}");
     }
 
     #[test]

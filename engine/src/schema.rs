@@ -272,35 +272,6 @@ impl TableSchema {
             .collect::<Result<Vec<_>>>()?;
         Ok(TableSchema { columns, key })
     }
-
-    /// Checks that `other` (what a source now says) fits this table schema without
-    /// evolution: same key, and every column of `other` exists here with the same type.
-    pub fn check_compatible(&self, other: &TableSchema) -> Result<()> {
-        if self.key_names() != other.key_names() {
-            return Err(Error::new(
-                ErrorKind::Data,
-                format!("primary key changed from {:?} to {:?}", self.key_names(), other.key_names()),
-            ));
-        }
-        for c in &other.columns {
-            match self.position(&c.name) {
-                None => {
-                    return Err(Error::new(ErrorKind::Data, format!("column `{}` is not in the table", c.name)));
-                }
-                Some(p) if self.columns[p].ty != c.ty => {
-                    return Err(Error::new(
-                        ErrorKind::Data,
-                        format!(
-                            "column `{}` is {} in the table but {} in the source",
-                            c.name, self.columns[p].ty, c.ty
-                        ),
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Names of the dead-letter table's columns, in field order.

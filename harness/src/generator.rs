@@ -365,9 +365,14 @@ impl Generator {
     }
 
     fn apply_schema_steps(&mut self) {
-        let due: Vec<SchemaStep> = self.spec.schema_steps.iter().filter(|s| s.at == self.emitted).cloned().collect();
+        // `>=`: one step may emit two records (a delete and its tombstone).
+        if self.spec.schema_steps.iter().all(|s| s.at > self.emitted) {
+            return;
+        }
+        let (due, later): (Vec<SchemaStep>, Vec<SchemaStep>) =
+            std::mem::take(&mut self.spec.schema_steps).into_iter().partition(|s| s.at <= self.emitted);
+        self.spec.schema_steps = later;
         for step in due {
-            self.spec.schema_steps.retain(|s| !(s.at == step.at && s.table == step.table));
             let t = step.table;
             match step.edit {
                 SchemaEdit::AddColumn(column) => {

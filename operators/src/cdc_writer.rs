@@ -197,11 +197,14 @@ impl StageCore for CdcStage {
     }
 }
 
+/// A CDC table's Arrow schema, and the row position each of its source fields reads.
+type CdcLayout = (SchemaRef, Vec<Option<usize>>);
+
 /// The CDC table's Arrow schema and field positions as of `version`.
 fn cdc_schema_at(
     table: &crate::plan::TablePlan,
     version: &crate::schema_versions::Version,
-) -> Result<(u32, (SchemaRef, Vec<Option<usize>>))> {
+) -> Result<(u32, CdcLayout)> {
     let (target, positions) = table.cdc_at(version)?.ok_or_else(|| {
         floe_engine::Error::new(floe_engine::ErrorKind::Internal, "CDC event for a table without a CDC table")
     })?;

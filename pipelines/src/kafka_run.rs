@@ -198,6 +198,50 @@ impl SchemaDiscovery for KafkaDiscovery {
         }
         Ok(samples.into_values().collect())
     }
+
+    fn newest(&self, table: u32) -> Result<Vec<(i32, i64, Sample)>> {
+        /// How far back from the end to look for a record with a value (tombstones have none).
+        const TAIL: i64 = 8;
+        let Some(topic) = self.topics.get(table as usize) else { return Ok(Vec::new()) };
+        let partitions: Vec<PartitionInfo> = self
+            .topology
+            .topics
+            .get(topic)
+            .map(|ps| ps.iter().filter(|p| p.high > p.low).copied().collect())
+            .unwrap_or_default();
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client: FloeConsumer = consumer(&self.kafka)?;
+        let mut list = TopicPartitionList::new();
+        for p in &partitions {
+            list.add_partition_offset(topic, p.partition, Offset::Offset((p.high - TAIL).max(p.low)))
+                .map_err(|e| Error::new(ErrorKind::Source, describe(&e)))?;
+        }
+        client.assign(&list).map_err(|e| {
+            Error::new(ErrorKind::Source, format!("reading the newest records of `{topic}`: {}", describe(&e)))
+        })?;
+        let mut newest: BTreeMap<i32, (i64, Sample)> = BTreeMap::new();
+        let mut done: BTreeMap<i32, bool> = partitions.iter().map(|p| (p.partition, false)).collect();
+        let started = Instant::now();
+        while done.values().any(|d| !d) && started.elapsed() < SAMPLE_TIMEOUT {
+            match client.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(e)) => tracing::warn!(topic = %topic, error = %describe(&e), "pull: read failed, retrying"),
+                Some(Ok(m)) => {
+                    let end = partitions.iter().find(|p| p.partition == m.partition()).map_or(0, |p| p.high);
+                    if let Some(v) = m.payload() {
+                        newest.insert(m.partition(), (m.offset(), (m.key().map(<[u8]>::to_vec), v.to_vec())));
+                    }
+                    if m.offset() + 1 >= end {
+                        done.insert(m.partition(), true);
+                    }
+                }
+            }
+        }
+        // Pull detection is best effort: a partition that did not answer in time is skipped.
+        Ok(newest.into_iter().map(|(p, (o, sample))| (p, o, sample)).collect())
+    }
 }
 
 #[cfg(test)]

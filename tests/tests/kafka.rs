@@ -325,3 +325,41 @@ json.dump({"ends": {f"{p.topic}/{p.partition}": ends[p] for p in parts}, "record
         assert_eq!(ends.get(p).copied().unwrap_or(0), end.as_i64().expect("end"), "seed {s}: end offset of {p}");
     }
 }
+
+#[test]
+fn pull_detection_reads_the_newest_record_of_each_partition_from_the_broker() {
+    use floe_harness::columns::{GenColumn, GenType};
+    use floe_harness::{SchemaEdit, SchemaStep};
+    let s = seed();
+    let spec = WorkloadSpec {
+        schema_steps: vec![SchemaStep {
+            at: 2_900,
+            table: 0,
+            edit: SchemaEdit::AddColumn(GenColumn { name: "tier", ty: GenType::Str, optional: true }),
+        }],
+        ..WorkloadSpec::standard(s, 3_000)
+    };
+    let scratch = Scratch::new(spec.clone(), "");
+    let records: Vec<_> = Generator::new(spec.clone()).collect();
+    let cut = records
+        .iter()
+        .position(|r| r.value.as_deref().is_some_and(|v| v.contains("\"field\":\"tier\"")))
+        .unwrap_or_else(|| panic!("seed {s}: no record carries the new column"));
+    let broker = Broker::start(&scratch.path().join("broker"));
+    for t in TOPICS {
+        broker.create_topic(t, spec.partitions);
+    }
+    std::fs::write(scratch.pipeline(), kafka_pipeline_toml(&broker.address(), 200, 2)).expect("pipeline");
+    produce(&broker.address(), records[..cut].to_vec());
+    scratch.run_with(until_caught_up());
+    // Upstream added the column and wrote a few rows with it; floe finds it at start, by
+    // reading the newest record of each partition, before it consumes anything.
+    produce(&broker.address(), records[cut..].to_vec());
+    scratch.run_with(until_caught_up());
+    scratch.assert_tables_equal_model();
+    let orders = scratch.table_metadata(&TableName::parse("shop.orders").expect("name"));
+    let entries = floe_engine::schema_audit::history(&orders).expect("history");
+    assert_eq!(entries.len(), 1, "seed {s}: {entries:?}");
+    assert_eq!(entries[0].detected, "pull", "seed {s}: {entries:?}");
+    assert!(orders.current_schema().field_by_name("tier").is_some(), "seed {s}");
+}
