@@ -407,6 +407,11 @@ pub fn commit_epochs<'s>(
                     if !frontier_passed {
                         break;
                     }
+                    // A failed pipeline commits nothing more (a decoder may have stopped it).
+                    if plan.failure.get().is_some() {
+                        failed = true;
+                        break;
+                    }
                     let mut sizes: BTreeMap<Dest, Written> = BTreeMap::new();
                     for (dest, files) in pending.epochs.get(&epoch).map(|c| &c.files).into_iter().flatten() {
                         let w = sizes.entry(*dest).or_default();

@@ -38,6 +38,7 @@ pub fn decoders(plan: &PlanRef) -> Vec<TableDecoder> {
                 t.schema_policy,
                 t.transform.clone(),
             )
+            .with_row_type(t.row_type.clone())
         })
         .collect()
 }
@@ -65,6 +66,8 @@ pub fn decode<'s>(
                                 Decoded::Dead(d) => session.give(Err(d)),
                                 Decoded::Tombstone => tombstones += 1,
                                 Decoded::Held => held += 1,
+                                // The failure stops the run before this epoch commits.
+                                Decoded::Fatal(reason) => plan.failure.record(reason),
                             }
                         }
                         if tombstones > 0 {

@@ -94,6 +94,8 @@ pub struct TablePlan {
     pub cdc_positions: Vec<Option<usize>>,
     /// Optional user transform applied to every row image.
     pub transform: Option<RowTransform>,
+    /// The columns the transform was written for, if it declared a fixed row type.
+    pub row_type: Option<Vec<String>>,
     /// The live schema versions.
     pub versions: VersionsRef,
     /// What schema drift does (`schema_changes`).

@@ -56,6 +56,7 @@ pub struct TableBuilder {
     key: Option<Vec<String>>,
     upsert: Option<bool>,
     transform: Option<RowTransform>,
+    row_type: Option<Vec<String>>,
 }
 
 impl TableBuilder {
@@ -92,6 +93,19 @@ impl TableBuilder {
     /// A transform over each typed row image: edit it, or return `false` to drop it.
     pub fn transform(mut self, f: impl Fn(&mut RowMut<'_>) -> bool + Send + Sync + 'static) -> Self {
         self.transform = Some(Arc::new(f));
+        self
+    }
+
+    /// A transform written for a fixed row type: exactly `columns`, in order. If the table's
+    /// schema evolves away from it, the run stops with an error naming both column lists
+    /// (nothing after is committed; update the transform and restart).
+    pub fn transform_for(
+        mut self,
+        columns: &[&str],
+        f: impl Fn(&mut RowMut<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.transform = Some(Arc::new(f));
+        self.row_type = Some(columns.iter().map(|c| c.to_string()).collect());
         self
     }
 }
@@ -173,6 +187,7 @@ impl Pipeline {
             key: None,
             upsert: None,
             transform: None,
+            row_type: None,
         };
         self.tables.push(build(t));
         self
@@ -226,8 +241,11 @@ impl Pipeline {
     /// Runs the pipeline to completion.
     pub fn run(self) -> Result<RunOutcome> {
         let config = self.config()?;
+        let row_types: HashMap<usize, Vec<String>> =
+            self.tables.iter().enumerate().filter_map(|(i, t)| t.row_type.clone().map(|r| (i, r))).collect();
         let transforms: HashMap<usize, RowTransform> =
             self.tables.into_iter().enumerate().filter_map(|(i, t)| t.transform.map(|f| (i, f))).collect();
-        run(&config, RunOptions { transforms, until_caught_up: self.until_caught_up, ..Default::default() })
+        let options = RunOptions { transforms, row_types, until_caught_up: self.until_caught_up, ..Default::default() };
+        run(&config, options)
     }
 }

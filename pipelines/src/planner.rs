@@ -573,5 +573,6 @@ fn plan_table(
         equality_ids,
         cdc_positions,
         transform: None,
+        row_type: None,
     }))
 }

@@ -33,6 +33,8 @@ use crate::planner::{SchemaDiscovery, plan};
 pub struct RunOptions {
     /// User transforms by table index.
     pub transforms: HashMap<usize, RowTransform>,
+    /// The row type (column names) a transform was written for, by table index.
+    pub row_types: HashMap<usize, Vec<String>>,
     /// Show the live progress line (when stderr is a terminal; a log line otherwise).
     pub progress_line: bool,
     /// Kafka: end once everything up to the high watermarks seen at start is committed.
@@ -158,6 +160,14 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
     };
     let plan: PlanRef =
         Arc::new(plan(&config, catalog, runtime, Arc::clone(&metrics), discovery.as_ref(), &options.transforms)?);
+    let mut plan = Arc::try_unwrap(plan).map_err(|_| Error::new(ErrorKind::Internal, "plan shared too early"))?;
+    for (i, row_type) in &options.row_types {
+        if let Some(t) = plan.tables.get_mut(*i) {
+            check_row_type(t, row_type, &t.schema.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>())?;
+            t.row_type = Some(row_type.clone());
+        }
+    }
+    let plan: PlanRef = Arc::new(plan);
     drop(discovery);
     let source = match pending {
         Pending::Replay(index) => SourceSpec::Replay(index),
@@ -196,6 +206,20 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
     Ok(RunOutcome { metrics, paused })
 }
 
+/// A transform's declared row type against the table's columns.
+fn check_row_type(t: &floe_operators::plan::TablePlan, row_type: &[String], columns: &[String]) -> Result<()> {
+    if row_type == columns {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Config,
+        format!(
+            "the transform of `{}` is written for the columns {row_type:?}, but the table has {columns:?}; update the transform's row type",
+            t.topic
+        ),
+    ))
+}
+
 /// Drives the dataflow on `workers` threads until it completes or fails.
 pub fn execute(plan: PlanRef, source: SourceSpec, workers: usize) -> Result<()> {
     let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
@@ -203,10 +227,19 @@ pub fn execute(plan: PlanRef, source: SourceSpec, workers: usize) -> Result<()> 
         let built = worker.dataflow::<Epoch, _, _>(|scope| build(scope, Arc::clone(&plan), &source, &probe));
         if let Err(e) = built {
             plan.failure.record(e);
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
             return;
         }
         while !probe.done() {
             if plan.failure.get().is_some() {
+                // Operators keep their capabilities after a failure (so nothing later
+                // commits): the dataflow cannot complete, so drop it, or timely would wait
+                // for it after this closure returns.
+                for id in worker.installed_dataflows() {
+                    worker.drop_dataflow(id);
+                }
                 return;
             }
             worker.step_or_park(Some(Duration::from_millis(50)));

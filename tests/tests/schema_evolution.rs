@@ -355,3 +355,33 @@ fn pull_detection_evolves_an_idle_table_at_start_before_any_new_event() {
 fn scratch_snapshot_count(scratch: &Scratch, table: &str) -> usize {
     snapshots(&scratch.table_metadata(&name(table))).len()
 }
+
+#[test]
+fn a_transform_written_for_a_fixed_row_type_is_told_when_the_schema_moves_on() {
+    let s = seed();
+    let steps = vec![SchemaStep {
+        at: 1_500,
+        table: 0,
+        edit: SchemaEdit::AddColumn(GenColumn { name: "tier", ty: GenType::Str, optional: true }),
+    }];
+    let scratch = Scratch::new(spec(s, 3_000, steps), &pipeline(150, "additive"));
+    let columns: Vec<&str> = GenTable::accounts().columns.iter().map(|c| c.name).collect();
+    let result = floe_pipelines::api::Pipeline::new("evolve")
+        .relative_to(scratch.path())
+        .warehouse("warehouse")
+        .replay("changes.jsonl")
+        .commit_every(150)
+        .workers(2)
+        .table("shop.inventory.accounts", |t| {
+            t.base("shop.accounts").cdc("shop_cdc.accounts").buckets(4).transform_for(&columns, |_| true)
+        })
+        .run();
+    let e = result.expect_err("the schema moved away from the transform's row type").to_string();
+    assert!(
+        e.contains("transform is written for") && e.contains("tier"),
+        "seed {s}: the error must name both row types: {e}"
+    );
+    // Nothing from the epoch that needed the new column on was committed.
+    let m = scratch.table_metadata(&name("shop.accounts"));
+    assert!(m.current_schema().field_by_name("tier").is_none(), "seed {s}: the evolved schema was committed");
+}

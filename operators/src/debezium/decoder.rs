@@ -109,12 +109,15 @@ pub enum Decoded {
     Dead(DeadLetter),
     /// Its table is paused at or before the record's epoch: not written, not committed.
     Held,
+    /// The pipeline cannot go on (a transform's row type no longer matches the table).
+    Fatal(String),
 }
 
 /// Why a record did not become an event.
 enum Fail {
     Dead(String),
     Held,
+    Fatal(String),
 }
 
 impl From<String> for Fail {
@@ -145,6 +148,8 @@ pub struct TableDecoder {
     previous: Vec<(i32, Arc<RowLayout>)>,
     /// Per version, the lowest epoch already reported as needing it.
     used: Vec<u64>,
+    /// The columns the transform was written for, if it declared them.
+    row_type: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -195,6 +200,7 @@ impl TableDecoder {
             not_null,
             previous: Vec::new(),
             used: Vec::new(),
+            row_type: None,
         }
     }
 
@@ -202,14 +208,31 @@ impl TableDecoder {
         &self.version.schema
     }
 
-    /// Switches to a newer version: cached layouts were built for the old width.
-    fn adopt(&mut self, version: Arc<Version>) {
+    /// Declares the columns the transform was written for.
+    pub fn with_row_type(mut self, row_type: Option<Vec<String>>) -> TableDecoder {
+        self.row_type = row_type;
+        self
+    }
+
+    /// Switches to a newer version: cached layouts were built for the old width. A
+    /// transform written for a fixed row type must still match it.
+    fn adopt(&mut self, version: Arc<Version>) -> Result<(), Fail> {
+        if let Some(expected) = &self.row_type {
+            let now: Vec<&str> = version.schema.columns.iter().map(|c| c.name.as_str()).collect();
+            if expected.iter().map(String::as_str).ne(now.iter().copied()) {
+                return Err(Fail::Fatal(format!(
+                    "the schema of `{}` evolved to {now:?}, but its transform is written for {expected:?}; update the transform's row type and restart (nothing after this is committed)",
+                    self.topic
+                )));
+            }
+        }
         if version.number != self.version.number {
             self.not_null = not_null(&version.schema);
             self.version = version;
             self.plans.clear();
             self.fast = None;
         }
+        Ok(())
     }
 
     /// Decodes one record of epoch `epoch`.
@@ -250,6 +273,7 @@ impl TableDecoder {
         match result {
             Ok(event) => Decoded::Event(event),
             Err(Fail::Held) => Decoded::Held,
+            Err(Fail::Fatal(reason)) => Decoded::Fatal(reason),
             Err(Fail::Dead(reason)) => {
                 let (partition, offset) = (record.partition, record.offset);
                 let (key, value) = record.into_parts();
@@ -324,6 +348,7 @@ impl TableDecoder {
             Ok(layout) => Ok(Arc::new(layout)),
             Err(Fail::Dead(reason)) => Err(reason),
             Err(Fail::Held) => return Err(Fail::Held),
+            Err(Fail::Fatal(reason)) => return Err(Fail::Fatal(reason)),
         };
         if self.plans.len() >= MAX_CACHED_SCHEMAS {
             drop(self.plans.remove(0));
@@ -394,7 +419,7 @@ impl TableDecoder {
                         // Positions are unchanged by retiring, so this record's layout stays valid;
                         // its epoch needs the version (the column may have become optional).
                         self.note_use(next.number, epoch);
-                        self.adopt(next);
+                        self.adopt(next)?;
                         self.previous.retain(|(p, _)| *p != record.partition);
                         self.previous.push((record.partition, Arc::clone(layout)));
                         return Ok(());
@@ -451,7 +476,7 @@ impl TableDecoder {
             let latest = self.versions.latest();
             match decide(&latest.schema, &latest.retired, &shape, &Observed::default(), self.policy) {
                 Decision::Unchanged => {
-                    self.adopt(latest);
+                    self.adopt(latest)?;
                     break;
                 }
                 Decision::Evolve { schema, retired, changes } => {
@@ -461,7 +486,7 @@ impl TableDecoder {
                             topic = %self.topic, partition = record.partition, offset = record.offset,
                             version = next.number, changes = %described.join("; "), "schema change applied"
                         );
-                        self.adopt(next);
+                        self.adopt(next)?;
                         break;
                     }
                 }
