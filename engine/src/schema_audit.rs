@@ -20,7 +20,7 @@ use iceberg::spec::TableMetadata;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::schema_drift::Change;
+use crate::schema_drift::{Change, SchemaPolicy};
 
 /// Table property: the history.
 pub const HISTORY_PROPERTY: &str = "floe.schema-history";
@@ -28,6 +28,22 @@ pub const HISTORY_PROPERTY: &str = "floe.schema-history";
 pub const PENDING_PROPERTY: &str = "floe.schema-pending";
 /// Table property: retired columns.
 pub const RETIRED_PROPERTY: &str = "floe.retired-columns";
+
+/// Where a schema change first showed, and how it was found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstSeen {
+    /// Topic of the first record that carried it (or was checked).
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// `push` (a record carried it), `pull` (the newest record, checked at start) or
+    /// `declared` (the pipeline file's columns).
+    pub detected: String,
+    /// When floe noticed, ms since the epoch.
+    pub at_ms: i64,
+}
 
 /// One applied schema change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +71,23 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// The record of `changes`, first seen at `first`, approved as `approval`. Schema ids and
+    /// the time it was applied are filled in by the commit that applies it.
+    pub fn new(changes: Vec<Change>, first: &FirstSeen, approval: String) -> AuditEntry {
+        AuditEntry {
+            old_schema_id: 0,
+            new_schema_id: 0,
+            changes,
+            topic: first.topic.clone(),
+            partition: first.partition,
+            offset: first.offset,
+            detected: first.detected.clone(),
+            detected_at_ms: first.at_ms,
+            applied_at_ms: 0,
+            approval,
+        }
+    }
+
     fn identity(&self) -> (&str, i32, i64, &[Change]) {
         (&self.topic, self.partition, self.offset, &self.changes)
     }
@@ -75,6 +108,31 @@ pub struct PendingChange {
     pub detected_at_ms: i64,
     /// The table's policy when it paused.
     pub policy: String,
+}
+
+impl PendingChange {
+    /// A change first seen at `first`, pausing a table under `policy`.
+    pub fn new(changes: Vec<Change>, first: &FirstSeen, policy: SchemaPolicy) -> PendingChange {
+        PendingChange {
+            changes,
+            topic: first.topic.clone(),
+            partition: first.partition,
+            offset: first.offset,
+            detected_at_ms: first.at_ms,
+            policy: policy.name().to_string(),
+        }
+    }
+
+    /// Where the change first showed.
+    pub fn first_seen(&self) -> FirstSeen {
+        FirstSeen {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            detected: "push".into(),
+            at_ms: self.detected_at_ms,
+        }
+    }
 }
 
 /// The history recorded in `metadata`.

@@ -63,6 +63,20 @@ impl SchemaPolicy {
             _ => None,
         }
     }
+
+    /// The configuration value.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchemaPolicy::Additive => "additive",
+            SchemaPolicy::Lenient => "lenient",
+            SchemaPolicy::Manual => "manual",
+        }
+    }
+
+    /// How the audit records a change this policy applied by itself.
+    pub fn automatic_approval(self) -> String {
+        format!("automatic ({})", self.name())
+    }
 }
 
 /// One difference between a table and its source.
@@ -179,8 +193,9 @@ pub enum Decision {
     },
 }
 
-/// Wider or equal: may a column of type `table` hold values of type `source` unchanged?
-fn fits(table: ColumnType, source: ColumnType) -> bool {
+/// Whether a column of type `table` holds values of type `source` unchanged: equal, or a
+/// lossless widening the writers perform.
+pub fn writable(table: ColumnType, source: ColumnType) -> bool {
     use ColumnType::*;
     match (table, source) {
         (a, b) if a == b => true,
@@ -223,9 +238,9 @@ pub fn diff(table: &TableSchema, retired: &BTreeSet<String>, source: &SourceShap
             Some(p) => {
                 let t = &table.columns[p];
                 if t.ty != c.ty {
-                    if fits(c.ty, t.ty) {
+                    if writable(c.ty, t.ty) {
                         changes.push(Change::Widen { name: c.name.clone(), from: t.ty, to: c.ty });
-                    } else if fits(t.ty, c.ty) {
+                    } else if writable(t.ty, c.ty) {
                         if observed.narrowed.contains(&c.name) {
                             changes.push(Change::Narrow { name: c.name.clone(), from: t.ty, to: c.ty });
                         }
@@ -263,7 +278,7 @@ pub fn apply(
             Change::AddColumn { name, ty } => {
                 // A retired column coming back is a column again.
                 if let Some(p) = at(name) {
-                    if !fits(columns[p].ty, *ty) {
+                    if !writable(columns[p].ty, *ty) {
                         return Err(Error::new(
                             ErrorKind::Data,
                             format!("column `{name}` came back as {ty} but the table keeps it as {}", columns[p].ty),
@@ -327,12 +342,6 @@ pub fn decide(
         Ok((schema, retired)) => Decision::Evolve { schema, retired, changes },
         Err(_) => Decision::Pause { changes },
     }
-}
-
-/// Whether a source column of type `source` may be written to a table column of type `table`
-/// (equal, or a lossless widening the writer performs).
-pub fn writable(table: ColumnType, source: ColumnType) -> bool {
-    fits(table, source)
 }
 
 #[cfg(test)]

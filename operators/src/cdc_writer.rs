@@ -33,16 +33,41 @@ use crate::arrow_rows::BatchBuilder;
 use crate::debezium::{Event, Op};
 use crate::epoch_writer::{StageCore, WriteJob, write_epochs};
 use crate::files::{Dest, WrittenFile, conform_batch, write_data};
-use crate::plan::PlanRef;
+use crate::plan::{PlanRef, TablePlan, Target};
+use crate::schema_versions::Version;
 
 struct Pending {
     batch: BatchBuilder,
     max_ts: Option<i64>,
-    /// The schema version `batch` builds, and the row positions its CDC fields read.
-    version: u32,
-    positions: Vec<Option<usize>>,
+    /// The schema version `batch` builds.
+    layout: Arc<CdcLayout>,
     /// Batches finished under older versions.
     older: Vec<RecordBatch>,
+}
+
+/// The CDC table as of one schema version: the target, its Arrow schema, and the row
+/// position each of its source fields reads.
+struct CdcLayout {
+    version: u32,
+    target: Target,
+    arrow: SchemaRef,
+    positions: Vec<Option<usize>>,
+}
+
+/// Layouts by `(table, version)`, built once.
+type Layouts = HashMap<(u32, u32), Arc<CdcLayout>>;
+
+fn layout_of(layouts: &mut Layouts, table: &TablePlan, version: &Version) -> Result<Arc<CdcLayout>> {
+    if let Some(layout) = layouts.get(&(table.index, version.number)) {
+        return Ok(Arc::clone(layout));
+    }
+    let (target, positions) = table.cdc_at(version)?.ok_or_else(|| {
+        floe_engine::Error::new(floe_engine::ErrorKind::Internal, "CDC event for a table without a CDC table")
+    })?;
+    let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?);
+    let layout = Arc::new(CdcLayout { version: version.number, target, arrow, positions });
+    layouts.insert((table.index, version.number), Arc::clone(&layout));
+    Ok(layout)
 }
 
 /// Staging of ledger rows per `(table, time partition)` and epoch, in Arrow builders.
@@ -50,7 +75,7 @@ pub struct CdcStage {
     plan: PlanRef,
     worker: usize,
     transforms: HashMap<u32, BoxedTransformFunction>,
-    schemas: HashMap<u32, SchemaRef>,
+    layouts: Layouts,
     ops: [Value; 4],
     staged: BTreeMap<Epoch, HashMap<(u32, Option<i32>), Pending>>,
 }
@@ -59,17 +84,13 @@ impl CdcStage {
     /// Staging for worker `worker`.
     pub fn new(plan: PlanRef, worker: usize) -> Result<CdcStage> {
         let mut transforms = HashMap::new();
-        let mut schemas = HashMap::new();
         for t in &plan.tables {
-            if let Some(target) = &t.cdc {
-                if let Some(field) = target.spec.fields().first() {
-                    transforms.insert(t.index, create_transform_function(&field.transform)?);
-                }
-                schemas.insert(t.index, Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?));
+            if let Some(field) = t.cdc.as_ref().and_then(|target| target.spec.fields().first()) {
+                transforms.insert(t.index, create_transform_function(&field.transform)?);
             }
         }
         let ops = [Op::Create, Op::Update, Op::Delete, Op::Read].map(|o| Value::String(o.as_str().to_string()));
-        Ok(CdcStage { plan, worker, transforms, schemas, ops, staged: BTreeMap::new() })
+        Ok(CdcStage { plan, worker, transforms, layouts: HashMap::new(), ops, staged: BTreeMap::new() })
     }
 
     fn partition_of(&self, event: &Event) -> Option<i32> {
@@ -121,39 +142,33 @@ impl StageCore for CdcStage {
 
     fn stage(&mut self, epoch: Epoch, event: Event) -> Result<()> {
         let partition = self.partition_of(&event);
-        let table = &self.plan.tables[event.table as usize];
         let op = self.op_value(event.op).clone();
-        let group = self.staged.entry(epoch).or_default();
+        let CdcStage { plan, layouts, staged, .. } = self;
+        let table = &plan.tables[event.table as usize];
+        let group = staged.entry(epoch).or_default();
         let pending = match group.entry((event.table, partition)) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let latest = table.versions.latest();
-                let (version, (schema, positions)) = match latest.number {
-                    0 => {
-                        let schema = self.schemas.get(&event.table).cloned().ok_or_else(|| {
-                            floe_engine::Error::new(
-                                floe_engine::ErrorKind::Internal,
-                                "CDC event for a table without a CDC table",
-                            )
-                        })?;
-                        (0, (schema, table.cdc_positions.clone()))
-                    }
-                    _ => cdc_schema_at(table, &latest)?,
-                };
+                let layout = layout_of(layouts, table, &table.versions.latest())?;
                 v.insert(Pending {
-                    batch: BatchBuilder::new(schema, 1024)?,
+                    batch: BatchBuilder::new(Arc::clone(&layout.arrow), 1024)?,
                     max_ts: None,
-                    version,
-                    positions,
+                    layout,
                     older: Vec::new(),
                 })
             }
         };
-        // A row decoded under a newer version than the builder's: move the builder on.
-        if pending.version != table.versions.latest_number() {
-            upgrade(pending, table)?;
+        // A row decoded under a newer version than the builder's: move the builder on, and
+        // finish what was built so far.
+        if pending.layout.version != table.versions.latest_number() {
+            let layout = layout_of(layouts, table, &table.versions.latest())?;
+            let built = std::mem::replace(&mut pending.batch, BatchBuilder::new(Arc::clone(&layout.arrow), 1024)?);
+            if !built.is_empty() {
+                pending.older.push(built.finish()?);
+            }
+            pending.layout = layout;
         }
-        append_ledger_row(&mut pending.batch, &op, &event, &table.schema.key, &pending.positions)?;
+        append_ledger_row(&mut pending.batch, &op, &event, &table.schema.key, &pending.layout.positions)?;
         pending.max_ts = pending.max_ts.max(event.source_ts_ms);
         Ok(())
     }
@@ -167,20 +182,19 @@ impl StageCore for CdcStage {
                 continue;
             }
             // Every decoder has passed the epoch: its version is final.
-            let version = table_plan.versions.at(epoch);
-            let Some((target, _)) = table_plan.cdc_at(&version)? else { continue };
+            let layout = layout_of(&mut self.layouts, table_plan, &table_plan.versions.at(epoch))?;
+            let target = layout.target.clone();
             let rows = (pending.batch.len() + pending.older.iter().map(RecordBatch::num_rows).sum::<usize>()) as u64;
             self.plan.metrics.table(&target.name.to_string(), |s| {
                 s.events += rows;
                 s.rows += rows;
             });
-            let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?);
             let mut batches = Vec::with_capacity(pending.older.len() + 1);
             pending.older.push(pending.batch.finish()?);
             for built in pending.older.drain(..) {
-                batches.push(conform_batch(built, &arrow)?);
+                batches.push(conform_batch(built, &layout.arrow)?);
             }
-            let version = version.number;
+            let version = layout.version;
             let max_ts = pending.max_ts;
             let file_io = self.plan.catalog.file_io().clone();
             let prefix = format!("e{epoch}-w{}", self.worker);
@@ -195,32 +209,6 @@ impl StageCore for CdcStage {
         }
         Ok(jobs)
     }
-}
-
-/// A CDC table's Arrow schema, and the row position each of its source fields reads.
-type CdcLayout = (SchemaRef, Vec<Option<usize>>);
-
-/// The CDC table's Arrow schema and field positions as of `version`.
-fn cdc_schema_at(
-    table: &crate::plan::TablePlan,
-    version: &crate::schema_versions::Version,
-) -> Result<(u32, CdcLayout)> {
-    let (target, positions) = table.cdc_at(version)?.ok_or_else(|| {
-        floe_engine::Error::new(floe_engine::ErrorKind::Internal, "CDC event for a table without a CDC table")
-    })?;
-    Ok((version.number, (Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?), positions)))
-}
-
-/// Moves `pending` to the table's newest version: what was built so far is finished.
-fn upgrade(pending: &mut Pending, table: &crate::plan::TablePlan) -> Result<()> {
-    let (number, (schema, positions)) = cdc_schema_at(table, &table.versions.latest())?;
-    let built = std::mem::replace(&mut pending.batch, BatchBuilder::new(schema, 1024)?);
-    if !built.is_empty() {
-        pending.older.push(built.finish()?);
-    }
-    pending.version = number;
-    pending.positions = positions;
-    Ok(())
 }
 
 /// The CDC-writer operator.

@@ -36,7 +36,6 @@ use floe_engine::error::Result;
 use floe_engine::metrics::Metrics;
 use floe_engine::offsets::SourceOffsets;
 use floe_engine::schema_audit::{AuditEntry, PENDING_PROPERTY, PendingChange};
-use floe_engine::schema_drift::SchemaPolicy;
 use iceberg::TableIdent;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
@@ -215,14 +214,7 @@ impl PendingEpochs {
             if epoch < pause.from_epoch || !self.pauses_recorded.insert(table.index) {
                 continue;
             }
-            let pending = PendingChange {
-                changes: pause.changes.clone(),
-                topic: pause.first.topic.clone(),
-                partition: pause.first.partition,
-                offset: pause.first.offset,
-                detected_at_ms: pause.first.at_ms,
-                policy: format!("{:?}", table.schema_policy).to_lowercase(),
-            };
+            let pending = PendingChange::new(pause.changes.clone(), &pause.first, table.schema_policy);
             for target in [&table.base, &table.cdc].into_iter().flatten() {
                 commits.pauses.push((target.ident.clone(), pending.clone()));
             }
@@ -241,28 +233,14 @@ fn schema_commit(table: &crate::plan::TablePlan, dest: Dest, epoch: Epoch) -> Re
         Dest::Cdc(_) => latest.schema.cdc_schema()?,
         _ => latest.schema.base_schema()?,
     };
-    let approval = match table.schema_policy {
-        SchemaPolicy::Lenient => "automatic (lenient)",
-        _ => "automatic (additive)",
-    };
+    let approval = table.schema_policy.automatic_approval();
     let audit = table
         .versions
         .all()
         .iter()
         .filter(|v| v.number <= latest.number)
         .filter_map(|v| v.change.as_ref())
-        .map(|(changes, first)| AuditEntry {
-            old_schema_id: 0,
-            new_schema_id: 0,
-            changes: changes.clone(),
-            topic: first.topic.clone(),
-            partition: first.partition,
-            offset: first.offset,
-            detected: first.detected.clone(),
-            detected_at_ms: first.at_ms,
-            applied_at_ms: 0,
-            approval: approval.to_string(),
-        })
+        .map(|(changes, first)| AuditEntry::new(changes.clone(), first, approval.clone()))
         .collect();
     Ok(Some(SchemaCommit { schema, retired: latest.retired.clone(), audit }))
 }

@@ -28,24 +28,9 @@ use std::sync::{Arc, Mutex};
 
 use floe_engine::epoch::Epoch;
 use floe_engine::schema::TableSchemaRef;
+pub use floe_engine::schema_audit::FirstSeen;
 use floe_engine::schema_drift::Change;
 use serde::{Deserialize, Serialize};
-
-/// Where a schema change first showed, and how it was found.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FirstSeen {
-    /// Topic of the first record that carried it (or was checked).
-    pub topic: String,
-    /// Its partition.
-    pub partition: i32,
-    /// Its offset.
-    pub offset: i64,
-    /// `push` (a record carried it), `pull` (the newest record, checked at start) or
-    /// `declared` (the pipeline file's columns).
-    pub detected: String,
-    /// When floe noticed, ms since the epoch.
-    pub at_ms: i64,
-}
 
 /// One version of the table's column model.
 #[derive(Debug)]

@@ -6,7 +6,7 @@
 //!   read tables back, compare with the model        (not timed; a mismatch fails the bench)
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -84,6 +84,26 @@ pub fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Runs `floe run PIPELINE --stats-json STATS` as a child process (this same binary);
+/// returns its numbers and the wall seconds around it.
+pub fn run_measured(pipeline: &Path, stats: &Path) -> Result<(RunStats, f64)> {
+    let started = Instant::now();
+    let status = Command::new(std::env::current_exe()?)
+        .arg("run")
+        .arg(pipeline)
+        .arg("--stats-json")
+        .arg(stats)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .status()?;
+    let wall = started.elapsed().as_secs_f64();
+    if !status.success() {
+        return Err(Error::new(ErrorKind::Internal, format!("floe run {} failed: {status}", pipeline.display())));
+    }
+    let stats = serde_json::from_slice(&std::fs::read(stats)?)
+        .map_err(|e| Error::new(ErrorKind::Internal, "unreadable run stats").with_source(e))?;
+    Ok((stats, wall))
+}
+
 /// Runs the benchmark and returns the report.
 pub fn bench(options: &BenchOptions) -> Result<String> {
     if options.dir.exists() {
@@ -100,21 +120,7 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
     std::fs::write(&pipeline, bench_pipeline(options.commit_every, options.workers))?;
     let stats_path = options.dir.join("stats.json");
 
-    let exe = std::env::current_exe()?;
-    let started = Instant::now();
-    let status = Command::new(exe)
-        .arg("run")
-        .arg(&pipeline)
-        .arg("--stats-json")
-        .arg(&stats_path)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .status()?;
-    let wall = started.elapsed().as_secs_f64();
-    if !status.success() {
-        return Err(Error::new(ErrorKind::Internal, format!("the measured run failed: {status}")));
-    }
-    let stats: RunStats = serde_json::from_slice(&std::fs::read(&stats_path)?)
-        .map_err(|e| Error::new(ErrorKind::Internal, "unreadable run stats").with_source(e))?;
+    let (stats, wall) = run_measured(&pipeline, &stats_path)?;
     let verifying = Instant::now();
     let checks = verify(&PipelineConfig::load(&pipeline)?, &model)?;
     let verified = verifying.elapsed().as_secs_f64();

@@ -31,7 +31,7 @@ use floe_engine::metrics::{human, human_bytes};
 use floe_harness::race::{RaceSpec, RaceSummary, race_columns_toml, race_table, write_race};
 use serde::Deserialize;
 
-use crate::bench::RunStats;
+use crate::bench::{RunStats, run_measured};
 
 const READER: &str = include_str!("../../harness/python/floe_reader.py");
 const RACE: &str = include_str!("../../harness/python/floe_race.py");
@@ -88,8 +88,9 @@ struct Aggregates {
     null_emails: u64,
 }
 
-/// The Python of the venv `harness/scripts/spark.sh` installs.
-fn python() -> Result<PathBuf> {
+/// The Python of the venv the test script and `harness/scripts/spark.sh` install:
+/// `FLOE_PYTHON`, else `$FLOE_CACHE` (default `~/.cache/floe`) `/venv/bin/python`.
+pub fn python() -> Result<PathBuf> {
     let path = match std::env::var_os("FLOE_PYTHON") {
         Some(p) => PathBuf::from(p),
         None => {
@@ -110,24 +111,6 @@ fn python() -> Result<PathBuf> {
             ),
         ))
     }
-}
-
-fn floe_run(pipeline: &Path, stats: &Path) -> Result<(RunStats, f64)> {
-    let started = Instant::now();
-    let status = Command::new(std::env::current_exe()?)
-        .arg("run")
-        .arg(pipeline)
-        .arg("--stats-json")
-        .arg(stats)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-        .status()?;
-    let wall = started.elapsed().as_secs_f64();
-    if !status.success() {
-        return Err(Error::new(ErrorKind::Internal, format!("floe run {} failed: {status}", pipeline.display())));
-    }
-    let stats = serde_json::from_slice(&std::fs::read(stats)?)
-        .map_err(|e| Error::new(ErrorKind::Internal, "unreadable run stats").with_source(e))?;
-    Ok((stats, wall))
 }
 
 fn spark<T: for<'de> Deserialize<'de>>(options: &SparkBenchOptions, args: &[&str]) -> Result<T> {
@@ -205,7 +188,7 @@ pub fn bench_spark(options: &SparkBenchOptions) -> Result<String> {
     // 1. floe bootstraps R rows (not timed), and Spark copies them into its own table.
     std::fs::write(dir.join("bootstrap.toml"), pipeline("bootstrap.jsonl", &options))?;
     std::fs::write(dir.join("changes.toml"), pipeline("changes.jsonl", &options))?;
-    let (boot, boot_wall) = floe_run(&dir.join("bootstrap.toml"), &dir.join("bootstrap-stats.json"))?;
+    let (boot, boot_wall) = run_measured(&dir.join("bootstrap.toml"), &dir.join("bootstrap-stats.json"))?;
     std::fs::remove_file(dir.join("bootstrap.jsonl"))?;
     eprintln!("floe bootstrap: {} rows in {boot_wall:.0}s", human(boot.records));
     #[derive(Deserialize)]
@@ -240,7 +223,7 @@ pub fn bench_spark(options: &SparkBenchOptions) -> Result<String> {
         if round > 0 {
             restore_catalog(&warehouse, &saved)?;
         }
-        let (floe, floe_wall) = floe_run(&dir.join("changes.toml"), &dir.join("changes-stats.json"))?;
+        let (floe, floe_wall) = run_measured(&dir.join("changes.toml"), &dir.join("changes-stats.json"))?;
         eprintln!("round {}: floe changes {floe_wall:.1}s", round + 1);
         let last = if round + 1 == rounds { "compare" } else { "no-compare" };
         let merged: MergeAnswer = spark(

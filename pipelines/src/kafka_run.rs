@@ -143,9 +143,15 @@ pub struct KafkaDiscovery {
 /// How long sampling a topic may wait for its records.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-impl SchemaDiscovery for KafkaDiscovery {
-    fn samples(&self, table: u32, limit: usize) -> Result<Vec<Sample>> {
-        let Some(topic) = self.topics.get(table as usize) else { return Ok(Vec::new()) };
+impl KafkaDiscovery {
+    /// A consumer over every non-empty partition of table `table`'s topic, each assigned at
+    /// `start(partition)`; `None` when the topic has no records.
+    fn reader(
+        &self,
+        table: u32,
+        start: impl Fn(&PartitionInfo) -> i64,
+    ) -> Result<Option<(&str, Vec<PartitionInfo>, FloeConsumer)>> {
+        let Some(topic) = self.topics.get(table as usize) else { return Ok(None) };
         let partitions: Vec<PartitionInfo> = self
             .topology
             .topics
@@ -153,17 +159,24 @@ impl SchemaDiscovery for KafkaDiscovery {
             .map(|ps| ps.iter().filter(|p| p.high > p.low).copied().collect())
             .unwrap_or_default();
         if partitions.is_empty() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let client: FloeConsumer = consumer(&self.kafka)?;
         let mut list = TopicPartitionList::new();
         for p in &partitions {
-            list.add_partition_offset(topic, p.partition, Offset::Offset(p.low))
+            list.add_partition_offset(topic, p.partition, Offset::Offset(start(p)))
                 .map_err(|e| Error::new(ErrorKind::Source, describe(&e)))?;
         }
         client
             .assign(&list)
-            .map_err(|e| Error::new(ErrorKind::Source, format!("sampling `{topic}`: {}", describe(&e))))?;
+            .map_err(|e| Error::new(ErrorKind::Source, format!("reading `{topic}`: {}", describe(&e))))?;
+        Ok(Some((topic.as_str(), partitions, client)))
+    }
+}
+
+impl SchemaDiscovery for KafkaDiscovery {
+    fn samples(&self, table: u32, limit: usize) -> Result<Vec<Sample>> {
+        let Some((topic, partitions, client)) = self.reader(table, |p| p.low)? else { return Ok(Vec::new()) };
         let mut samples: BTreeMap<i32, Sample> = BTreeMap::new();
         let mut done: BTreeMap<i32, bool> = partitions.iter().map(|p| (p.partition, false)).collect();
         let started = Instant::now();
@@ -202,25 +215,9 @@ impl SchemaDiscovery for KafkaDiscovery {
     fn newest(&self, table: u32) -> Result<Vec<(i32, i64, Sample)>> {
         /// How far back from the end to look for a record with a value (tombstones have none).
         const TAIL: i64 = 8;
-        let Some(topic) = self.topics.get(table as usize) else { return Ok(Vec::new()) };
-        let partitions: Vec<PartitionInfo> = self
-            .topology
-            .topics
-            .get(topic)
-            .map(|ps| ps.iter().filter(|p| p.high > p.low).copied().collect())
-            .unwrap_or_default();
-        if partitions.is_empty() {
+        let Some((topic, partitions, client)) = self.reader(table, |p| (p.high - TAIL).max(p.low))? else {
             return Ok(Vec::new());
-        }
-        let client: FloeConsumer = consumer(&self.kafka)?;
-        let mut list = TopicPartitionList::new();
-        for p in &partitions {
-            list.add_partition_offset(topic, p.partition, Offset::Offset((p.high - TAIL).max(p.low)))
-                .map_err(|e| Error::new(ErrorKind::Source, describe(&e)))?;
-        }
-        client.assign(&list).map_err(|e| {
-            Error::new(ErrorKind::Source, format!("reading the newest records of `{topic}`: {}", describe(&e)))
-        })?;
+        };
         let mut newest: BTreeMap<i32, (i64, Sample)> = BTreeMap::new();
         let mut done: BTreeMap<i32, bool> = partitions.iter().map(|p| (p.partition, false)).collect();
         let started = Instant::now();

@@ -30,7 +30,7 @@ use floe_engine::schema::{
 };
 use floe_engine::schema_audit::{AuditEntry, history, now_ms, retired, retired_from};
 use floe_engine::schema_drift::{Decision, Observed, SourceShape, decide};
-use floe_operators::debezium::connect_schema::{ConnectSchema, key_fields, row_fields};
+use floe_operators::debezium::connect_schema::{ConnectSchema, record_key_fields, row_fields};
 use floe_operators::plan::{Failure, PipelinePlan, RowTransform, TablePlan, Target};
 use floe_operators::schema_versions::{FirstSeen, SchemaVersions};
 use iceberg::TableCreation;
@@ -196,6 +196,36 @@ fn target(name: &TableName, state: &TableState, pipeline_id: &str) -> Result<Tar
     })
 }
 
+/// The column model of an existing CDC table: its source columns (all nullable), keyed by
+/// `key` or else by the key the table records; `None` if it records none.
+pub fn cdc_column_model(
+    metadata: &iceberg::spec::TableMetadata,
+    key: Option<&[String]>,
+) -> Result<Option<TableSchema>> {
+    let columns = metadata
+        .current_schema()
+        .as_struct()
+        .fields()
+        .iter()
+        .skip(cdc_columns::COUNT)
+        .map(|f| {
+            let ty = match f.field_type.as_ref() {
+                iceberg::spec::Type::Primitive(p) => floe_engine::schema::ColumnType::from_iceberg(p),
+                _ => None,
+            };
+            ty.map(|ty| Column { name: f.name.clone(), ty, nullable: true }).ok_or_else(|| {
+                Error::new(ErrorKind::Data, format!("CDC column `{}` has a type floe does not write", f.name))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let key: Vec<String> = match (key, metadata.properties().get(KEY_PROPERTY)) {
+        (Some(k), _) => k.to_vec(),
+        (None, Some(p)) => p.split(',').map(str::to_string).collect(),
+        (None, None) => return Ok(None),
+    };
+    TableSchema::new(columns, &key).map(Some)
+}
+
 /// Whether a CDC table's source columns are a strict prefix (by name) of `schema`'s, or
 /// narrower: the base table evolved and the CDC table did not.
 fn lags(cdc: &iceberg::spec::TableMetadata, schema: &TableSchema) -> Result<bool> {
@@ -208,9 +238,12 @@ fn lags(cdc: &iceberg::spec::TableMetadata, schema: &TableSchema) -> Result<bool
     Ok(have.len() < want.len() || have.iter().zip(&want).any(|(h, w)| h.field_type != w.field_type))
 }
 
+/// What drift found at start changes: the retired columns and the audit records.
+type StartEvolution = (BTreeSet<String>, Vec<AuditEntry>);
+
 /// Applies the drift visible at start to `schema`: changed declared columns (a column the
 /// file no longer declares is dropped), then the newest record of each partition. Returns
-/// the schema and, if it changed, what to commit (the Iceberg schema is filled in per table).
+/// the schema and, if it changed, the retired columns and the audit records to commit.
 fn evolve_at_start(
     config: &PipelineConfig,
     index: usize,
@@ -218,7 +251,7 @@ fn evolve_at_start(
     mut schema: TableSchema,
     mut retired: BTreeSet<String>,
     discovery: &dyn SchemaDiscovery,
-) -> Result<(TableSchema, Option<SchemaCommit>)> {
+) -> Result<(TableSchema, Option<StartEvolution>)> {
     let file = config.file.display();
     let mut shapes: Vec<(SourceShape, Observed, FirstSeen)> = Vec::new();
     let now = now_ms();
@@ -241,10 +274,7 @@ fn evolve_at_start(
     }
     for (partition, offset, (key, value)) in discovery.newest(index as u32)? {
         let Ok(Some(found)) = schema_from_sample(key.as_deref(), &value, Some(&schema.key_names())) else { continue };
-        let key = key
-            .as_deref()
-            .and_then(|k| schema_from_sample(k.into(), &value, None).ok().flatten())
-            .map(|s| s.key_names());
+        let key = key.as_deref().and_then(record_key_fields);
         let seen = FirstSeen { topic: t.topic.clone(), partition, offset, detected: "pull".into(), at_ms: now };
         shapes.push((SourceShape { columns: found.columns, key }, Observed::default(), seen));
     }
@@ -255,18 +285,7 @@ fn evolve_at_start(
             Decision::Evolve { schema: next, retired: now_retired, changes } => {
                 let described: Vec<String> = changes.iter().map(ToString::to_string).collect();
                 info!(topic = %t.topic, detected = %seen.detected, partition = seen.partition, changes = %described.join("; "), "schema drift found at start; evolving the tables");
-                audit.push(AuditEntry {
-                    old_schema_id: 0,
-                    new_schema_id: 0,
-                    changes,
-                    topic: seen.topic,
-                    partition: seen.partition,
-                    offset: seen.offset,
-                    detected: seen.detected,
-                    detected_at_ms: seen.at_ms,
-                    applied_at_ms: 0,
-                    approval: format!("automatic ({})", format!("{:?}", t.schema_changes).to_lowercase()),
-                });
+                audit.push(AuditEntry::new(changes, &seen, t.schema_changes.automatic_approval()));
                 schema = next;
                 retired = now_retired;
             }
@@ -278,7 +297,7 @@ fn evolve_at_start(
                         format!(
                             "{file}: `tables[{index}].columns`: {} (schema_changes = \"{}\"); restore the columns, or set schema_changes = \"lenient\"",
                             described.join("; "),
-                            format!("{:?}", t.schema_changes).to_lowercase()
+                            t.schema_changes.name()
                         ),
                     ));
                 }
@@ -290,8 +309,7 @@ fn evolve_at_start(
     if audit.is_empty() {
         return Ok((schema, None));
     }
-    let placeholder = schema.base_schema()?;
-    Ok((schema, Some(SchemaCommit { schema: placeholder, retired, audit })))
+    Ok((schema, Some((retired, audit))))
 }
 
 /// Column model from a sample message: its value schema's row struct, and its key
@@ -311,21 +329,12 @@ pub fn schema_from_sample(
     let columns: Vec<Column> = fields.into_iter().map(|(c, _)| c).collect();
     let key_names: Vec<String> = match config_key {
         Some(k) => k.to_vec(),
-        None => {
-            let from_key = key
-                .and_then(|k| serde_json::from_slice::<WithSchema>(k).ok())
-                .and_then(|k| k.schema)
-                .map(|s| key_fields(&s));
-            match from_key {
-                Some(k) if !k.is_empty() => k,
-                _ => {
-                    return Err(Error::new(
-                        ErrorKind::Config,
-                        "the record key carries no schema to take the primary key from; set `key` for the table",
-                    ));
-                }
-            }
-        }
+        None => key.and_then(record_key_fields).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                "the record key carries no schema to take the primary key from; set `key` for the table",
+            )
+        })?,
     };
     TableSchema::new(columns, &key_names).map(Some)
 }
@@ -353,30 +362,8 @@ fn plan_table(
     let schema: TableSchema = if let Some(state) = &base_state {
         TableSchema::from_base_schema(state.metadata.current_schema())?
     } else if let Some(state) = &cdc_state {
-        let s = state.metadata.current_schema();
-        let columns = s
-            .as_struct()
-            .fields()
-            .iter()
-            .skip(cdc_columns::COUNT)
-            .map(|f| {
-                let ty = match f.field_type.as_ref() {
-                    iceberg::spec::Type::Primitive(p) => floe_engine::schema::ColumnType::from_iceberg(p),
-                    _ => None,
-                };
-                ty.map(|ty| Column { name: f.name.clone(), ty, nullable: true }).ok_or_else(|| {
-                    Error::new(ErrorKind::Data, format!("CDC column `{}` has a type floe does not write", f.name))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let key: Vec<String> = match (&t.key, state.metadata.properties().get(KEY_PROPERTY)) {
-            (Some(k), _) => k.clone(),
-            (None, Some(p)) => p.split(',').map(str::to_string).collect(),
-            (None, None) => {
-                return Err(key_err("key", "the existing CDC table does not record its key; set `key`".into()));
-            }
-        };
-        TableSchema::new(columns, &key)?
+        cdc_column_model(&state.metadata, t.key.as_deref())?
+            .ok_or_else(|| key_err("key", "the existing CDC table does not record its key; set `key`".into()))?
     } else if let Some(columns) = &t.columns {
         let key = t.key.clone().unwrap_or_default();
         TableSchema::new(columns.clone(), &key).map_err(|e| key_err("columns", e.to_string()))?
@@ -438,12 +425,13 @@ fn plan_table(
             let retired = base_state.as_ref().or(cdc_state.as_ref()).map(|s| retired(&s.metadata)).unwrap_or_default();
             match evolve_at_start(config, index, t, schema, retired, discovery)? {
                 (schema, None) => (schema, base_state, cdc_state),
-                (schema, Some(change)) => {
+                (schema, Some((retired, audit))) => {
                     for (state, cdc) in [(&base_state, false), (&cdc_state, true)] {
                         let Some(state) = state else { continue };
                         let commit = SchemaCommit {
                             schema: if cdc { schema.cdc_schema()? } else { schema.base_schema()? },
-                            ..change.clone()
+                            retired: retired.clone(),
+                            audit: audit.clone(),
                         };
                         runtime.block_on(commit_metadata(catalog, &state.ident, Some(&commit), HashMap::new(), &[]))?;
                     }

@@ -44,26 +44,8 @@ impl Tables {
             return TableSchema::from_base_schema(b.metadata.current_schema());
         }
         let c = self.cdc.as_ref().ok_or_else(|| Error::new(ErrorKind::Config, "the table does not exist yet"))?;
-        let columns = c
-            .metadata
-            .current_schema()
-            .as_struct()
-            .fields()
-            .iter()
-            .skip(floe_engine::schema::cdc_columns::COUNT)
-            .filter_map(|f| match f.field_type.as_ref() {
-                iceberg::spec::Type::Primitive(p) => floe_engine::schema::ColumnType::from_iceberg(p)
-                    .map(|ty| floe_engine::schema::Column { name: f.name.clone(), ty, nullable: true }),
-                _ => None,
-            })
-            .collect();
-        let key: Vec<String> = c
-            .metadata
-            .properties()
-            .get(crate::planner::KEY_PROPERTY)
-            .map(|k| k.split(',').map(str::to_string).collect())
-            .unwrap_or_default();
-        TableSchema::new(columns, &key)
+        crate::planner::cdc_column_model(&c.metadata, self.config.key.as_deref())?
+            .ok_or_else(|| Error::new(ErrorKind::Config, "the CDC table does not record its key; set `key`"))
     }
 }
 
@@ -202,18 +184,7 @@ pub fn approve(config: &PipelineConfig, table: &str) -> Result<String> {
     let p = pending(&state.metadata)?
         .ok_or_else(|| Error::new(ErrorKind::Config, format!("{}: no pending schema change to approve", t.name())))?;
     let (next, now_retired) = apply(&t.schema()?, &retired(&state.metadata), &p.changes)?;
-    let entry = AuditEntry {
-        old_schema_id: 0,
-        new_schema_id: 0,
-        changes: p.changes.clone(),
-        topic: p.topic.clone(),
-        partition: p.partition,
-        offset: p.offset,
-        detected: "push".into(),
-        detected_at_ms: p.detected_at_ms,
-        applied_at_ms: 0,
-        approval: format!("approved by {}", user()),
-    };
+    let entry = AuditEntry::new(p.changes.clone(), &p.first_seen(), format!("approved by {}", user()));
     for (state, cdc) in [(&t.base, false), (&t.cdc, true)] {
         let Some(state) = state else { continue };
         let change = SchemaCommit {

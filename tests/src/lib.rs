@@ -102,16 +102,7 @@ pub fn kafka_pipeline_toml(brokers: &str, commit_every: u64, workers: usize) -> 
 /// A Python with `kafka-python` (and later pyspark): `FLOE_PYTHON`, else the venv the test
 /// script installs (`$FLOE_CACHE` or `~/.cache/floe`, then `venv/bin/python`).
 pub fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("FLOE_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("FLOE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/floe")))
-        .expect("HOME or FLOE_CACHE");
-    let p = cache.join("venv/bin/python");
-    assert!(p.is_file(), "{} is missing; harness/scripts/test.sh creates it", p.display());
-    p
+    floe_pipelines::bench_spark::python().unwrap_or_else(|e| panic!("{e}"))
 }
 
 impl Scratch {

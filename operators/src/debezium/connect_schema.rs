@@ -270,6 +270,17 @@ pub fn key_fields(key_schema: &ConnectSchema) -> Vec<String> {
     }
 }
 
+/// The key fields a record key's own Connect schema names (`{"schema": ..., "payload": ...}`);
+/// `None` for a key without a schema or with no fields.
+pub fn record_key_fields(key: &[u8]) -> Option<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct WithSchema {
+        schema: Option<ConnectSchema>,
+    }
+    let schema = serde_json::from_slice::<WithSchema>(key).ok()?.schema?;
+    Some(key_fields(&schema)).filter(|k| !k.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

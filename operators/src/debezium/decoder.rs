@@ -33,13 +33,14 @@ use std::sync::Arc;
 use floe_engine::epoch::Epoch;
 use floe_engine::record::SourceRecord;
 use floe_engine::schema::TableSchema;
+use floe_engine::schema_audit::now_ms;
 use floe_engine::schema_drift::{Decision, Observed, SchemaPolicy, SourceShape, decide, writable};
 use floe_engine::value::{Row, Value};
 use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::connect_schema::{ConnectSchema, Conversion, key_fields, row_fields};
+use super::connect_schema::{ConnectSchema, Conversion, record_key_fields, row_fields};
 use super::convert::ValueSeed;
 use super::envelope::{Envelope, EnvelopeSeed, FieldSlot, Op, RowLayout};
 use crate::plan::RowTransform;
@@ -400,30 +401,43 @@ impl TableDecoder {
                 .collect(),
             key: None,
         };
+        let (version, evolved) = self.resolve(&shape, &observed, record, epoch)?;
+        if evolved {
+            // Positions are unchanged by retiring, so this record's layout stays valid; its
+            // epoch needs the version (the column may have become optional).
+            self.note_use(version.number, epoch);
+            self.adopt(version)?;
+            self.previous.retain(|(p, _)| *p != record.partition);
+            self.previous.push((record.partition, Arc::clone(layout)));
+        }
+        Ok(())
+    }
+
+    /// Decides `shape` (with what was `observed`) against the newest version under the
+    /// table's policy: returns that version, or the one this call evolved it to (`true`);
+    /// or pauses the table at `epoch`. If another decoder evolves the table between the
+    /// decision and the registration, decides again.
+    fn resolve(
+        &mut self,
+        shape: &SourceShape,
+        observed: &Observed,
+        record: &SourceRecord,
+        epoch: Epoch,
+    ) -> Result<(Arc<Version>, bool), Fail> {
         let first = FirstSeen {
             topic: self.topic.clone(),
             partition: record.partition,
             offset: record.offset,
             detected: "push".into(),
-            at_ms: chrono_now_ms(),
+            at_ms: now_ms(),
         };
         loop {
             let latest = self.versions.latest();
-            match decide(&latest.schema, &latest.retired, &shape, &observed, self.policy) {
-                Decision::Unchanged => return Ok(()),
+            let (changes, evolved) = match decide(&latest.schema, &latest.retired, shape, observed, self.policy) {
+                Decision::Unchanged => return Ok((latest, false)),
                 Decision::Evolve { schema, retired, changes } => {
-                    if let Some(next) = self.versions.evolve(&latest, Arc::new(schema), retired, changes, first.clone())
-                    {
-                        tracing::info!(topic = %self.topic, partition = record.partition, offset = record.offset,
-                            version = next.number, "dropped columns retired (kept, null from here on)");
-                        // Positions are unchanged by retiring, so this record's layout stays valid;
-                        // its epoch needs the version (the column may have become optional).
-                        self.note_use(next.number, epoch);
-                        self.adopt(next)?;
-                        self.previous.retain(|(p, _)| *p != record.partition);
-                        self.previous.push((record.partition, Arc::clone(layout)));
-                        return Ok(());
-                    }
+                    let described: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                    (described, self.versions.evolve(&latest, Arc::new(schema), retired, changes, first.clone()))
                 }
                 Decision::Pause { changes } => {
                     let described: Vec<String> = changes.iter().map(ToString::to_string).collect();
@@ -435,23 +449,21 @@ impl TableDecoder {
                     self.versions.pause(epoch, changes, first);
                     return Err(Fail::Held);
                 }
+            };
+            if let Some(next) = evolved {
+                tracing::info!(
+                    topic = %self.topic, partition = record.partition, offset = record.offset,
+                    version = next.number, changes = %changes.join("; "), "schema change applied"
+                );
+                return Ok((next, true));
             }
         }
     }
 
     /// The source's shape: the value schema's row fields, and the key schema's fields.
     fn shape(schema: &ConnectSchema, record: &SourceRecord) -> Option<(SourceShape, Vec<(String, Conversion)>)> {
-        #[derive(Deserialize)]
-        struct WithSchema {
-            schema: Option<ConnectSchema>,
-        }
         let fields = row_fields(schema)?;
-        let key = record
-            .key_bytes()
-            .and_then(|k| serde_json::from_slice::<WithSchema>(&k).ok())
-            .and_then(|k| k.schema)
-            .map(|k| key_fields(&k))
-            .filter(|k| !k.is_empty());
+        let key = record.key_bytes().and_then(|k| record_key_fields(&k));
         let conversions = fields.iter().map(|(c, conv)| (c.name.clone(), *conv)).collect();
         let columns = fields.into_iter().map(|(c, _)| c).collect();
         Some((SourceShape { columns, key }, conversions))
@@ -462,46 +474,8 @@ impl TableDecoder {
             serde_json::from_slice(schema_json).map_err(|e| format!("unreadable Connect schema: {e}"))?;
         let (shape, conversions) = Self::shape(&schema, record)
             .ok_or_else(|| "the value schema has no `after` or `before` struct".to_string())?;
-        let topic = self.topic.clone();
-        let first = || FirstSeen {
-            topic: topic.clone(),
-            partition: record.partition,
-            offset: record.offset,
-            detected: "push".into(),
-            at_ms: chrono_now_ms(),
-        };
-        // Decide against the newest version; if another worker evolves the table between
-        // our decision and our registration, decide again.
-        loop {
-            let latest = self.versions.latest();
-            match decide(&latest.schema, &latest.retired, &shape, &Observed::default(), self.policy) {
-                Decision::Unchanged => {
-                    self.adopt(latest)?;
-                    break;
-                }
-                Decision::Evolve { schema, retired, changes } => {
-                    let described: Vec<String> = changes.iter().map(ToString::to_string).collect();
-                    if let Some(next) = self.versions.evolve(&latest, Arc::new(schema), retired, changes, first()) {
-                        tracing::info!(
-                            topic = %self.topic, partition = record.partition, offset = record.offset,
-                            version = next.number, changes = %described.join("; "), "schema change applied"
-                        );
-                        self.adopt(next)?;
-                        break;
-                    }
-                }
-                Decision::Pause { changes } => {
-                    let described: Vec<String> = changes.iter().map(ToString::to_string).collect();
-                    tracing::error!(
-                        topic = %self.topic, partition = record.partition, offset = record.offset,
-                        changes = %described.join("; "), policy = ?self.policy,
-                        "schema change is not additive: the table is paused here"
-                    );
-                    self.versions.pause(epoch, changes, first());
-                    return Err(Fail::Held);
-                }
-            }
-        }
+        let (version, _) = self.resolve(&shape, &Observed::default(), record, epoch)?;
+        self.adopt(version)?;
         // The oldest version this record fits: its rows are typed for it, and it is the
         // version the record's epoch needs (see `note_use`).
         let versions = self.versions.all();
@@ -665,10 +639,6 @@ impl TableDecoder {
 /// Positions that must be non-null in an after image: NOT NULL columns and the key.
 fn not_null(schema: &TableSchema) -> Vec<usize> {
     schema.columns.iter().enumerate().filter(|(i, c)| !c.nullable || schema.key.contains(i)).map(|(i, _)| i).collect()
-}
-
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]
