@@ -118,7 +118,13 @@ pub struct KafkaConfig {
     pub properties: Secrets,
     /// In a continuous run, the longest an epoch stays open (idle or slow partitions).
     pub commit_interval: std::time::Duration,
+    /// In a continuous run, how often each table's schema is compared with the newest
+    /// record of its topic (pull detection); `None`: only at start.
+    pub schema_pull_interval: Option<std::time::Duration>,
 }
+
+/// Default of `source.schema_pull_interval_ms`: five minutes.
+pub const DEFAULT_SCHEMA_PULL_MS: u64 = 300_000;
 
 /// Replaces each `${env:NAME}` in `text` with the environment variable `NAME` (secrets stay
 /// out of pipeline files); returns the name of a variable that is not set.
@@ -256,6 +262,7 @@ enum RawSource {
         start: Option<StartPosition>,
         group_id: Option<String>,
         commit_interval_ms: Option<u64>,
+        schema_pull_interval_ms: Option<u64>,
         #[serde(default)]
         properties: BTreeMap<String, toml::Value>,
     },
@@ -375,7 +382,16 @@ impl PipelineConfig {
 
         let source = match raw.source {
             RawSource::Replay { path: p } => SourceConfig::Replay { path: resolve(&base_dir, &p.to_string_lossy()) },
-            RawSource::Kafka { brokers, topics, topic_pattern, start, group_id, commit_interval_ms, properties } => {
+            RawSource::Kafka {
+                brokers,
+                topics,
+                topic_pattern,
+                start,
+                group_id,
+                commit_interval_ms,
+                schema_pull_interval_ms,
+                properties,
+            } => {
                 let brokers = match brokers {
                     Brokers::One(b) => b,
                     Brokers::Many(list) => list.join(","),
@@ -423,6 +439,10 @@ impl PipelineConfig {
                     group_id: group_id.unwrap_or_else(|| format!("floe-{}", pipeline.id)),
                     properties: Secrets(props),
                     commit_interval: std::time::Duration::from_millis(commit_interval_ms),
+                    schema_pull_interval: match schema_pull_interval_ms.unwrap_or(DEFAULT_SCHEMA_PULL_MS) {
+                        0 => None,
+                        ms => Some(std::time::Duration::from_millis(ms)),
+                    },
                 })
             }
         };

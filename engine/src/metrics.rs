@@ -52,6 +52,8 @@ pub struct Metrics {
     pub dead_letters: AtomicU64,
     /// Records held back because their table is paused by a schema change.
     pub held: AtomicU64,
+    /// Times a continuous run planned itself again to resume an approved table.
+    pub resumes: AtomicU64,
     /// Snapshots committed across all tables.
     pub commits: AtomicU64,
     /// Commit attempts that lost a race and were retried.
@@ -72,6 +74,7 @@ impl Default for Metrics {
             tombstones: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
             held: AtomicU64::new(0),
+            resumes: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             commit_conflicts: AtomicU64::new(0),
             peak_anon_bytes: AtomicU64::new(0),
@@ -156,7 +159,7 @@ impl Metrics {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{records} records in {secs:.2}s ({}/s), {} tombstones skipped, {} already committed, {} dead letters, {}peak memory {} (anonymous; {} RSS incl. the mapped log)",
+            "{records} records in {secs:.2}s ({}/s), {} tombstones skipped, {} already committed, {} dead letters, {}{}peak memory {} (anonymous; {} RSS incl. the mapped log)",
             human((records as f64 / secs) as u64),
             Self::get(&self.tombstones),
             Self::get(&self.records_skipped),
@@ -164,6 +167,10 @@ impl Metrics {
             match Self::get(&self.held) {
                 0 => String::new(),
                 n => format!("{n} held by paused tables, "),
+            },
+            match Self::get(&self.resumes) {
+                0 => String::new(),
+                n => format!("{n} approved tables resumed in-process, "),
             },
             human_bytes(Self::get(&self.peak_anon_bytes)),
             peak_rss_bytes().map(human_bytes).unwrap_or_else(|| "unknown".into()),

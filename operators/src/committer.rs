@@ -24,6 +24,8 @@
 //!   metadata in the same swap when it is new), so the schema lands with or before the first
 //!   data that uses it. A table paused at an epoch gets no snapshot for it or any later
 //!   epoch; its pending change is recorded once, as a table property, for review.
+//! - A schema version a pull found ahead of the stream commits alone (metadata only),
+//!   between two epochs, and every later snapshot of the table carries it or a newer one.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -86,6 +88,8 @@ pub struct PendingEpochs {
     run_progress: SourceOffsets,
     /// Tables whose pause is already recorded in the catalog.
     pauses_recorded: std::collections::BTreeSet<u32>,
+    /// The newest epoch closed so far.
+    closed_through: Option<Epoch>,
 }
 
 /// The commit requests of one epoch, in commit order.
@@ -123,6 +127,7 @@ impl PendingEpochs {
             epochs: BTreeMap::new(),
             run_progress: SourceOffsets::default(),
             pauses_recorded: Default::default(),
+            closed_through: None,
         }
     }
 
@@ -152,6 +157,7 @@ impl PendingEpochs {
     /// returns the requests that commit its files.
     pub fn close(&mut self, epoch: Epoch) -> Result<EpochCommits> {
         let content = self.epochs.remove(&epoch).unwrap_or_default();
+        self.closed_through = Some(epoch);
         for p in &content.progress {
             let topic = &self.plan.tables[p.table as usize].topic;
             self.run_progress.advance(topic, p.partition, p.next_offset);
@@ -207,6 +213,28 @@ impl PendingEpochs {
 }
 
 impl PendingEpochs {
+    /// Schema versions a pull added ahead of the stream, as metadata-only commits to run
+    /// between two epochs. Each is used from the first epoch not closed yet, so every later
+    /// snapshot of the table carries it (or a newer version) and its schema never moves back.
+    pub fn ahead_commits(&mut self) -> Result<Vec<(TableIdent, SchemaCommit)>> {
+        let next = self.closed_through.map_or(0, |e| e + 1);
+        let mut out = Vec::new();
+        for table in &self.plan.tables {
+            if table.versions.pause_state().is_some() {
+                continue;
+            }
+            let Some(version) = table.versions.take_ahead() else { continue };
+            table.versions.used_at(version.number, next);
+            let at = table.versions.at(next);
+            for (dest, target) in [(Dest::Base(table.index), &table.base), (Dest::Cdc(table.index), &table.cdc)] {
+                if let (Some(target), Some(change)) = (target, schema_commit_of(table, dest, &at)?) {
+                    out.push((target.ident.clone(), change));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Queues the record of each pause that `epoch` reaches, once per table.
     fn record_pauses(&mut self, epoch: Epoch, commits: &mut EpochCommits) {
         for table in &self.plan.tables {
@@ -225,7 +253,15 @@ impl PendingEpochs {
 /// The schema a table's snapshot of `epoch` must carry: the epoch's version, once the run
 /// evolved the table, with the audit entries of every version up to it.
 fn schema_commit(table: &crate::plan::TablePlan, dest: Dest, epoch: Epoch) -> Result<Option<SchemaCommit>> {
-    let latest = table.versions.at(epoch);
+    schema_commit_of(table, dest, &table.versions.at(epoch))
+}
+
+/// The schema change that brings a table to `latest` (none for the run's first version).
+fn schema_commit_of(
+    table: &crate::plan::TablePlan,
+    dest: Dest,
+    latest: &crate::schema_versions::Version,
+) -> Result<Option<SchemaCommit>> {
     if latest.number == 0 {
         return Ok(None);
     }
@@ -245,7 +281,11 @@ fn schema_commit(table: &crate::plan::TablePlan, dest: Dest, epoch: Epoch) -> Re
     Ok(Some(SchemaCommit { schema, retired: latest.retired.clone(), audit }))
 }
 
-type Done = (Epoch, Result<Vec<(Dest, CommitOutcome)>>);
+/// A finished commit job: an epoch's snapshots, or a pull's metadata-only schema commits.
+enum Done {
+    Epoch(Epoch, Result<Vec<(Dest, CommitOutcome)>>),
+    Schema(Result<()>),
+}
 
 /// What one epoch wrote to one table, for the metrics.
 #[derive(Clone, Copy, Debug, Default)]
@@ -314,10 +354,14 @@ pub fn commit_epochs<'s>(
         "Committer",
         move |_default, info| {
             let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
+            if scope.index() as u64 == chosen {
+                plan.committer_wake.register((*activator).clone());
+            }
             let (done_tx, done_rx) = mpsc::channel::<Done>();
             let mut pending = PendingEpochs::new(Arc::clone(&plan));
             let mut caps: BTreeMap<Epoch, Capability<Epoch>> = BTreeMap::new();
             let mut inflight: Option<(Epoch, Capability<Epoch>, BTreeMap<Dest, Written>)> = None;
+            let mut schema_inflight = false;
             let mut failed = false;
             move |(files_in, files_frontier), (progress_in, progress_frontier), output| {
                 files_in.for_each(|cap, data| {
@@ -343,7 +387,18 @@ pub fn commit_epochs<'s>(
                     }
                 });
 
-                while let Ok((epoch, result)) = done_rx.try_recv() {
+                while let Ok(done) = done_rx.try_recv() {
+                    let (epoch, result) = match done {
+                        Done::Epoch(epoch, result) => (epoch, result),
+                        Done::Schema(result) => {
+                            schema_inflight = false;
+                            if let Err(e) = result {
+                                plan.failure.record(e);
+                                failed = true;
+                            }
+                            continue;
+                        }
+                    };
                     match result {
                         Ok(outcomes) => {
                             if let Some((e, cap, sizes)) = inflight.take() {
@@ -377,8 +432,39 @@ pub fn commit_epochs<'s>(
                     }
                 }
 
+                // A pull's schema versions commit between two epochs.
+                if inflight.is_none() && !schema_inflight && !failed && plan.failure.get().is_none() {
+                    match pending.ahead_commits() {
+                        Ok(jobs) if jobs.is_empty() => {}
+                        Ok(jobs) => {
+                            let catalog = Arc::clone(&plan.catalog);
+                            let tx = done_tx.clone();
+                            let wake = Arc::clone(&activator);
+                            plan.runtime.spawn(async move {
+                                let mut result = Ok(());
+                                for (table, change) in &jobs {
+                                    result =
+                                        commit_metadata(catalog.as_ref(), table, Some(change), Default::default(), &[])
+                                            .await;
+                                    if result.is_err() {
+                                        break;
+                                    }
+                                    tracing::info!(table = %table, "schema change found by a pull committed");
+                                }
+                                let _ = tx.send(Done::Schema(result));
+                                let _ = wake.activate();
+                            });
+                            schema_inflight = true;
+                        }
+                        Err(e) => {
+                            plan.failure.record(e);
+                            failed = true;
+                        }
+                    }
+                }
+
                 // Start the next epoch once the previous one is done and both inputs passed it.
-                while inflight.is_none() && !failed {
+                while inflight.is_none() && !schema_inflight && !failed {
                     let Some(epoch) = pending.oldest() else { break };
                     let frontier_passed = !files_frontier.frontier().less_equal(&epoch)
                         && !progress_frontier.frontier().less_equal(&epoch);
@@ -427,7 +513,7 @@ pub fn commit_epochs<'s>(
                     let wake = Arc::clone(&activator);
                     plan.runtime.spawn(async move {
                         let result = run_commits(catalog, commits).await;
-                        let _ = tx.send((epoch, result));
+                        let _ = tx.send(Done::Epoch(epoch, result));
                         let _ = wake.activate();
                     });
                     inflight = Some((epoch, cap, sizes));

@@ -220,6 +220,7 @@ mod tests {
             group_id: "g".into(),
             properties: Secrets(properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             commit_interval: Duration::from_secs(1),
+            schema_pull_interval: None,
         }
     }
 

@@ -71,6 +71,9 @@ pub struct KafkaSourceSpec {
     pub until_caught_up: bool,
     /// Set to stop a continuous run (SIGINT/SIGTERM).
     pub stop: Arc<AtomicBool>,
+    /// Set to end this round of a continuous run the same way (it is planned again, e.g.
+    /// to resume an approved table).
+    pub drain: Arc<AtomicBool>,
 }
 
 /// `(topic, partition, next offset)` to commit to the consumer group.
@@ -164,7 +167,7 @@ pub fn kafka_source<'s>(
                     return;
                 }
                 let mut items: Vec<(Epoch, SourceItem)> = Vec::new();
-                let stopping = spec.stop.load(Ordering::Relaxed);
+                let stopping = spec.stop.load(Ordering::Relaxed) || spec.drain.load(Ordering::Relaxed);
                 let frontier = *held.time();
                 let throttled = plan.must_wait(frontier, &committed);
                 let mut read = 0u64;

@@ -161,6 +161,26 @@ pub struct PipelinePlan {
     pub metrics: Arc<Metrics>,
     /// Where operators report fatal errors.
     pub failure: Arc<Failure>,
+    /// Wakes the committer from outside the dataflow (a schema pull has work for it).
+    pub committer_wake: Arc<Wake>,
+}
+
+/// A handle that schedules one operator from any thread; empty until the operator registers.
+#[derive(Debug, Default)]
+pub struct Wake(std::sync::Mutex<Option<timely::scheduling::SyncActivator>>);
+
+impl Wake {
+    /// Registers the operator to wake.
+    pub fn register(&self, activator: timely::scheduling::SyncActivator) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(activator);
+    }
+
+    /// Schedules the operator, if registered and still running.
+    pub fn wake(&self) {
+        if let Some(a) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = a.activate();
+        }
+    }
 }
 
 /// The first fatal error any operator hit. Operators that record one keep holding their

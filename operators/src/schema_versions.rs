@@ -6,6 +6,7 @@
 //!                                                     └──► pause(e, changes)   │
 //!   writers (epoch e closes)   ◄── latest() ───────────────────────────────────┤
 //!   committer (epoch e)        ◄── latest(), paused_from() ────────────────────┘
+//!   schema watcher (pull) ──► evolve_ahead ──► committer: take_ahead, commit it alone
 //! ```
 //!
 //! # Invariants
@@ -17,6 +18,9 @@
 //!   and committed under [`SchemaVersions::at`], the newest version some row of it or of an
 //!   earlier epoch needs. Writers and the committer run only after every decoder has passed
 //!   the epoch, so the schema lands exactly with the first commit whose data uses it.
+//! - A version a pull adds ahead of the stream is used from the first epoch the committer
+//!   has not closed when it takes it, and committed on its own (metadata only) at once:
+//!   every later snapshot carries it or a newer one, so a table's schema never moves back.
 //! - A pause at epoch `p` only moves earlier (`min`): records of the table at or after the
 //!   earliest pause are neither written nor committed, so its offsets stay at `p - 1`.
 //! - Shared by the workers of one process (a mutex; schema changes are rare). Across
@@ -36,7 +40,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug)]
 pub struct Version {
     /// The first epoch with a row that needs this version (`u64::MAX`: none yet). Only ever
-    /// lowered, and only by decoders, for epochs they have not passed.
+    /// lowered: by decoders, for epochs they have not passed; by the committer, for a pulled
+    /// version, to the first epoch it has not closed.
     from_epoch: AtomicU64,
     /// 0 for the schema the run started with, then 1, 2, ...
     pub number: u32,
@@ -63,6 +68,8 @@ pub struct Pause {
 struct Inner {
     versions: Vec<Arc<Version>>,
     pause: Option<Pause>,
+    /// Versions a pull added ahead of the stream, not yet handed to the committer.
+    ahead: Vec<u32>,
 }
 
 /// The versions of one table. See the module docs.
@@ -83,7 +90,7 @@ impl SchemaVersions {
     pub fn new(schema: TableSchemaRef, retired: BTreeSet<String>) -> VersionsRef {
         let first = Arc::new(Version { from_epoch: AtomicU64::new(0), number: 0, schema, retired, change: None });
         Arc::new(SchemaVersions {
-            inner: Mutex::new(Inner { versions: vec![first], pause: None }),
+            inner: Mutex::new(Inner { versions: vec![first], pause: None, ahead: Vec::new() }),
             latest: AtomicU32::new(0),
             paused_from: AtomicU64::new(u64::MAX),
         })
@@ -153,6 +160,30 @@ impl SchemaVersions {
         Some(next)
     }
 
+    /// Like [`SchemaVersions::evolve`], for a change found by a pull, ahead of any row that
+    /// needs it: the committer commits it on its own ([`SchemaVersions::take_ahead`]), so the
+    /// tables evolve even if no row ever arrives.
+    pub fn evolve_ahead(
+        &self,
+        base: &Version,
+        schema: TableSchemaRef,
+        retired: BTreeSet<String>,
+        changes: Vec<Change>,
+        first: FirstSeen,
+    ) -> Option<Arc<Version>> {
+        let next = self.evolve(base, schema, retired, changes, first)?;
+        self.lock().ahead.push(next.number);
+        Some(next)
+    }
+
+    /// The newest version a pull added since the last call, if any. The caller (the
+    /// committer) marks it used from the first epoch it has not closed, and commits it.
+    pub fn take_ahead(&self) -> Option<Arc<Version>> {
+        let mut inner = self.lock();
+        let newest = inner.ahead.drain(..).max()?;
+        inner.versions.get(newest as usize).cloned()
+    }
+
     /// Pauses the table from `epoch` on (an earlier pause wins).
     pub fn pause(&self, epoch: Epoch, changes: Vec<Change>, first: FirstSeen) {
         let mut inner = self.lock();
@@ -212,6 +243,17 @@ mod tests {
         v.used_at(1, 4);
         let at = |e| v.at(e).number;
         assert_eq!((at(3), at(4), at(6), at(7), at(50)), (0, 1, 1, 2, 2));
+    }
+
+    #[test]
+    fn a_pulled_version_is_handed_over_once() {
+        let v = SchemaVersions::new(schema(1), BTreeSet::new());
+        assert!(v.take_ahead().is_none());
+        let one = v.evolve_ahead(&v.latest(), schema(2), BTreeSet::new(), vec![], seen()).expect("v1");
+        v.evolve_ahead(&one, schema(3), BTreeSet::new(), vec![], seen()).expect("v2");
+        assert_eq!(v.take_ahead().map(|x| x.number), Some(2), "the newest covers the older");
+        assert!(v.take_ahead().is_none());
+        assert_eq!(v.at(9).number, 0, "no epoch uses it until the committer says so");
     }
 
     #[test]

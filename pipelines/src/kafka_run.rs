@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use floe_engine::config::{KafkaConfig, PipelineConfig, StartPosition};
@@ -138,6 +138,8 @@ pub struct KafkaDiscovery {
     pub topology: KafkaTopology,
     /// Topic of each table index.
     pub topics: Vec<String>,
+    /// Ends retries and waits (the run is over).
+    pub stop: Arc<AtomicBool>,
 }
 
 /// How long sampling a topic may wait for its records.
@@ -146,22 +148,27 @@ const SAMPLE_TIMEOUT: Duration = Duration::from_secs(60);
 impl KafkaDiscovery {
     /// A consumer over every non-empty partition of table `table`'s topic, each assigned at
     /// `start(partition)`; `None` when the topic has no records.
+    ///
+    /// With `fresh`, the watermarks are read again (a pull during a run), else those read at
+    /// start are used.
     fn reader(
         &self,
         table: u32,
         start: impl Fn(&PartitionInfo) -> i64,
+        fresh: bool,
     ) -> Result<Option<(&str, Vec<PartitionInfo>, FloeConsumer)>> {
         let Some(topic) = self.topics.get(table as usize) else { return Ok(None) };
-        let partitions: Vec<PartitionInfo> = self
-            .topology
-            .topics
-            .get(topic)
-            .map(|ps| ps.iter().filter(|p| p.high > p.low).copied().collect())
-            .unwrap_or_default();
+        let client: FloeConsumer = consumer(&self.kafka)?;
+        let mut partitions: Vec<PartitionInfo> = self.topology.topics.get(topic).cloned().unwrap_or_default();
+        if fresh {
+            for p in &mut partitions {
+                (p.low, p.high) = watermarks(&client, topic, p.partition, &self.stop)?;
+            }
+        }
+        partitions.retain(|p| p.high > p.low);
         if partitions.is_empty() {
             return Ok(None);
         }
-        let client: FloeConsumer = consumer(&self.kafka)?;
         let mut list = TopicPartitionList::new();
         for p in &partitions {
             list.add_partition_offset(topic, p.partition, Offset::Offset(start(p)))
@@ -176,7 +183,7 @@ impl KafkaDiscovery {
 
 impl SchemaDiscovery for KafkaDiscovery {
     fn samples(&self, table: u32, limit: usize) -> Result<Vec<Sample>> {
-        let Some((topic, partitions, client)) = self.reader(table, |p| p.low)? else { return Ok(Vec::new()) };
+        let Some((topic, partitions, client)) = self.reader(table, |p| p.low, false)? else { return Ok(Vec::new()) };
         let mut samples: BTreeMap<i32, Sample> = BTreeMap::new();
         let mut done: BTreeMap<i32, bool> = partitions.iter().map(|p| (p.partition, false)).collect();
         let started = Instant::now();
@@ -215,13 +222,13 @@ impl SchemaDiscovery for KafkaDiscovery {
     fn newest(&self, table: u32) -> Result<Vec<(i32, i64, Sample)>> {
         /// How far back from the end to look for a record with a value (tombstones have none).
         const TAIL: i64 = 8;
-        let Some((topic, partitions, client)) = self.reader(table, |p| (p.high - TAIL).max(p.low))? else {
+        let Some((topic, partitions, client)) = self.reader(table, |p| (p.high - TAIL).max(p.low), true)? else {
             return Ok(Vec::new());
         };
         let mut newest: BTreeMap<i32, (i64, Sample)> = BTreeMap::new();
         let mut done: BTreeMap<i32, bool> = partitions.iter().map(|p| (p.partition, false)).collect();
         let started = Instant::now();
-        while done.values().any(|d| !d) && started.elapsed() < SAMPLE_TIMEOUT {
+        while done.values().any(|d| !d) && started.elapsed() < SAMPLE_TIMEOUT && !self.stop.load(Ordering::Relaxed) {
             match client.poll(Duration::from_millis(200)) {
                 None => {}
                 Some(Err(e)) => tracing::warn!(topic = %topic, error = %describe(&e), "pull: read failed, retrying"),

@@ -21,4 +21,5 @@ pub mod planner;
 pub mod record;
 pub mod runner;
 pub mod schema_cli;
+pub mod schema_watch;
 pub mod signals;

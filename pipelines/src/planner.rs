@@ -114,6 +114,7 @@ pub fn plan(
         runtime,
         metrics,
         failure: Arc::new(Failure::default()),
+        committer_wake: Default::default(),
     })
 }
 
@@ -272,11 +273,8 @@ fn evolve_at_start(
             .collect();
         shapes.push((SourceShape { columns: declared.clone(), key: None }, Observed { dropped, narrowed }, seen));
     }
-    for (partition, offset, (key, value)) in discovery.newest(index as u32)? {
-        let Ok(Some(found)) = schema_from_sample(key.as_deref(), &value, Some(&schema.key_names())) else { continue };
-        let key = key.as_deref().and_then(record_key_fields);
-        let seen = FirstSeen { topic: t.topic.clone(), partition, offset, detected: "pull".into(), at_ms: now };
-        shapes.push((SourceShape { columns: found.columns, key }, Observed::default(), seen));
+    for (shape, seen) in pulled_shapes(discovery, index as u32, &t.topic, &schema.key_names())? {
+        shapes.push((shape, Observed::default(), seen));
     }
     let mut audit = Vec::new();
     for (shape, dropped, seen) in shapes {
@@ -310,6 +308,26 @@ fn evolve_at_start(
         return Ok((schema, None));
     }
     Ok((schema, Some((retired, audit))))
+}
+
+/// What the source says table `table` looks like now: the shape of the newest record of
+/// each partition of its topic (pull detection). Records whose schema floe cannot read are
+/// skipped; the stream dead-letters them when it reaches them.
+pub fn pulled_shapes(
+    discovery: &dyn SchemaDiscovery,
+    table: u32,
+    topic: &str,
+    key_names: &[String],
+) -> Result<Vec<(SourceShape, FirstSeen)>> {
+    let now = now_ms();
+    let mut out = Vec::new();
+    for (partition, offset, (key, value)) in discovery.newest(table)? {
+        let Ok(Some(found)) = schema_from_sample(key.as_deref(), &value, Some(key_names)) else { continue };
+        let key = key.as_deref().and_then(record_key_fields);
+        let seen = FirstSeen { topic: topic.to_string(), partition, offset, detected: "pull".into(), at_ms: now };
+        out.push((SourceShape { columns: found.columns, key }, seen));
+    }
+    Ok(out)
 }
 
 /// Column model from a sample message: its value schema's row struct, and its key

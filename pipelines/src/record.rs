@@ -88,6 +88,7 @@ pub fn record<W: Write>(options: &RecordOptions, out: &mut W) -> Result<u64> {
         group_id: "floe-record".to_string(),
         properties: Secrets(options.properties.iter().cloned().collect()),
         commit_interval: Duration::from_secs(5),
+        schema_pull_interval: None,
     };
     let client = consumer(&kafka)?;
     let all = topics(&client, &stop)?;

@@ -1,5 +1,6 @@
 //! Running a pipeline: open the catalog, index the source, plan, then drive the dataflow
 //! on timely worker threads until the source is exhausted and every epoch is committed.
+//! A continuous Kafka run does this in rounds, so an approved table resumes in-process.
 //!
 //! # Invariants
 //! - A run either ends with every read record committed (or dead-lettered), or returns an
@@ -8,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use floe_engine::catalog::{SqlTableCatalog, TableCatalog};
@@ -27,6 +28,7 @@ use tracing::info;
 use crate::dataflow::{SourceSpec, build};
 use crate::kafka_run::{self, KafkaDiscovery, KafkaTopology};
 use crate::planner::{SchemaDiscovery, plan};
+use crate::schema_watch::Watcher;
 
 /// Knobs of a run beyond the pipeline file.
 #[derive(Clone, Default)]
@@ -125,18 +127,71 @@ impl SchemaDiscovery for ReplayDiscovery {
 
 /// Runs a pipeline: a replay source runs until its log is consumed; a Kafka source until
 /// SIGINT/SIGTERM (or, with `until_caught_up`, until the start-time high watermarks).
+///
+/// A continuous Kafka run goes in rounds: when a paused table's change is approved while it
+/// runs, the round drains (as on a stop: what was read is committed), the pipeline is planned
+/// again from the catalog, and the next round resumes the table from its own offsets.
 pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
     let metrics = Metrics::new();
     let memory = MemorySampler::start();
     let runtime = IoRuntime::new(2)?;
     let catalog: Arc<dyn TableCatalog> = Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog))?);
     let stop = options.stop.clone().unwrap_or_default();
+    if matches!(config.source, SourceConfig::Kafka(_)) && options.stop.is_none() {
+        crate::signals::stop_on_signals(&stop)?;
+    }
+    let _line = options.progress_line.then(|| ProgressLine::start(Arc::clone(&metrics)));
+    let shared = Shared { metrics: Arc::clone(&metrics), runtime, catalog, stop: Arc::clone(&stop) };
+    let outcome = loop {
+        let round = round(config, &options, &shared);
+        match round {
+            Ok(Round::Resume) if !stop.load(Ordering::Relaxed) => {
+                Metrics::add(&metrics.resumes, 1);
+                info!("planning the pipeline again to resume the approved table");
+            }
+            Ok(Round::Resume) => break Ok(Vec::new()),
+            Ok(Round::Done(paused)) => break Ok(paused),
+            Err(e) => break Err(e),
+        }
+    };
+    metrics.finish();
+    metrics.peak_anon_bytes.store(memory.peak(), Ordering::Relaxed);
+    let paused = outcome?;
+    for p in &paused {
+        tracing::error!("{p}");
+    }
+    Ok(RunOutcome { metrics, paused })
+}
+
+/// What every round of a run shares.
+struct Shared {
+    metrics: Arc<Metrics>,
+    runtime: IoRuntime,
+    catalog: Arc<dyn TableCatalog>,
+    /// The user's stop (signals, or [`RunOptions::stop`]).
+    stop: Arc<AtomicBool>,
+}
+
+/// How a round ended.
+enum Round {
+    /// The run is over; these tables are paused.
+    Done(Vec<PausedTable>),
+    /// A paused table was approved: plan again and go on.
+    Resume,
+}
+
+/// One round: discover the source, plan, run the dataflow until it ends.
+fn round(config: &PipelineConfig, options: &RunOptions, shared: &Shared) -> Result<Round> {
+    let stop = &shared.stop;
     // What the source needs once the tables are planned (Kafka: the start offsets).
     enum Pending {
         Replay(Arc<ReplayIndex>),
         Kafka(KafkaConfig, KafkaTopology),
     }
-    let (config, discovery, pending): (PipelineConfig, Box<dyn SchemaDiscovery>, Pending) = match &config.source {
+    // Ends the watcher's retries and waits when the round is over.
+    let quit = Arc::new(AtomicBool::new(false));
+    let (config, discovery, pending): (PipelineConfig, Box<dyn SchemaDiscovery + Send>, Pending) = match &config.source
+    {
         SourceConfig::Replay { path } => {
             let mut index = ReplayIndex::build(path)?;
             info!(log = %path.display(), records = index.len(), partitions = index.partitions.len(), "indexed replay log");
@@ -146,21 +201,24 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
             (config, Box::new(ReplayDiscovery(Arc::clone(&index))), Pending::Replay(index))
         }
         SourceConfig::Kafka(kafka) => {
-            if options.stop.is_none() {
-                crate::signals::stop_on_signals(&stop)?;
-            }
-            let (config, topology) = kafka_run::discover(config, kafka, &stop)?;
+            let (config, topology) = kafka_run::discover(config, kafka, stop)?;
             let discovery = KafkaDiscovery {
                 kafka: kafka.clone(),
                 topology: topology.clone(),
                 topics: config.tables.iter().map(|t| t.topic.clone()).collect(),
+                stop: Arc::clone(&quit),
             };
             (config, Box::new(discovery), Pending::Kafka(kafka.clone(), topology))
         }
     };
-    let plan: PlanRef =
-        Arc::new(plan(&config, catalog, runtime, Arc::clone(&metrics), discovery.as_ref(), &options.transforms)?);
-    let mut plan = Arc::try_unwrap(plan).map_err(|_| Error::new(ErrorKind::Internal, "plan shared too early"))?;
+    let mut plan = plan(
+        &config,
+        Arc::clone(&shared.catalog),
+        shared.runtime.clone(),
+        Arc::clone(&shared.metrics),
+        discovery.as_ref(),
+        &options.transforms,
+    )?;
     for (i, row_type) in &options.row_types {
         if let Some(t) = plan.tables.get_mut(*i) {
             check_row_type(t, row_type, &t.schema.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>())?;
@@ -168,27 +226,41 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
         }
     }
     let plan: PlanRef = Arc::new(plan);
-    drop(discovery);
-    let source = match pending {
-        Pending::Replay(index) => SourceSpec::Replay(index),
+    let drain = Arc::new(AtomicBool::new(false));
+    let (source, watcher) = match pending {
+        Pending::Replay(index) => (SourceSpec::Replay(index), None),
         Pending::Kafka(kafka, topology) => {
             let assignments = kafka_run::assignments(&plan, &topology, kafka.start, options.until_caught_up)?;
-            SourceSpec::Kafka(Arc::new(KafkaSourceSpec {
+            // A continuous run watches schemas (pull) and paused tables (approval).
+            let watcher = (!options.until_caught_up).then(|| {
+                Watcher::start(
+                    Arc::clone(&plan),
+                    discovery,
+                    kafka.schema_pull_interval,
+                    Arc::clone(&drain),
+                    Arc::clone(&quit),
+                )
+            });
+            let spec = KafkaSourceSpec {
                 config: kafka,
                 assignments,
                 until_caught_up: options.until_caught_up,
-                stop: Arc::clone(&stop),
-            }))
+                stop: Arc::clone(stop),
+                drain,
+            };
+            (SourceSpec::Kafka(Arc::new(spec)), watcher)
         }
     };
     info!(pipeline = %plan.pipeline_id, tables = plan.tables.len(), workers = config.pipeline.workers, "pipeline start");
-    let _line = options.progress_line.then(|| ProgressLine::start(Arc::clone(&metrics)));
     let executed = execute(Arc::clone(&plan), source, config.pipeline.workers);
-    metrics.finish();
-    metrics.peak_anon_bytes.store(memory.peak(), std::sync::atomic::Ordering::Relaxed);
+    quit.store(true, Ordering::Relaxed);
+    let resume = watcher.is_some_and(Watcher::finish);
     executed?;
     if let Some(err) = plan.failure.get() {
         return Err(Error::new(ErrorKind::Internal, err));
+    }
+    if resume {
+        return Ok(Round::Resume);
     }
     let paused: Vec<PausedTable> = plan
         .tables
@@ -199,11 +271,8 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
             Some(PausedTable { table, topic: t.topic.clone(), pause })
         })
         .collect();
-    for p in &paused {
-        tracing::error!("{p}");
-    }
     info!(pipeline = %plan.pipeline_id, "pipeline finished");
-    Ok(RunOutcome { metrics, paused })
+    Ok(Round::Done(paused))
 }
 
 /// A transform's declared row type against the table's columns.

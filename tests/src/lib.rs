@@ -222,11 +222,16 @@ impl Scratch {
 
     /// The current metadata of a table.
     pub fn table_metadata(&self, name: &TableName) -> iceberg::spec::TableMetadata {
+        self.try_table_metadata(name).unwrap_or_else(|| panic!("seed {}: {name} does not exist", self.seed))
+    }
+
+    /// The current metadata of a table, if it exists yet.
+    pub fn try_table_metadata(&self, name: &TableName) -> Option<iceberg::spec::TableMetadata> {
         let config = self.config();
         let runtime = IoRuntime::new(1).expect("runtime");
         let catalog = runtime.block_on(SqlTableCatalog::open(&config.catalog)).expect("catalog");
-        let state = runtime.block_on(catalog.load(&ident(name))).expect("load").expect("table exists");
-        state.metadata.as_ref().clone()
+        let state = runtime.block_on(catalog.load(&ident(name))).expect("load")?;
+        Some(state.metadata.as_ref().clone())
     }
 
     /// `(table, [(floe.epoch, floe.offsets)] oldest first)` for every configured table: what
