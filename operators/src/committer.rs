@@ -100,7 +100,7 @@ pub struct EpochCommits {
     /// Base and CDC tables: commit after, concurrently.
     pub then: Vec<(Dest, CommitRequest)>,
     /// Paused tables whose pending change is to be recorded (a property on each table).
-    pub pauses: Vec<(TableIdent, PendingChange)>,
+    pub pauses: Vec<(TableIdent, PendingChange, crate::schema_versions::VersionsRef)>,
 }
 
 impl EpochCommits {
@@ -244,7 +244,7 @@ impl PendingEpochs {
             }
             let pending = PendingChange::new(pause.changes.clone(), &pause.first, table.schema_policy);
             for target in [&table.base, &table.cdc].into_iter().flatten() {
-                commits.pauses.push((target.ident.clone(), pending.clone()));
+                commits.pauses.push((target.ident.clone(), pending.clone(), Arc::clone(&table.versions)));
             }
         }
     }
@@ -302,10 +302,11 @@ async fn run_commits(
 ) -> Result<Vec<(Dest, CommitOutcome)>> {
     let retry = RetryPolicy::default();
     let mut out = Vec::new();
-    for (table, pending) in &commits.pauses {
+    for (table, pending, versions) in &commits.pauses {
         let value = serde_json::to_string(pending).unwrap_or_default();
         let set = std::collections::HashMap::from([(PENDING_PROPERTY.to_string(), value)]);
         commit_metadata(catalog.as_ref(), table, None, set, &[]).await?;
+        versions.pause_recorded();
     }
     for (dest, request) in &commits.first {
         out.push((*dest, commit(catalog.as_ref(), request, retry).await?));
@@ -354,7 +355,9 @@ pub fn commit_epochs<'s>(
         "Committer",
         move |_default, info| {
             let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
-            if scope.index() as u64 == chosen {
+            // Every worker runs this operator; only the chosen one receives and commits.
+            let is_committer = scope.index() as u64 == chosen;
+            if is_committer {
                 plan.committer_wake.register((*activator).clone());
             }
             let (done_tx, done_rx) = mpsc::channel::<Done>();
@@ -433,7 +436,7 @@ pub fn commit_epochs<'s>(
                 }
 
                 // A pull's schema versions commit between two epochs.
-                if inflight.is_none() && !schema_inflight && !failed && plan.failure.get().is_none() {
+                if is_committer && inflight.is_none() && !schema_inflight && !failed && plan.failure.get().is_none() {
                     match pending.ahead_commits() {
                         Ok(jobs) if jobs.is_empty() => {}
                         Ok(jobs) => {

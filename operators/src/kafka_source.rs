@@ -18,6 +18,9 @@
 //!   authorization stop the pipeline.
 //! - In until-caught-up mode no record at or past the start-time high watermark is
 //!   emitted, so the run's commits are a function of the offsets alone.
+//! - Epochs are closed by time only while the source may read (not throttled by the
+//!   in-flight window): otherwise a worker ahead of the others would stay ahead, and
+//!   throttled, forever (a livelock seen with two workers and a slow catalog).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -234,6 +237,7 @@ pub fn kafka_source<'s>(
                     && (last_tick.elapsed() >= Duration::from_secs(1) || clock.frontier().is_none())
                 {
                     last_tick = Instant::now();
+                    tracing::debug!(worker, frontier = ?clock.frontier(), held = frontier, throttled, paused = ?paused, positions = ?mine.iter().map(|a| (a.table, a.partition, clock.position(a.table, a.partition), clock.epoch(a.table, a.partition))).collect::<Vec<_>>(), "source tick");
                     let lift_to = if spec.until_caught_up || stopping { None } else { clock.leader() };
                     for a in &mine {
                         let (Some(high), Some(pos)) = (
@@ -248,8 +252,12 @@ pub fn kafka_source<'s>(
                         }
                     }
                 }
+                // Not while throttled: that is waiting for commits, not idling. A worker
+                // that closed epochs by time while throttled would stay ahead of the others
+                // by as much as it started, and so throttled, for good.
                 if !spec.until_caught_up
                     && !stopping
+                    && !throttled
                     && let Some(f) = clock.frontier()
                 {
                     if open_since.0 != Some(f) {
@@ -269,8 +277,10 @@ pub fn kafka_source<'s>(
                             continue;
                         }
                         if ahead && paused.insert(key) {
+                            tracing::debug!(topic = %a.topic, partition = a.partition, epoch = ?clock.epoch(a.table, a.partition), frontier = f, "pausing a partition ahead of the others");
                             let _ = consumer.pause(&single(&a.topic, a.partition));
                         } else if !ahead && paused.remove(&key) {
+                            tracing::debug!(topic = %a.topic, partition = a.partition, frontier = f, "resuming a partition");
                             let _ = consumer.resume(&single(&a.topic, a.partition));
                         }
                     }

@@ -27,7 +27,7 @@
 //!   processes, versions would travel as a broadcast stream: not built yet.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use floe_engine::epoch::Epoch;
@@ -80,6 +80,8 @@ pub struct SchemaVersions {
     latest: AtomicU32,
     /// The pause epoch, `u64::MAX` when not paused (per-record checks).
     paused_from: AtomicU64,
+    /// Whether the committer recorded the pause in the catalog (for review).
+    recorded: AtomicBool,
 }
 
 /// Shared handle.
@@ -93,6 +95,7 @@ impl SchemaVersions {
             inner: Mutex::new(Inner { versions: vec![first], pause: None, ahead: Vec::new() }),
             latest: AtomicU32::new(0),
             paused_from: AtomicU64::new(u64::MAX),
+            recorded: AtomicBool::new(false),
         })
     }
 
@@ -194,6 +197,16 @@ impl SchemaVersions {
                 self.paused_from.store(epoch, Ordering::Release);
             }
         }
+    }
+
+    /// Notes that the pause's pending change is in the catalog.
+    pub fn pause_recorded(&self) {
+        self.recorded.store(true, Ordering::Release);
+    }
+
+    /// Whether the pause's pending change was committed to the catalog in this run.
+    pub fn is_pause_recorded(&self) -> bool {
+        self.recorded.load(Ordering::Acquire)
     }
 
     /// The pause, if any.

@@ -82,7 +82,8 @@ pub fn pull(plan: &PipelinePlan, discovery: &dyn SchemaDiscovery) -> Result<Vec<
     Ok(evolved)
 }
 
-/// Paused tables and whether each one's pending change was seen in the catalog yet.
+/// Paused tables and whether each one's pending change was seen in the catalog yet (or
+/// recorded there by this run's committer: an approval may come before the watcher looks).
 #[derive(Default)]
 pub struct Approvals {
     seen_pending: BTreeSet<u32>,
@@ -100,7 +101,7 @@ impl Approvals {
             let pending = state.metadata.properties().contains_key(PENDING_PROPERTY);
             if pending {
                 self.seen_pending.insert(table.index);
-            } else if self.seen_pending.contains(&table.index) {
+            } else if self.seen_pending.contains(&table.index) || table.versions.is_pause_recorded() {
                 info!(table = %target.name, "the paused table's schema change was resolved; resuming it");
                 return Ok(true);
             }

@@ -105,7 +105,20 @@ fn wait_for(scratch: &Scratch, child: &mut Child, what: &str, mut done: impl FnM
         }
         if started.elapsed() > PATIENCE {
             let _ = child.kill();
-            panic!("seed {}: gave up waiting for {what}:\n{}", scratch.seed, log_of(scratch.path()));
+            let tables: Vec<String> = scratch
+                .config()
+                .tables
+                .iter()
+                .flat_map(|t| [t.base.clone(), t.cdc.clone()])
+                .flatten()
+                .map(|t| format!("{t}: {:?}", scratch.committed(&t)))
+                .collect();
+            panic!(
+                "seed {}: gave up waiting for {what}; committed:\n{}\n{}",
+                scratch.seed,
+                tables.join("\n"),
+                log_of(scratch.path())
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -133,6 +146,40 @@ fn sigterm(scratch: &Scratch, child: Child) -> String {
     let log = log_of(scratch.path());
     assert!(out.status.success(), "seed {}: SIGTERM must end the run with 0 ({}):\n{log}", scratch.seed, out.status);
     log
+}
+
+/// A write lock on the SQLite catalog, held by another process (Python's sqlite3) until
+/// dropped: floe's commits wait on it (its busy timeout and retries ride it out).
+struct CatalogLock(Child);
+
+impl CatalogLock {
+    fn take(db: &Path) -> CatalogLock {
+        use std::io::BufRead;
+        let script = "import sqlite3, sys\n\
+                      c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+                      c.execute('BEGIN IMMEDIATE')\n\
+                      print('locked', flush=True)\n\
+                      sys.stdin.read()\n";
+        let mut child = Command::new(floe_tests::python())
+            .arg("-c")
+            .arg(script)
+            .arg(db)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn python");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), "locked", "could not lock the catalog");
+        CatalogLock(child)
+    }
+}
+
+impl Drop for CatalogLock {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
@@ -209,16 +256,23 @@ fn a_pull_during_the_run_evolves_a_lagging_table_ahead_of_its_stream() {
             m
         });
     produce(&broker.address(), records[..cut].to_vec());
-    // Small epochs and little run-ahead: the stream needs many commits to reach the end.
     let toml = pipeline(&broker.address(), 25, "schema_pull_interval_ms = 100", "additive");
     std::fs::write(scratch.pipeline(), toml).expect("pipeline");
 
     let mut child = spawn_floe(scratch.path());
     wait_for(&scratch, &mut child, "the first commit", || !scratch.committed(&name("shop.accounts")).0.is_empty());
-    // Upstream adds the column while floe is still far behind: the pull sees it in the
-    // newest records and evolves the tables before the stream gets there.
+    // A slow catalog: another writer holds its lock, so commits wait and the stream, at
+    // most `max_inflight_epochs` ahead of them, lags far behind the topic.
+    let lock = CatalogLock::take(&scratch.path().join("warehouse/catalog.db"));
+    // Upstream adds the column meanwhile: the pull sees it in the newest records and
+    // evolves the tables before the stream gets there.
     produce(&broker.address(), records[cut..].to_vec());
-    wait_for(&scratch, &mut child, "everything to be committed", || {
+    wait_for(&scratch, &mut child, "the pull to find the new column", || {
+        log_of(scratch.path()).contains("pull: the source's schema moved on")
+    });
+    drop(lock);
+    let everything = format!("everything to be committed (ends {ends:?})");
+    wait_for(&scratch, &mut child, &everything, || {
         ["shop.accounts", "shop_cdc.accounts"].iter().all(|t| caught_up(&scratch, t, "shop.inventory.accounts", &ends))
             && ["shop.order_lines", "shop_cdc.order_lines"]
                 .iter()
@@ -231,10 +285,7 @@ fn a_pull_during_the_run_evolves_a_lagging_table_ahead_of_its_stream() {
         let m = scratch.table_metadata(&name(table));
         let entries = history(&m).expect("history");
         assert_eq!(entries.len(), 1, "seed {s}: {table}: the change is recorded once: {entries:?}");
-        assert_eq!(
-            entries[0].detected, "pull",
-            "seed {s}: {table}: the stream reached the column before the periodic pull saw it:\n{log}"
-        );
+        assert_eq!(entries[0].detected, "pull", "seed {s}: {table}: {entries:?}\n{log}");
         let tier = m.current_schema().field_by_name("tier");
         assert!(tier.is_some_and(|f| !f.required), "seed {s}: {table} lacks the optional column");
         // Evolved ahead: the schema is current before the first snapshot with a row that has
@@ -250,9 +301,23 @@ fn a_pull_during_the_run_evolves_a_lagging_table_ahead_of_its_stream() {
             })
             .unwrap_or_else(|| panic!("seed {s}: {table}: no snapshot covers a row with the column"));
         assert_eq!(first_with_column.schema_id(), Some(entries[0].new_schema_id), "seed {s}: {table}: zero gap");
+        let described: Vec<String> = snaps
+            .iter()
+            .map(|x| {
+                let p = &x.summary().additional_properties;
+                format!(
+                    "seq {} schema {:?} epoch {:?} change {:?}",
+                    x.sequence_number(),
+                    x.schema_id(),
+                    p.get("floe.epoch"),
+                    p.get("floe.schema-change")
+                )
+            })
+            .collect();
         assert!(
             snaps.iter().all(|x| !x.summary().additional_properties.contains_key("floe.schema-change")),
-            "seed {s}: {table}: the pulled schema should land on its own, not with data"
+            "seed {s}: {table}: the pulled schema should land on its own, not with data: {entries:?}\n{}\n{log}",
+            described.join("\n")
         );
     }
 }
