@@ -250,6 +250,10 @@ pub fn show_history(config: &PipelineConfig, table: &str) -> Result<String> {
 
 /// `floe status`: per table, schema → plan → data, and how long the last change took to
 /// converge.
+///
+/// Convergence is the time from a change's detection to the first snapshot with data past
+/// it: past its source offset (so it includes any wait for approval), or, for a change
+/// found in the pipeline file, the first later snapshot under its schema.
 pub fn status(config: &PipelineConfig) -> Result<String> {
     let session = Session::open(config)?;
     let mut out = String::new();
@@ -276,11 +280,7 @@ pub fn status(config: &PipelineConfig) -> Result<String> {
                 (None, _) => true,
             };
             let convergence = last.and_then(|e| {
-                let first_data = m
-                    .snapshots()
-                    .filter(|s| s.schema_id().is_some_and(|id| id >= e.new_schema_id))
-                    .map(|s| s.timestamp_ms())
-                    .min()?;
+                let first_data = m.snapshots().filter(|s| data_past(s, e)).map(|s| s.timestamp_ms()).min()?;
                 Some(format!("{:.3}s", (first_data - e.detected_at_ms).max(0) as f64 / 1000.0))
             });
             let state_text = match (&pend, data_after) {
@@ -302,4 +302,16 @@ pub fn status(config: &PipelineConfig) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+/// Whether snapshot `s` holds data past the change `e`.
+fn data_past(s: &iceberg::spec::Snapshot, e: &AuditEntry) -> bool {
+    if e.partition < 0 {
+        return s.schema_id().is_some_and(|id| id >= e.new_schema_id) && s.timestamp_ms() >= e.detected_at_ms;
+    }
+    s.summary()
+        .additional_properties
+        .get(floe_engine::offsets::SUMMARY_OFFSETS)
+        .and_then(|text| floe_engine::offsets::SourceOffsets::from_json(text).ok())
+        .is_some_and(|o| o.get(&e.topic, e.partition).is_some_and(|next| next > e.offset))
 }

@@ -140,6 +140,21 @@ fn caught_up(scratch: &Scratch, table: &str, topic: &str, ends: &BTreeMap<(Strin
     ends.iter().filter(|((t, _), _)| t == topic).all(|((t, p), end)| committed.get(t, *p) == Some(*end))
 }
 
+/// `floe status`: each table's schema → plan → data convergence (printed for the record).
+fn status(scratch: &Scratch) -> String {
+    let out =
+        Command::new(FLOE).args(["status", "pipeline.toml"]).current_dir(scratch.path()).output().expect("floe status");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "seed {}: floe status failed: {}",
+        scratch.seed,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{text}");
+    text
+}
+
 fn sigterm(scratch: &Scratch, child: Child) -> String {
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let out = child.wait_with_output().expect("wait for floe");
@@ -224,6 +239,8 @@ fn an_approved_table_resumes_in_the_running_process() {
     let log = sigterm(&scratch, child);
     assert!(log.contains("1 approved tables resumed in-process"), "seed {s}: no in-process resume:\n{log}");
     scratch.assert_tables_equal_model();
+    let text = status(&scratch);
+    assert!(text.contains("converged") && !text.contains("paused"), "seed {s}:\n{text}");
     let m = scratch.table_metadata(&name("shop.accounts"));
     let entries = history(&m).expect("history");
     assert_eq!(entries.len(), 1, "seed {s}: {entries:?}");
@@ -280,6 +297,8 @@ fn a_pull_during_the_run_evolves_a_lagging_table_ahead_of_its_stream() {
     });
     let log = sigterm(&scratch, child);
     scratch.assert_tables_equal_model();
+    let text = status(&scratch);
+    assert!(text.contains("converged"), "seed {s}:\n{text}");
 
     for table in ["shop.accounts", "shop_cdc.accounts"] {
         let m = scratch.table_metadata(&name(table));
