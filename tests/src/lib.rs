@@ -68,6 +68,45 @@ buckets = 4
     )
 }
 
+/// The schema-evolution pipeline: `accounts` (evolves, under `policy`) and `order_lines`
+/// (does not), both Spark-readable. `source` is the `[source]` section's body; `settings`
+/// extra `[pipeline]` lines.
+pub fn accounts_pipeline(id: &str, commit_every: u64, settings: &str, source: &str, policy: &str) -> String {
+    format!(
+        r#"[pipeline]
+id = "{id}"
+commit_every = {commit_every}
+workers = 2
+{settings}
+
+[source]
+{source}
+
+[[tables]]
+topic = "shop.inventory.accounts"
+base = "shop.accounts"
+cdc = "shop_cdc.accounts"
+buckets = 4
+schema_changes = "{policy}"
+
+[[tables]]
+topic = "shop.inventory.order_lines"
+base = "shop.order_lines"
+cdc = "shop_cdc.order_lines"
+buckets = 4
+"#
+    )
+}
+
+/// The workload of [`accounts_pipeline`]: `accounts` and `order_lines` with schema steps.
+pub fn accounts_spec(seed: u64, events: u64, steps: Vec<floe_harness::SchemaStep>) -> WorkloadSpec {
+    WorkloadSpec {
+        tables: vec![floe_harness::tables::GenTable::accounts(), floe_harness::tables::GenTable::order_lines()],
+        schema_steps: steps,
+        ..WorkloadSpec::standard(seed, events)
+    }
+}
+
 /// Spawns a process with `spawn` and SIGKILLs it after `pause()`, again and again, until
 /// `kills` kills landed while it was still running or `budget` ran out; returns how many
 /// landed.

@@ -14,46 +14,19 @@ use floe_harness::tables::GenTable;
 use floe_harness::verify::{compare_base, compare_cdc};
 use floe_harness::{SchemaEdit, SchemaStep, WorkloadSpec};
 use floe_tests::reference::{read_parquet_dir, spark};
-use floe_tests::{Scratch, seed};
+use floe_tests::{Scratch, accounts_pipeline, accounts_spec, seed};
 use iceberg::spec::{PrimitiveType, TableMetadata, Type};
 use serde_json::json;
 
 const FLOE: &str = env!("CARGO_BIN_EXE_floe-under-test");
 
-/// Two Spark-readable tables: `accounts` (evolves) and `order_lines` (does not).
+/// The replay form of the shared schema-evolution pipeline.
 fn pipeline(commit_every: u64, policy: &str) -> String {
-    format!(
-        r#"[pipeline]
-id = "evolve"
-commit_every = {commit_every}
-workers = 2
-
-[source]
-kind = "replay"
-path = "changes.jsonl"
-
-[[tables]]
-topic = "shop.inventory.accounts"
-base = "shop.accounts"
-cdc = "shop_cdc.accounts"
-buckets = 4
-schema_changes = "{policy}"
-
-[[tables]]
-topic = "shop.inventory.order_lines"
-base = "shop.order_lines"
-cdc = "shop_cdc.order_lines"
-buckets = 4
-"#
-    )
+    accounts_pipeline("evolve", commit_every, "", "kind = \"replay\"\npath = \"changes.jsonl\"", policy)
 }
 
 fn spec(seed: u64, events: u64, steps: Vec<SchemaStep>) -> WorkloadSpec {
-    WorkloadSpec {
-        tables: vec![GenTable::accounts(), GenTable::order_lines()],
-        schema_steps: steps,
-        ..WorkloadSpec::standard(seed, events)
-    }
+    accounts_spec(seed, events, steps)
 }
 
 fn name(text: &str) -> TableName {

@@ -11,11 +11,10 @@ use floe_engine::config::TableName;
 use floe_engine::schema_audit::{history, pending};
 use floe_harness::columns::{GenColumn, GenType};
 use floe_harness::generator::Generator;
-use floe_harness::tables::GenTable;
 use floe_harness::{KafkaRecord, SchemaEdit, SchemaStep, WorkloadSpec};
 use floe_tests::broker::Broker;
 use floe_tests::produce::produce;
-use floe_tests::{Scratch, seed};
+use floe_tests::{Scratch, accounts_pipeline, accounts_spec, seed};
 
 const FLOE: &str = env!("CARGO_BIN_EXE_floe-under-test");
 
@@ -27,43 +26,15 @@ fn name(text: &str) -> TableName {
     TableName::parse(text).expect("name")
 }
 
-/// A continuous Kafka pipeline over `accounts` (policy under test) and `order_lines`.
+/// The shared schema-evolution pipeline on a continuous Kafka source, with a small
+/// in-flight window.
 fn pipeline(brokers: &str, commit_every: u64, extra_source: &str, policy: &str) -> String {
-    format!(
-        r#"[pipeline]
-id = "live"
-commit_every = {commit_every}
-workers = 2
-max_inflight_epochs = 2
-
-[source]
-kind = "kafka"
-brokers = "{brokers}"
-commit_interval_ms = 300
-{extra_source}
-
-[[tables]]
-topic = "shop.inventory.accounts"
-base = "shop.accounts"
-cdc = "shop_cdc.accounts"
-buckets = 4
-schema_changes = "{policy}"
-
-[[tables]]
-topic = "shop.inventory.order_lines"
-base = "shop.order_lines"
-cdc = "shop_cdc.order_lines"
-buckets = 4
-"#
-    )
+    let source = format!("kind = \"kafka\"\nbrokers = \"{brokers}\"\ncommit_interval_ms = 300\n{extra_source}");
+    accounts_pipeline("live", commit_every, "max_inflight_epochs = 2", &source, policy)
 }
 
 fn spec(seed: u64, events: u64, steps: Vec<SchemaStep>) -> WorkloadSpec {
-    WorkloadSpec {
-        tables: vec![GenTable::accounts(), GenTable::order_lines()],
-        schema_steps: steps,
-        ..WorkloadSpec::standard(seed, events)
-    }
+    accounts_spec(seed, events, steps)
 }
 
 fn broker(scratch: &Scratch, spec: &WorkloadSpec) -> Broker {
