@@ -89,6 +89,13 @@ pub struct SchemaStep {
     pub edit: SchemaEdit,
 }
 
+impl SchemaStep {
+    /// `ALTER TABLE … ADD COLUMN name ty NULL` on table `table` after `at` records.
+    pub fn add_column(at: u64, table: usize, name: &'static str, ty: GenType) -> SchemaStep {
+        SchemaStep { at, table, edit: SchemaEdit::AddColumn(GenColumn { name, ty, optional: true }) }
+    }
+}
+
 /// What an upstream DDL does.
 #[derive(Clone, Debug)]
 pub enum SchemaEdit {

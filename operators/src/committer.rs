@@ -180,14 +180,24 @@ impl PendingEpochs {
             };
             let mut data_files = Vec::new();
             let mut delete_files = Vec::new();
+            // A file decodes with the schema it was written under: the run's first version
+            // is the plan's target; later ones are resolved once per epoch.
+            let mut evolved: BTreeMap<u32, Option<Target>> = BTreeMap::new();
             for f in &files {
-                // A file decodes with the schema it was written under.
                 let at = match (dest, versions.get(f.schema_version as usize)) {
-                    (Dest::Base(t), Some(v)) => self.plan.tables[t as usize].base_at(v)?,
-                    (Dest::Cdc(t), Some(v)) => self.plan.tables[t as usize].cdc_at(v)?.map(|(target, _)| target),
+                    (Dest::Base(t) | Dest::Cdc(t), Some(v)) if v.number > 0 => {
+                        if let std::collections::btree_map::Entry::Vacant(slot) = evolved.entry(v.number) {
+                            let table = &self.plan.tables[t as usize];
+                            slot.insert(match dest {
+                                Dest::Cdc(_) => table.cdc_at(v)?.map(|(target, _)| target),
+                                _ => table.base_at(v)?,
+                            });
+                        }
+                        evolved[&v.number].as_ref()
+                    }
                     _ => None,
                 };
-                let file = f.data_file(at.as_ref().unwrap_or(target))?;
+                let file = f.data_file(at.unwrap_or(target))?;
                 if f.deletes {
                     delete_files.push(file);
                 } else {

@@ -328,15 +328,11 @@ json.dump({"ends": {f"{p.topic}/{p.partition}": ends[p] for p in parts}, "record
 
 #[test]
 fn pull_detection_reads_the_newest_record_of_each_partition_from_the_broker() {
-    use floe_harness::columns::{GenColumn, GenType};
-    use floe_harness::{SchemaEdit, SchemaStep};
+    use floe_harness::SchemaStep;
+    use floe_harness::columns::GenType;
     let s = seed();
     let spec = WorkloadSpec {
-        schema_steps: vec![SchemaStep {
-            at: 2_900,
-            table: 0,
-            edit: SchemaEdit::AddColumn(GenColumn { name: "tier", ty: GenType::Str, optional: true }),
-        }],
+        schema_steps: vec![SchemaStep::add_column(2_900, 0, "tier", GenType::Str)],
         ..WorkloadSpec::standard(s, 3_000)
     };
     let scratch = Scratch::new(spec.clone(), "");

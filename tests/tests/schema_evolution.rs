@@ -9,7 +9,7 @@ use std::process::Command;
 use floe_engine::config::TableName;
 use floe_engine::offsets::committed_progress;
 use floe_engine::schema_audit::{history, pending};
-use floe_harness::columns::{GenColumn, GenType};
+use floe_harness::columns::GenType;
 use floe_harness::tables::GenTable;
 use floe_harness::verify::{compare_base, compare_cdc};
 use floe_harness::{SchemaEdit, SchemaStep, WorkloadSpec};
@@ -87,11 +87,7 @@ fn snapshots(metadata: &TableMetadata) -> Vec<(i32, floe_engine::offsets::Source
 #[test]
 fn a_new_column_lands_with_its_first_row_and_old_rows_read_null() {
     let s = seed();
-    let steps = vec![SchemaStep {
-        at: 3_000,
-        table: 0,
-        edit: SchemaEdit::AddColumn(GenColumn { name: "tier", ty: GenType::Str, optional: true }),
-    }];
+    let steps = vec![SchemaStep::add_column(3_000, 0, "tier", GenType::Str)];
     let scratch = Scratch::new(spec(s, 8_000, steps), &pipeline(150, "additive"));
     let outcome = scratch.run();
     assert!(outcome.paused.is_empty(), "seed {s}: an additive change paused a table");
@@ -147,11 +143,7 @@ fn widening_int_to_long_keeps_values_beyond_the_int_range_and_the_history_lists_
     let s = seed();
     let steps = vec![
         SchemaStep { at: 2_000, table: 0, edit: SchemaEdit::Widen("visits", GenType::Int64) },
-        SchemaStep {
-            at: 4_000,
-            table: 0,
-            edit: SchemaEdit::AddColumn(GenColumn { name: "note", ty: GenType::Str, optional: true }),
-        },
+        SchemaStep::add_column(4_000, 0, "note", GenType::Str),
     ];
     let scratch = Scratch::new(spec(s, 7_000, steps), &pipeline(150, "additive"));
     scratch.run();
@@ -237,13 +229,7 @@ fn a_dropped_column_pauses_only_its_table_until_approved() {
 #[test]
 fn a_kill_at_the_schema_commit_applies_the_schema_once_and_loses_nothing() {
     let s = seed();
-    let steps = || {
-        vec![SchemaStep {
-            at: 2_500,
-            table: 0,
-            edit: SchemaEdit::AddColumn(GenColumn { name: "tier", ty: GenType::Int32, optional: true }),
-        }]
-    };
+    let steps = || vec![SchemaStep::add_column(2_500, 0, "tier", GenType::Int32)];
     // The schema rides on a data commit; kill before its pointer swap, then (the restart
     // finds the change by pull, at start) before and after that metadata commit; or kill
     // right after the data commit's swap (a lost response).
@@ -296,11 +282,7 @@ fn pull_detection_evolves_an_idle_table_at_start_before_any_new_event() {
     // The log ends with the column already added upstream: the last record of some partition
     // carries it. The first run stops before that record; the second must evolve the table
     // at start, from the newest records, before it reads anything.
-    let steps = vec![SchemaStep {
-        at: 3_950,
-        table: 0,
-        edit: SchemaEdit::AddColumn(GenColumn { name: "tier", ty: GenType::Str, optional: true }),
-    }];
+    let steps = vec![SchemaStep::add_column(3_950, 0, "tier", GenType::Str)];
     let full = Scratch::new(spec(s, 4_000, steps), &pipeline(100, "additive"));
     let log = std::fs::read_to_string(full.path().join("changes.jsonl")).expect("log");
     let lines: Vec<&str> = log.lines().collect();
@@ -332,11 +314,7 @@ fn scratch_snapshot_count(scratch: &Scratch, table: &str) -> usize {
 #[test]
 fn a_transform_written_for_a_fixed_row_type_is_told_when_the_schema_moves_on() {
     let s = seed();
-    let steps = vec![SchemaStep {
-        at: 1_500,
-        table: 0,
-        edit: SchemaEdit::AddColumn(GenColumn { name: "tier", ty: GenType::Str, optional: true }),
-    }];
+    let steps = vec![SchemaStep::add_column(1_500, 0, "tier", GenType::Str)];
     let scratch = Scratch::new(spec(s, 3_000, steps), &pipeline(150, "additive"));
     let columns: Vec<&str> = GenTable::accounts().columns.iter().map(|c| c.name).collect();
     let result = floe_pipelines::api::Pipeline::new("evolve")

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use floe_engine::config::TableName;
 use floe_engine::schema_audit::{history, pending};
-use floe_harness::columns::{GenColumn, GenType};
+use floe_harness::columns::GenType;
 use floe_harness::generator::Generator;
 use floe_harness::{KafkaRecord, SchemaEdit, SchemaStep, WorkloadSpec};
 use floe_tests::broker::Broker;
@@ -222,11 +222,7 @@ fn an_approved_table_resumes_in_the_running_process() {
 fn a_pull_during_the_run_evolves_a_lagging_table_ahead_of_its_stream() {
     let s = seed();
     let events = 6_000;
-    let steps = vec![SchemaStep {
-        at: events - 100,
-        table: 0,
-        edit: SchemaEdit::AddColumn(GenColumn { name: "tier", ty: GenType::Str, optional: true }),
-    }];
+    let steps = vec![SchemaStep::add_column(events - 100, 0, "tier", GenType::Str)];
     let spec = spec(s, events, steps);
     let scratch = Scratch::new(spec.clone(), "");
     let broker = broker(&scratch, &spec);

@@ -661,6 +661,24 @@ mod tests {
         )
     }
 
+    /// A decoder of table 0 (`id`, `name`) under the additive policy; `declared` accepts
+    /// payload-only records.
+    fn decoder(declared: bool) -> TableDecoder {
+        TableDecoder::new(
+            0,
+            "t",
+            SchemaVersions::new(schema(), BTreeSet::new()),
+            declared,
+            SchemaPolicy::Additive,
+            None,
+        )
+    }
+
+    /// A decoder over shared `versions`, to watch what it evolves.
+    fn decoder_over(versions: &VersionsRef) -> TableDecoder {
+        TableDecoder::new(0, "t", Arc::clone(versions), false, SchemaPolicy::Additive, None)
+    }
+
     const SCHEMA: &str = r#"{"type":"struct","fields":[{"type":"struct","fields":[{"type":"int64","optional":false,"field":"id"},{"type":"string","optional":true,"field":"name"}],"optional":true,"field":"before"},{"type":"struct","fields":[{"type":"int64","optional":false,"field":"id"},{"type":"string","optional":true,"field":"name"}],"optional":true,"field":"after"},{"type":"string","optional":false,"field":"op"}],"optional":false,"name":"x.Envelope"}"#;
 
     fn record(offset: i64, payload: &str) -> SourceRecord {
@@ -675,14 +693,7 @@ mod tests {
 
     #[test]
     fn decodes_and_then_takes_the_fast_path() {
-        let mut d = TableDecoder::new(
-            0,
-            "t",
-            SchemaVersions::new(schema(), BTreeSet::new()),
-            false,
-            SchemaPolicy::Additive,
-            None,
-        );
+        let mut d = decoder(false);
         let first =
             d.decode(record(0, r#"{"before":null,"after":{"id":1,"name":"a"},"op":"c","source":{"ts_ms":5}}"#), 0);
         assert!(
@@ -712,14 +723,7 @@ mod tests {
 
     #[test]
     fn bad_records_become_dead_letters_with_reasons() {
-        let mut d = TableDecoder::new(
-            0,
-            "t",
-            SchemaVersions::new(schema(), BTreeSet::new()),
-            false,
-            SchemaPolicy::Additive,
-            None,
-        );
+        let mut d = decoder(false);
         let cases = [
             (r#"{"after":{"id":1},"op":"x"}"#, "unknown op `x`"),
             (r#"{"after":{"id":"one"},"op":"c"}"#, "column `id`"),
@@ -741,14 +745,7 @@ mod tests {
 
     #[test]
     fn tombstones_are_skipped_and_key_falls_back_to_record_key() {
-        let mut d = TableDecoder::new(
-            0,
-            "t",
-            SchemaVersions::new(schema(), BTreeSet::new()),
-            false,
-            SchemaPolicy::Additive,
-            None,
-        );
+        let mut d = decoder(false);
         let tomb = SourceRecord::new(0, 0, 3, Some(b"{}".to_vec()), None);
         assert_eq!(d.decode(tomb, 0), Decoded::Tombstone);
         let del = d.decode(record(4, r#"{"before":null,"after":null,"op":"d"}"#), 0);
@@ -757,26 +754,12 @@ mod tests {
 
     #[test]
     fn schemaless_needs_declared_columns() {
-        let mut strict = TableDecoder::new(
-            0,
-            "t",
-            SchemaVersions::new(schema(), BTreeSet::new()),
-            false,
-            SchemaPolicy::Additive,
-            None,
-        );
+        let mut strict = decoder(false);
         let rec = SourceRecord::new(0, 0, 0, None, Some(br#"{"after":{"id":2},"op":"r"}"#.to_vec()));
         assert!(
             matches!(strict.decode(rec.clone(), 0), Decoded::Dead(ref dl) if dl.reason.contains("declares no `columns`"))
         );
-        let mut lenient = TableDecoder::new(
-            0,
-            "t",
-            SchemaVersions::new(schema(), BTreeSet::new()),
-            true,
-            SchemaPolicy::Additive,
-            None,
-        );
+        let mut lenient = decoder(true);
         assert!(matches!(lenient.decode(rec, 0), Decoded::Event(ref e) if e.key == Row::new(vec![Value::Long(2)])));
     }
 
@@ -793,7 +776,7 @@ mod tests {
     #[test]
     fn a_new_field_evolves_the_table_before_its_first_row() {
         let versions = SchemaVersions::new(schema(), BTreeSet::new());
-        let mut d = TableDecoder::new(0, "t", Arc::clone(&versions), false, SchemaPolicy::Additive, None);
+        let mut d = decoder_over(&versions);
         let drifted = SCHEMA.replace(
             r#""field":"name"}],"optional":true,"field":"after""#,
             r#""field":"name"},{"type":"int32","optional":true,"field":"qty"}],"optional":true,"field":"after""#,
@@ -812,7 +795,7 @@ mod tests {
     #[test]
     fn a_partition_that_drops_a_field_pauses_the_table_from_that_epoch() {
         let versions = SchemaVersions::new(schema(), BTreeSet::new());
-        let mut d = TableDecoder::new(0, "t", Arc::clone(&versions), false, SchemaPolicy::Additive, None);
+        let mut d = decoder_over(&versions);
         let first = d.decode(record_with(0, 0, SCHEMA, r#"{"after":{"id":1,"name":"a"},"op":"c"}"#), 2);
         assert!(matches!(first, Decoded::Event(_)));
         let dropped = SCHEMA.replace(
