@@ -36,6 +36,7 @@ use serde::Deserialize;
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::{Column, ColumnType, TimeGranularity};
 use crate::schema_drift::SchemaPolicy;
+use crate::table_settings::{DeleteMode, MaintenanceSettings, RawMaintenance};
 
 /// A validated pipeline.
 #[derive(Clone, Debug)]
@@ -194,7 +195,7 @@ impl std::fmt::Display for TableName {
 }
 
 /// `[[tables]]`: one source table and the tables floe maintains for it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TableConfig {
     /// Kafka topic carrying the table's change events.
     pub topic: String,
@@ -218,6 +219,10 @@ pub struct TableConfig {
     pub columns: Option<Vec<Column>>,
     /// What schema drift does: `additive` (default), `lenient` or `manual`.
     pub schema_changes: SchemaPolicy,
+    /// How the base table names deleted rows (`deletes`).
+    pub deletes: DeleteMode,
+    /// When floe compacts the tables (`[tables.maintenance]`).
+    pub maintenance: MaintenanceSettings,
 }
 
 #[derive(Deserialize)]
@@ -290,6 +295,8 @@ struct RawTable {
     cdc_partition: Option<TimeGranularity>,
     columns: Option<Vec<RawColumn>>,
     schema_changes: Option<String>,
+    deletes: Option<String>,
+    maintenance: Option<RawMaintenance>,
 }
 
 #[derive(Deserialize)]
@@ -547,6 +554,14 @@ impl PipelineConfig {
                     )
                 })?,
             };
+            let deletes = match t.deletes.as_deref() {
+                None => DeleteMode::default(),
+                Some(text) => DeleteMode::parse(text).ok_or_else(|| {
+                    err(&key_of("deletes"), format!("`{text}` is not a delete mode (position, vector, equality)"))
+                })?,
+            };
+            let maintenance =
+                t.maintenance.unwrap_or_default().validate(|k, msg| err(&key_of(&format!("maintenance.{k}")), msg))?;
             let table = TableConfig {
                 topic,
                 base,
@@ -559,6 +574,8 @@ impl PipelineConfig {
                 cdc_partition: t.cdc_partition.unwrap_or_default(),
                 columns,
                 schema_changes,
+                deletes,
+                maintenance,
             };
             match pattern {
                 Some(pattern) => templates.push(TableTemplate { index: i, pattern, proto: table }),
@@ -855,6 +872,25 @@ cdc = "cdc.{1}"
             .expect_err("policy")
             .to_string();
         assert!(e.contains("p.toml") && e.contains("tables[0].schema_changes") && e.contains("yolo"), "{e}");
+    }
+
+    #[test]
+    fn delete_mode_and_maintenance_are_per_table() {
+        let text = format!(
+            "{MINIMAL}deletes = \"vector\"\n[tables.maintenance]\nmax_data_files = 3\ntarget_file_size = \"64MiB\"\n"
+        );
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.tables[0].deletes, DeleteMode::Vector);
+        assert_eq!(c.tables[0].maintenance.max_data_files, 3);
+        assert_eq!(c.tables[0].maintenance.target_file_size, 64 << 20);
+        assert_eq!(parse(MINIMAL).expect("valid").tables[0].deletes, DeleteMode::Position);
+        let e = parse(&format!("{MINIMAL}deletes = \"soft\"\n")).expect_err("mode").to_string();
+        assert!(e.contains("/srv/pipes/shop.toml") && e.contains("tables[0].deletes") && e.contains("soft"), "{e}");
+        let e =
+            parse(&format!("{MINIMAL}[tables.maintenance]\nmax_delete_ratio = 2.0\n")).expect_err("ratio").to_string();
+        assert!(e.contains("tables[0].maintenance.max_delete_ratio"), "{e}");
+        let e = parse(&format!("{MINIMAL}[tables.maintenance]\nmax_data_filez = 2\n")).expect_err("typo").to_string();
+        assert!(e.contains("max_data_filez"), "{e}");
     }
 
     #[test]

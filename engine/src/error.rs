@@ -125,3 +125,9 @@ impl From<std::io::Error> for Error {
 
 /// The engine's result type.
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<parquet::errors::ParquetError> for Error {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        Error::new(ErrorKind::Io, "parquet").with_source(e)
+    }
+}

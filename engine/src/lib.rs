@@ -12,13 +12,16 @@
 //! Library crates return [`Error`]; binaries wrap it with `anyhow` context.
 #![deny(missing_docs)]
 
+pub mod arrow_value;
 pub mod catalog;
 pub mod commit;
 pub mod config;
+pub mod deletion_vector;
 pub mod epoch;
 pub mod error;
 pub mod faults;
 pub mod logging;
+pub mod manifests;
 pub mod metrics;
 pub mod offsets;
 pub mod record;
@@ -26,7 +29,10 @@ pub mod replay_format;
 pub mod runtime;
 pub mod schema;
 pub mod schema_audit;
+pub mod schema_commit;
 pub mod schema_drift;
+pub mod table_files;
+pub mod table_settings;
 pub mod value;
 
 pub use error::{Error, ErrorKind, Result};

@@ -10,14 +10,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
-use arrow_array::{Array, RecordBatch, cast::AsArray};
-use arrow_schema::{DataType, TimeUnit};
+use arrow_array::RecordBatch;
+use floe_engine::arrow_value::value_at;
 use floe_engine::catalog::TableCatalog;
 use floe_engine::error::{Error, ErrorKind, Result};
 use floe_engine::value::{Row, Value};
 use futures::TryStreamExt;
 use iceberg::TableIdent;
-use ordered_float::OrderedFloat;
 
 use crate::model::{TableModel, fingerprint};
 
@@ -59,40 +58,10 @@ pub fn batch_rows(batch: &RecordBatch) -> Result<Vec<Row>> {
     let mut rows: Vec<Vec<Value>> = (0..batch.num_rows()).map(|_| Vec::with_capacity(batch.num_columns())).collect();
     for col in batch.columns() {
         for (i, row) in rows.iter_mut().enumerate() {
-            row.push(cell(col.as_ref(), i)?);
+            row.push(value_at(col.as_ref(), i)?);
         }
     }
     Ok(rows.into_iter().map(Row::new).collect())
-}
-
-fn cell(a: &dyn Array, i: usize) -> Result<Value> {
-    use arrow_array::types::*;
-    if a.is_null(i) {
-        return Ok(Value::Null);
-    }
-    Ok(match a.data_type() {
-        DataType::Boolean => Value::Boolean(a.as_boolean().value(i)),
-        DataType::Int32 => Value::Int(a.as_primitive::<Int32Type>().value(i)),
-        DataType::Int64 => Value::Long(a.as_primitive::<Int64Type>().value(i)),
-        DataType::Float32 => Value::Float(OrderedFloat(a.as_primitive::<Float32Type>().value(i))),
-        DataType::Float64 => Value::Double(OrderedFloat(a.as_primitive::<Float64Type>().value(i))),
-        DataType::Decimal128(_, _) => Value::Decimal(a.as_primitive::<Decimal128Type>().value(i)),
-        DataType::Date32 => Value::Date(a.as_primitive::<Date32Type>().value(i)),
-        DataType::Time64(TimeUnit::Microsecond) => Value::Time(a.as_primitive::<Time64MicrosecondType>().value(i)),
-        DataType::Timestamp(TimeUnit::Microsecond, None) => {
-            Value::Timestamp(a.as_primitive::<TimestampMicrosecondType>().value(i))
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => {
-            Value::TimestampTz(a.as_primitive::<TimestampMicrosecondType>().value(i))
-        }
-        DataType::Utf8 => Value::String(a.as_string::<i32>().value(i).to_string()),
-        DataType::LargeUtf8 => Value::String(a.as_string::<i64>().value(i).to_string()),
-        DataType::Utf8View => Value::String(a.as_string_view().value(i).to_string()),
-        DataType::Binary => Value::Binary(a.as_binary::<i32>().value(i).to_vec()),
-        DataType::LargeBinary => Value::Binary(a.as_binary::<i64>().value(i).to_vec()),
-        DataType::BinaryView => Value::Binary(a.as_binary_view().value(i).to_vec()),
-        other => return Err(Error::new(ErrorKind::Data, format!("verifier cannot read Arrow type {other}"))),
-    })
 }
 
 const SHOW: usize = 10;

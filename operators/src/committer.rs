@@ -211,6 +211,8 @@ impl PendingEpochs {
                 offsets,
                 data_files,
                 delete_files,
+                removed: Vec::new(),
+                rewrite: None,
                 schema_change,
             };
             match dest {
@@ -343,6 +345,7 @@ fn record_metrics(plan: &PipelinePlan, epoch_files: &BTreeMap<Dest, Written>, ou
                 s.last_source_ts_ms = s.last_source_ts_ms.max(w.max_source_ts_ms);
             }
             CommitOutcome::AlreadyCommitted { .. } => s.already_committed += 1,
+            CommitOutcome::Dropped { .. } => {}
         });
         if matches!(outcome, CommitOutcome::Committed { .. }) {
             Metrics::add(&plan.metrics.commits, 1);
@@ -427,9 +430,10 @@ pub fn commit_epochs<'s>(
                                                 CommitOutcome::Committed { snapshot_id, .. } => {
                                                     (name, *snapshot_id, true)
                                                 }
-                                                CommitOutcome::AlreadyCommitted { snapshot_id } => {
+                                                CommitOutcome::AlreadyCommitted { snapshot_id, .. } => {
                                                     (name, *snapshot_id, false)
                                                 }
+                                                CommitOutcome::Dropped { .. } => return None,
                                             })
                                         })
                                         .collect(),

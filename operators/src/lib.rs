@@ -22,6 +22,7 @@ pub mod epoch_writer;
 pub mod files;
 pub mod kafka_client;
 pub mod kafka_source;
+pub mod key_index;
 pub mod kcat_line;
 pub mod plan;
 pub mod replay_log;

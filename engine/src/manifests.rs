@@ -1,0 +1,284 @@
+//! The manifests of a new snapshot: those a commit adds, and those it rewrites because they
+//! list files the commit retires.
+//!
+//! ```text
+//!   parent's manifest list ──┬─ lists no retired file ──────────────► carried as is
+//!                            ├─ lists a retired file ──► rewritten: retired → DELETED,
+//!                            │                           other live entries → EXISTING
+//!                            └─ lists no live file (only DELETED) ──► dropped
+//!   added data files ──► new data manifest (inherited or explicit data sequence number)
+//!   added delete files ──► new delete manifest (inherited sequence number)
+//! ```
+//!
+//! # Invariants
+//! - A rewritten entry keeps its snapshot id, data sequence number and file sequence
+//!   number, so the spec's delete rules see the same file after the rewrite as before.
+//! - An entry is identified by [`FileRef`]: its path, and for a deletion vector also the
+//!   blob's offset (many vectors share one Puffin file).
+//! - Manifests are immutable, so [`ManifestCache`] may keep parsed ones for as long as it
+//!   likes; it forgets everything when it grows past its bound.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use iceberg::io::FileIO;
+use iceberg::spec::{
+    DataFile, DataFileBuilder, FormatVersion, Manifest, ManifestContentType, ManifestEntry, ManifestFile,
+    ManifestStatus, ManifestWriter, ManifestWriterBuilder, PartitionSpec, SchemaRef,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// One file entry of a table: a data or delete file, and for a deletion vector which blob.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FileRef {
+    /// The file's path.
+    pub path: String,
+    /// A deletion vector's blob offset in its Puffin file.
+    pub content_offset: Option<i64>,
+}
+
+impl FileRef {
+    /// The entry of `file`.
+    pub fn of(file: &DataFile) -> FileRef {
+        FileRef { path: file.file_path().to_string(), content_offset: file.content_offset() }
+    }
+
+    /// A plain file (data, position or equality deletes) by path.
+    pub fn path(path: impl Into<String>) -> FileRef {
+        FileRef { path: path.into(), content_offset: None }
+    }
+}
+
+impl std::fmt::Display for FileRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.content_offset {
+            Some(o) => write!(f, "{}@{o}", self.path),
+            None => f.write_str(&self.path),
+        }
+    }
+}
+
+/// Parsed manifests by path, shared by every commit of the process.
+#[derive(Debug)]
+pub struct ManifestCache {
+    map: Mutex<(HashMap<String, Arc<Manifest>>, usize)>,
+    max_entries: usize,
+}
+
+impl ManifestCache {
+    /// A cache holding up to about `max_entries` manifest entries.
+    pub fn new(max_entries: usize) -> ManifestCache {
+        ManifestCache { map: Mutex::new((HashMap::new(), 0)), max_entries }
+    }
+
+    /// The process's cache (a million entries: a few hundred MB at most).
+    pub fn global() -> &'static ManifestCache {
+        static CACHE: std::sync::OnceLock<ManifestCache> = std::sync::OnceLock::new();
+        CACHE.get_or_init(|| ManifestCache::new(1_000_000))
+    }
+
+    /// The manifest `file` names, parsed (with inherited sequence numbers filled in).
+    pub async fn load(&self, file_io: &FileIO, file: &ManifestFile) -> Result<Arc<Manifest>> {
+        if let Some(m) = self.lock().0.get(&file.manifest_path) {
+            return Ok(Arc::clone(m));
+        }
+        let manifest = Arc::new(file.load_manifest(file_io).await?);
+        let mut guard = self.lock();
+        let (map, entries) = &mut *guard;
+        if *entries + manifest.entries().len() > self.max_entries {
+            map.clear();
+            *entries = 0;
+        }
+        *entries += manifest.entries().len();
+        map.insert(file.manifest_path.clone(), Arc::clone(&manifest));
+        Ok(manifest)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (HashMap<String, Arc<Manifest>>, usize)> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The parent's manifests after retiring files.
+#[derive(Debug, Default)]
+pub struct Retired {
+    /// The manifests the new snapshot lists (carried and rewritten).
+    pub manifests: Vec<ManifestFile>,
+    /// The entries retired, as they were.
+    pub removed: Vec<ManifestEntry>,
+    /// Refs asked for that no live entry matches.
+    pub missing: Vec<FileRef>,
+}
+
+/// Where a commit writes its manifests, and under which snapshot.
+#[derive(Clone, Debug)]
+pub struct ManifestTarget<'a> {
+    /// File access.
+    pub file_io: &'a FileIO,
+    /// `<table location>/metadata`.
+    pub metadata_dir: String,
+    /// Unique per commit attempt, e.g. `<commit uuid>-<attempt>`.
+    pub prefix: String,
+    /// The snapshot being built.
+    pub snapshot_id: i64,
+    /// The table's format version.
+    pub format_version: FormatVersion,
+}
+
+impl ManifestTarget<'_> {
+    fn writer(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        spec: PartitionSpec,
+        content: ManifestContentType,
+    ) -> Result<ManifestWriter> {
+        let path = format!("{}/{}-{name}.avro", self.metadata_dir, self.prefix);
+        let builder = ManifestWriterBuilder::new(self.file_io.new_output(&path)?, Some(self.snapshot_id), schema, spec);
+        Ok(match (self.format_version, content) {
+            (FormatVersion::V3, ManifestContentType::Data) => builder.build_v3_data(),
+            (FormatVersion::V3, ManifestContentType::Deletes) => builder.build_v3_deletes(),
+            (_, ManifestContentType::Data) => builder.build_v2_data(),
+            (_, ManifestContentType::Deletes) => builder.build_v2_deletes(),
+        })
+    }
+
+    /// A new manifest of `files`; each with its data sequence number, or `None` to inherit
+    /// the snapshot's.
+    pub async fn write_new(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        spec: PartitionSpec,
+        content: ManifestContentType,
+        files: Vec<(DataFile, Option<i64>)>,
+    ) -> Result<Option<ManifestFile>> {
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let mut writer = self.writer(name, schema, spec, content)?;
+        for (file, seq) in files {
+            writer.add_file(file, seq.unwrap_or(-1))?;
+        }
+        Ok(Some(writer.write_manifest_file().await?))
+    }
+}
+
+/// Retires `refs` from the parent's manifests (see the module docs). With nothing to
+/// retire, no manifest is read.
+pub async fn retire(
+    target: &ManifestTarget<'_>,
+    parent: Vec<ManifestFile>,
+    refs: &BTreeSet<FileRef>,
+    cache: &ManifestCache,
+) -> Result<Retired> {
+    let mut out = Retired::default();
+    let mut found: BTreeSet<FileRef> = BTreeSet::new();
+    for (n, file) in parent.into_iter().enumerate() {
+        let live = file.added_files_count.unwrap_or(1) + file.existing_files_count.unwrap_or(1);
+        if live == 0 {
+            // Only DELETED entries: they belonged to the parent's snapshot.
+            continue;
+        }
+        if refs.is_empty() {
+            out.manifests.push(file);
+            continue;
+        }
+        let manifest = cache.load(target.file_io, &file).await?;
+        let hits =
+            manifest.entries().iter().filter(|e| e.is_alive() && refs.contains(&FileRef::of(e.data_file()))).count();
+        if hits == 0 {
+            out.manifests.push(file);
+            continue;
+        }
+        let meta = manifest.metadata();
+        let mut writer = target.writer(
+            &format!("r{n}"),
+            Arc::clone(meta.schema()),
+            meta.partition_spec().clone(),
+            *meta.content(),
+        )?;
+        let mut next_row_id = file.first_row_id;
+        for entry in manifest.entries() {
+            let mut data_file = entry.data_file().clone();
+            // v3 row lineage: a data file without its own first_row_id inherits the
+            // manifest's, advanced by the rows before it; make that explicit before the
+            // entry moves to a manifest with another first_row_id.
+            if let Some(next) = next_row_id.as_mut()
+                && file.content == ManifestContentType::Data
+                && entry.status() != ManifestStatus::Deleted
+                && data_file.first_row_id().is_none()
+            {
+                data_file = with_first_row_id(&data_file, *next as i64, file.partition_spec_id)?;
+                *next += data_file.record_count();
+            }
+            if !entry.is_alive() {
+                continue;
+            }
+            let (seq, file_seq) = sequence_numbers(entry)?;
+            let snapshot = entry.snapshot_id().unwrap_or(file.added_snapshot_id);
+            if refs.contains(&FileRef::of(entry.data_file())) {
+                found.insert(FileRef::of(entry.data_file()));
+                out.removed.push((**entry).clone());
+                writer.add_delete_file(data_file, seq, Some(file_seq))?;
+            } else {
+                writer.add_existing_file(data_file, snapshot, seq, Some(file_seq))?;
+            }
+        }
+        out.manifests.push(writer.write_manifest_file().await?);
+    }
+    out.missing = refs.iter().filter(|r| !found.contains(*r)).cloned().collect();
+    Ok(out)
+}
+
+/// `file` with an explicit `first_row_id` (the struct's fields are crate-private upstream).
+fn with_first_row_id(file: &DataFile, first_row_id: i64, spec_id: i32) -> Result<DataFile> {
+    let mut b = DataFileBuilder::default();
+    b.content(file.content_type())
+        .file_path(file.file_path().to_string())
+        .file_format(file.file_format())
+        .partition(file.partition().clone())
+        .record_count(file.record_count())
+        .file_size_in_bytes(file.file_size_in_bytes())
+        .column_sizes(file.column_sizes().clone())
+        .value_counts(file.value_counts().clone())
+        .null_value_counts(file.null_value_counts().clone())
+        .nan_value_counts(file.nan_value_counts().clone())
+        .lower_bounds(file.lower_bounds().clone())
+        .upper_bounds(file.upper_bounds().clone())
+        .key_metadata(file.key_metadata().map(<[u8]>::to_vec))
+        .split_offsets(file.split_offsets().map(<[i64]>::to_vec))
+        .equality_ids(file.equality_ids())
+        .first_row_id(Some(first_row_id))
+        .partition_spec_id(spec_id)
+        .referenced_data_file(file.referenced_data_file())
+        .content_offset(file.content_offset())
+        .content_size_in_bytes(file.content_size_in_bytes());
+    if let Some(id) = file.sort_order_id() {
+        b.sort_order_id(id);
+    }
+    b.build().map_err(|e| Error::new(ErrorKind::Internal, format!("rebuilding {}: {e}", file.file_path())))
+}
+
+fn sequence_numbers(entry: &ManifestEntry) -> Result<(i64, i64)> {
+    let seq = entry
+        .sequence_number()
+        .ok_or_else(|| Error::new(ErrorKind::Iceberg, format!("{} has no data sequence number", entry.file_path())))?;
+    Ok((seq, entry.file_sequence_number.unwrap_or(seq)))
+}
+
+/// Every live entry of a snapshot's manifests (data and deletes).
+pub async fn live_entries(
+    file_io: &FileIO,
+    manifests: &[ManifestFile],
+    cache: &ManifestCache,
+) -> Result<Vec<Arc<ManifestEntry>>> {
+    let mut out = Vec::new();
+    for file in manifests {
+        let manifest = cache.load(file_io, file).await?;
+        out.extend(manifest.entries().iter().filter(|e| e.is_alive()).cloned());
+    }
+    Ok(out)
+}

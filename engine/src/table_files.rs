@@ -1,0 +1,193 @@
+//! What a table's current snapshot holds, partition by partition: its live data and delete
+//! files with their sequence numbers, and the row positions that position deletes and
+//! deletion vectors remove from each data file.
+//!
+//! ```text
+//!   current snapshot ─► manifest list ─► manifests (cached) ─► live entries
+//!        ─► by partition: data files (data seq) + delete files (seq)
+//!        ─► positional_deletes(partition): data path → deleted positions
+//!              position-delete file (file_path, pos)  applies if delete seq ≥ data seq
+//!              deletion vector (Puffin blob)          applies to its referenced file, same rule
+//! ```
+//!
+//! # Invariants
+//! - The spec's rules decide what applies, never floe's own bookkeeping: a position delete
+//!   or vector applies to a data file whose data sequence number is at most its own;
+//!   equality deletes (applied by the caller, which knows the key columns) to data files
+//!   whose data sequence number is strictly below theirs.
+//! - A deletion vector's blob is read at its manifest entry's `content_offset` and
+//!   `content_size_in_bytes`, and checked (length, magic, CRC) before it is applied.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use iceberg::io::FileIO;
+use iceberg::spec::{DataContentType, DataFile, DataFileFormat, ManifestList, Struct, TableMetadata};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use roaring::RoaringTreemap;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::manifests::{ManifestCache, live_entries};
+
+/// A live file with its (data) sequence number.
+#[derive(Clone, Debug)]
+pub struct LiveFile {
+    /// The file.
+    pub file: DataFile,
+    /// Its data sequence number (for delete files: the sequence number deletes apply by).
+    pub seq: i64,
+}
+
+/// The live files of one partition.
+#[derive(Clone, Debug)]
+pub struct PartitionFiles {
+    /// The partition tuple.
+    pub partition: Struct,
+    /// Data files.
+    pub data: Vec<LiveFile>,
+    /// Delete files of every kind.
+    pub deletes: Vec<LiveFile>,
+}
+
+impl PartitionFiles {
+    /// The first partition field as an int: the bucket of a floe base table.
+    pub fn bucket(&self) -> Option<i32> {
+        bucket_of(&self.partition)
+    }
+}
+
+/// The first partition field as an int (the bucket of a `bucket(N, key)` spec).
+pub fn bucket_of(partition: &Struct) -> Option<i32> {
+    match partition.fields().first()?.as_ref()? {
+        iceberg::spec::Literal::Primitive(iceberg::spec::PrimitiveLiteral::Int(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+/// A snapshot's live files by partition.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotFiles {
+    /// The snapshot read (`None`: the table has none).
+    pub snapshot_id: Option<i64>,
+    /// Its sequence number (0 without a snapshot).
+    pub sequence_number: i64,
+    /// Partitions with at least one live file.
+    pub partitions: Vec<PartitionFiles>,
+}
+
+impl SnapshotFiles {
+    /// The partition whose bucket is `bucket`.
+    pub fn bucket(&self, bucket: i32) -> Option<&PartitionFiles> {
+        self.partitions.iter().find(|p| p.bucket() == Some(bucket))
+    }
+}
+
+/// The live files of `metadata`'s current snapshot.
+pub async fn snapshot_files(
+    file_io: &FileIO,
+    metadata: &TableMetadata,
+    cache: &ManifestCache,
+) -> Result<SnapshotFiles> {
+    let Some(snapshot) = metadata.current_snapshot() else { return Ok(SnapshotFiles::default()) };
+    let bytes = file_io.new_input(snapshot.manifest_list())?.read().await?;
+    let list = ManifestList::parse_with_version(&bytes, metadata.format_version())?;
+    let entries = live_entries(file_io, list.entries(), cache).await?;
+    let mut by_partition: HashMap<Struct, PartitionFiles> = HashMap::new();
+    for entry in entries {
+        let seq = entry
+            .sequence_number()
+            .ok_or_else(|| Error::new(ErrorKind::Iceberg, format!("{} has no sequence number", entry.file_path())))?;
+        let file = entry.data_file().clone();
+        let part = by_partition.entry(file.partition().clone()).or_insert_with(|| PartitionFiles {
+            partition: file.partition().clone(),
+            data: Vec::new(),
+            deletes: Vec::new(),
+        });
+        match file.content_type() {
+            DataContentType::Data => part.data.push(LiveFile { file, seq }),
+            _ => part.deletes.push(LiveFile { file, seq }),
+        }
+    }
+    let mut partitions: Vec<PartitionFiles> = by_partition.into_values().collect();
+    partitions.sort_by_key(|p| (p.bucket(), format!("{:?}", p.partition)));
+    for p in &mut partitions {
+        p.data.sort_by(|a, b| (a.seq, a.file.file_path()).cmp(&(b.seq, b.file.file_path())));
+    }
+    Ok(SnapshotFiles {
+        snapshot_id: Some(snapshot.snapshot_id()),
+        sequence_number: snapshot.sequence_number(),
+        partitions,
+    })
+}
+
+/// Whether a delete file is a deletion vector (a blob in a Puffin file).
+pub fn is_deletion_vector(file: &DataFile) -> bool {
+    file.content_type() == DataContentType::PositionDeletes && file.file_format() == DataFileFormat::Puffin
+}
+
+/// Reads a deletion vector's blob.
+pub async fn read_deletion_vector(file_io: &FileIO, file: &DataFile) -> Result<RoaringTreemap> {
+    let (Some(offset), Some(size)) = (file.content_offset(), file.content_size_in_bytes()) else {
+        return Err(Error::new(
+            ErrorKind::Iceberg,
+            format!("deletion vector in {} has no content offset or size", file.file_path()),
+        ));
+    };
+    let reader = file_io.new_input(file.file_path())?.reader().await?;
+    let bytes = reader.read(offset as u64..(offset + size) as u64).await?;
+    crate::deletion_vector::decode(&bytes).map_err(|e| e.context(format!("reading {}", file.file_path())))
+}
+
+/// Reads a position-delete file: `(file_path, pos)` rows.
+pub async fn read_position_deletes(file_io: &FileIO, file: &DataFile) -> Result<Vec<(String, i64)>> {
+    let bytes = file_io.new_input(file.file_path())?.read().await?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::new(ErrorKind::Io, "reading a position-delete file").with_source(e))?;
+        let (Some(paths), Some(pos)) = (batch.column_by_name("file_path"), batch.column_by_name("pos")) else {
+            return Err(Error::new(ErrorKind::Data, format!("{} has no file_path and pos columns", file.file_path())));
+        };
+        let paths = paths.as_string::<i32>();
+        let pos = pos.as_primitive::<Int64Type>();
+        out.extend((0..batch.num_rows()).map(|i| (paths.value(i).to_string(), pos.value(i))));
+    }
+    Ok(out)
+}
+
+/// The positions that position deletes and deletion vectors remove from each data file of
+/// `part` (by data file path; files without deletes are absent).
+pub async fn positional_deletes(file_io: &FileIO, part: &PartitionFiles) -> Result<HashMap<String, RoaringTreemap>> {
+    let data_seq: HashMap<&str, i64> = part.data.iter().map(|f| (f.file.file_path(), f.seq)).collect();
+    let mut out: HashMap<String, RoaringTreemap> = HashMap::new();
+    for delete in &part.deletes {
+        if delete.file.content_type() != DataContentType::PositionDeletes {
+            continue;
+        }
+        let applies = |path: &str| data_seq.get(path).is_some_and(|&s| s <= delete.seq);
+        if is_deletion_vector(&delete.file) {
+            let Some(target) = delete.file.referenced_data_file() else {
+                return Err(Error::new(
+                    ErrorKind::Iceberg,
+                    format!("deletion vector in {} names no data file", delete.file.file_path()),
+                ));
+            };
+            if applies(&target) {
+                let v = read_deletion_vector(file_io, &delete.file).await?;
+                *out.entry(target).or_default() |= v;
+            }
+            continue;
+        }
+        for (path, pos) in read_position_deletes(file_io, &delete.file).await? {
+            if pos >= 0 && applies(&path) {
+                out.entry(path).or_default().insert(pos as u64);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Shared handle to what [`snapshot_files`] read.
+pub type SnapshotFilesRef = Arc<SnapshotFiles>;

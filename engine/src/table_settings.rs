@@ -1,0 +1,221 @@
+//! Per-table write and maintenance settings of a `[[tables]]` entry: how the base table
+//! names the rows it deletes, and when floe compacts it.
+//!
+//! ```toml
+//! [[tables]]
+//! topic = "shop.inventory.orders"
+//! base = "base.orders"
+//! deletes = "position"          # default; or "vector" (Iceberg v3), "equality"
+//!
+//! [tables.maintenance]
+//! compaction = true             # default
+//! target_file_size = "128MiB"   # files a rewrite writes
+//! max_data_files = 8            # per bucket: more data files than this starts a rewrite
+//! max_delete_files = 4          # per bucket: more delete files than this starts a rewrite
+//! max_delete_ratio = 0.2        # a data file with this share of its rows deleted is rewritten
+//! cdc_max_files = 16            # per CDC partition: more small files than this are merged
+//! ```
+//!
+//! # Invariants
+//! - Every value is validated here, and an invalid one is an error naming the key
+//!   (`tables[0].maintenance.max_data_files`); unknown keys are errors.
+//! - The defaults keep a base table's read cost flat: every bucket holds at most
+//!   `max_data_files` data files and `max_delete_files` delete files between rewrites.
+
+use serde::Deserialize;
+
+/// How a base table records that a row was replaced or deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DeleteMode {
+    /// Iceberg v2 position-delete files naming `(file_path, pos)` of exact rows, found through
+    /// floe's key index. Every engine reads them cheaply.
+    #[default]
+    Position,
+    /// Iceberg v3 deletion vectors (Puffin `deletion-vector-v1`), one per data file, merged
+    /// with that file's earlier vector. The table is format version 3.
+    Vector,
+    /// Equality deletes on the primary key: the cheapest write, the most expensive read.
+    Equality,
+}
+
+impl DeleteMode {
+    /// Parses the setting's value.
+    pub fn parse(text: &str) -> Option<DeleteMode> {
+        match text {
+            "position" => Some(DeleteMode::Position),
+            "vector" => Some(DeleteMode::Vector),
+            "equality" => Some(DeleteMode::Equality),
+            _ => None,
+        }
+    }
+
+    /// The setting's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeleteMode::Position => "position",
+            DeleteMode::Vector => "vector",
+            DeleteMode::Equality => "equality",
+        }
+    }
+
+    /// Whether the mode names exact rows (and so needs the key index).
+    pub fn uses_index(self) -> bool {
+        !matches!(self, DeleteMode::Equality)
+    }
+}
+
+impl std::fmt::Display for DeleteMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `[tables.maintenance]`: when floe rewrites a table's files.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaintenanceSettings {
+    /// Whether `floe run` compacts at all (`floe maintain` always does).
+    pub compaction: bool,
+    /// Size of the files a rewrite writes, in bytes (compressed Parquet).
+    pub target_file_size: u64,
+    /// Per bucket: more data files than this start a rewrite of the small ones.
+    pub max_data_files: usize,
+    /// Per bucket: more delete files than this start a rewrite.
+    pub max_delete_files: usize,
+    /// A data file with at least this share of its rows deleted is rewritten.
+    pub max_delete_ratio: f64,
+    /// Per CDC table partition: more small files than this are merged.
+    pub cdc_max_files: usize,
+}
+
+impl Default for MaintenanceSettings {
+    fn default() -> Self {
+        MaintenanceSettings {
+            compaction: true,
+            target_file_size: 128 << 20,
+            max_data_files: 8,
+            max_delete_files: 4,
+            max_delete_ratio: 0.2,
+            cdc_max_files: 16,
+        }
+    }
+}
+
+impl MaintenanceSettings {
+    /// A data file smaller than this is "small": a candidate for merging.
+    pub fn small_file_size(&self) -> u64 {
+        self.target_file_size / 4 * 3
+    }
+}
+
+/// `[tables.maintenance]` as written.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMaintenance {
+    compaction: Option<bool>,
+    target_file_size: Option<Size>,
+    max_data_files: Option<i64>,
+    max_delete_files: Option<i64>,
+    max_delete_ratio: Option<f64>,
+    cdc_max_files: Option<i64>,
+}
+
+/// A size: bytes, or a string such as `"128MiB"`, `"64 MB"`, `"1g"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(i64),
+    Text(String),
+}
+
+/// Parses `"128MiB"`, `"64 MB"`, `"1g"`, `"4096"` (units are powers of 1024).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    (number >= 0.0).then(|| (number * scale as f64) as u64)
+}
+
+impl RawMaintenance {
+    /// Validates; `err(key, message)` builds the error for a key under the table's path.
+    pub(crate) fn validate<E>(self, err: impl Fn(&str, String) -> E) -> Result<MaintenanceSettings, E> {
+        let d = MaintenanceSettings::default();
+        let count = |key: &str, v: Option<i64>, default: usize, min: i64| -> Result<usize, E> {
+            match v {
+                None => Ok(default),
+                Some(n) if n >= min => Ok(n as usize),
+                Some(n) => Err(err(key, format!("{n} is too small (at least {min})"))),
+            }
+        };
+        let target_file_size = match self.target_file_size {
+            None => d.target_file_size,
+            Some(Size::Bytes(n)) if n >= 1 << 20 => n as u64,
+            Some(Size::Bytes(n)) => return Err(err("target_file_size", format!("{n} bytes is below 1 MiB"))),
+            Some(Size::Text(t)) => match parse_size(&t) {
+                Some(n) if n >= 1 << 20 => n,
+                Some(_) => return Err(err("target_file_size", format!("`{t}` is below 1 MiB"))),
+                None => {
+                    return Err(err("target_file_size", format!("`{t}` is not a size (e.g. \"128MiB\", \"1g\")")));
+                }
+            },
+        };
+        let max_delete_ratio = match self.max_delete_ratio {
+            None => d.max_delete_ratio,
+            Some(r) if r > 0.0 && r <= 1.0 => r,
+            Some(r) => return Err(err("max_delete_ratio", format!("{r} is not in (0, 1]"))),
+        };
+        Ok(MaintenanceSettings {
+            compaction: self.compaction.unwrap_or(d.compaction),
+            target_file_size,
+            max_data_files: count("max_data_files", self.max_data_files, d.max_data_files, 1)?,
+            max_delete_files: count("max_delete_files", self.max_delete_files, d.max_delete_files, 0)?,
+            max_delete_ratio,
+            cdc_max_files: count("cdc_max_files", self.cdc_max_files, d.cdc_max_files, 1)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("128MiB"), Some(128 << 20));
+        assert_eq!(parse_size("64 MB"), Some(64 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("1.5k"), Some(1536));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("12 parsecs"), None);
+    }
+
+    #[test]
+    fn modes_round_trip_their_names() {
+        for m in [DeleteMode::Position, DeleteMode::Vector, DeleteMode::Equality] {
+            assert_eq!(DeleteMode::parse(m.name()), Some(m));
+        }
+        assert_eq!(DeleteMode::default(), DeleteMode::Position);
+        assert_eq!(DeleteMode::parse("soft"), None);
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let err = |k: &str, m: String| format!("{k}: {m}");
+        let raw = RawMaintenance { max_delete_ratio: Some(1.5), ..Default::default() };
+        assert!(raw.validate(err).expect_err("ratio").starts_with("max_delete_ratio"));
+        let raw = RawMaintenance { target_file_size: Some(Size::Text("10k".into())), ..Default::default() };
+        assert!(raw.validate(err).expect_err("size").contains("below 1 MiB"));
+        let raw = RawMaintenance { max_data_files: Some(0), ..Default::default() };
+        assert!(raw.validate(err).expect_err("files").starts_with("max_data_files"));
+        let ok = RawMaintenance::default().validate(err).expect("defaults");
+        assert_eq!(ok, MaintenanceSettings::default());
+    }
+}
