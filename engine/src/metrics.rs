@@ -36,6 +36,12 @@ pub struct TableStats {
     pub bytes: u64,
     /// `source.ts_ms` of the newest committed event.
     pub last_source_ts_ms: Option<i64>,
+    /// Rewrites (compactions) committed.
+    pub rewrites: u64,
+    /// Bytes those rewrites read.
+    pub rewrite_bytes: u64,
+    /// Files retired (rewritten, replaced or dangling).
+    pub files_retired: u64,
 }
 
 /// Process-wide metrics shared by all workers.

@@ -113,6 +113,8 @@ pub fn apply_schema_change(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use iceberg::spec::{NestedField, PrimitiveType, Type};
 
     use super::*;

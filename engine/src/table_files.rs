@@ -18,7 +18,7 @@
 //! - A deletion vector's blob is read at its manifest entry's `content_offset` and
 //!   `content_size_in_bytes`, and checked (length, magic, CRC) before it is applied.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -29,7 +29,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use roaring::RoaringTreemap;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::manifests::{ManifestCache, live_entries};
+use crate::manifests::{FileRef, ManifestCache, live_entries};
 
 /// A live file with its (data) sequence number.
 #[derive(Clone, Debug)]
@@ -157,11 +157,20 @@ pub async fn read_position_deletes(file_io: &FileIO, file: &DataFile) -> Result<
     Ok(out)
 }
 
+/// What the position deletes and deletion vectors of a partition remove.
+#[derive(Debug, Default)]
+pub struct PositionalDeletes {
+    /// Deleted positions per data file path (files without deletes are absent).
+    pub by_file: HashMap<String, RoaringTreemap>,
+    /// Each position-delete file (not vectors) and the data files it names.
+    pub names: Vec<(FileRef, BTreeSet<String>)>,
+}
+
 /// The positions that position deletes and deletion vectors remove from each data file of
-/// `part` (by data file path; files without deletes are absent).
-pub async fn positional_deletes(file_io: &FileIO, part: &PartitionFiles) -> Result<HashMap<String, RoaringTreemap>> {
+/// `part`.
+pub async fn positional_deletes(file_io: &FileIO, part: &PartitionFiles) -> Result<PositionalDeletes> {
     let data_seq: HashMap<&str, i64> = part.data.iter().map(|f| (f.file.file_path(), f.seq)).collect();
-    let mut out: HashMap<String, RoaringTreemap> = HashMap::new();
+    let mut out = PositionalDeletes::default();
     for delete in &part.deletes {
         if delete.file.content_type() != DataContentType::PositionDeletes {
             continue;
@@ -176,18 +185,80 @@ pub async fn positional_deletes(file_io: &FileIO, part: &PartitionFiles) -> Resu
             };
             if applies(&target) {
                 let v = read_deletion_vector(file_io, &delete.file).await?;
-                *out.entry(target).or_default() |= v;
+                *out.by_file.entry(target).or_default() |= v;
             }
             continue;
         }
+        let mut names = BTreeSet::new();
         for (path, pos) in read_position_deletes(file_io, &delete.file).await? {
             if pos >= 0 && applies(&path) {
-                out.entry(path).or_default().insert(pos as u64);
+                out.by_file.entry(path.clone()).or_default().insert(pos as u64);
             }
+            names.insert(path);
         }
+        out.names.push((FileRef::of(&delete.file), names));
     }
     Ok(out)
 }
 
 /// Shared handle to what [`snapshot_files`] read.
 pub type SnapshotFilesRef = Arc<SnapshotFiles>;
+
+/// Reads the columns `fields` (field id, Arrow type) of a data file, in that order, as
+/// batches; a field the file does not hold (added by a later schema) reads as nulls.
+/// Only the requested column chunks are read.
+pub async fn read_columns(
+    file_io: &FileIO,
+    path: &str,
+    fields: &[(i32, arrow_schema::DataType)],
+) -> Result<Vec<arrow_array::RecordBatch>> {
+    use futures::TryStreamExt;
+    use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+
+    let input = file_io.new_input(path)?;
+    let meta = input.metadata().await?;
+    let reader = iceberg::arrow::ArrowFileReader::new(meta, input.reader().await?);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+    let file_schema = Arc::clone(builder.schema());
+    let id_of = |f: &arrow_schema::Field| {
+        f.metadata().get(parquet::arrow::PARQUET_FIELD_ID_META_KEY).and_then(|v| v.parse::<i32>().ok())
+    };
+    // Root column index of each wanted field in the file.
+    let found: Vec<Option<usize>> =
+        fields.iter().map(|(id, _)| file_schema.fields().iter().position(|f| id_of(f) == Some(*id))).collect();
+    let mut roots: Vec<usize> = found.iter().flatten().copied().collect();
+    roots.sort_unstable();
+    roots.dedup();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+    let stream = builder.with_projection(mask).with_batch_size(64 * 1024).build()?;
+    let batches: Vec<arrow_array::RecordBatch> = stream.try_collect().await?;
+    let mut out = Vec::with_capacity(batches.len());
+    let schema = Arc::new(arrow_schema::Schema::new(
+        fields
+            .iter()
+            .zip(&found)
+            .map(|((id, ty), at)| {
+                let ty = at.map(|i| file_schema.field(i).data_type().clone()).unwrap_or_else(|| ty.clone());
+                arrow_schema::Field::new(format!("f{id}"), ty, true)
+            })
+            .collect::<Vec<_>>(),
+    ));
+    for batch in batches {
+        let columns = fields
+            .iter()
+            .zip(&found)
+            .map(|((_, ty), at)| match at {
+                Some(root) => {
+                    let i = roots.iter().position(|r| r == root).unwrap_or_default();
+                    Arc::clone(batch.column(i))
+                }
+                None => arrow_array::new_null_array(ty, batch.num_rows()),
+            })
+            .collect();
+        out.push(
+            arrow_array::RecordBatch::try_new(Arc::clone(&schema), columns)
+                .map_err(|e| Error::new(ErrorKind::Data, format!("reading {path}")).with_source(e))?,
+        );
+    }
+    Ok(out)
+}

@@ -32,7 +32,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use crate::arrow_rows::BatchBuilder;
 use crate::debezium::{Event, Op};
 use crate::epoch_writer::{StageCore, WriteJob, write_epochs};
-use crate::files::{Dest, WrittenFile, conform_batch, write_data};
+use crate::files::{Dest, Written, WrittenFile, conform_batch, write_data};
 use crate::plan::{PlanRef, TablePlan, Target};
 use crate::schema_versions::Version;
 
@@ -202,7 +202,9 @@ impl StageCore for CdcStage {
             jobs.push(Box::pin(async move {
                 let mut out = Vec::new();
                 for f in write_data(&file_io, &target, Some(partition), batches, &prefix).await? {
-                    out.push(WrittenFile::new(Dest::Cdc(table), epoch, &target, f, max_ts)?.at_version(version));
+                    out.push(Written::from(
+                        WrittenFile::new(Dest::Cdc(table), epoch, &target, f, max_ts)?.at_version(version),
+                    ));
                 }
                 Ok(out)
             }));
@@ -212,10 +214,7 @@ impl StageCore for CdcStage {
 }
 
 /// The CDC-writer operator.
-pub fn write_cdc<'s>(
-    events: Stream<'s, Epoch, Vec<Event>>,
-    plan: PlanRef,
-) -> Result<Stream<'s, Epoch, Vec<WrittenFile>>> {
+pub fn write_cdc<'s>(events: Stream<'s, Epoch, Vec<Event>>, plan: PlanRef) -> Result<Stream<'s, Epoch, Vec<Written>>> {
     let worker = events.scope().index();
     let core = CdcStage::new(Arc::clone(&plan), worker)?;
     Ok(write_epochs(events, Pipeline, "CdcWriter", core, plan))

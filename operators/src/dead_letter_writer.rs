@@ -18,7 +18,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use crate::arrow_rows::BatchBuilder;
 use crate::debezium::DeadLetter;
 use crate::epoch_writer::{StageCore, WriteJob, write_epochs};
-use crate::files::{Dest, WrittenFile, write_data};
+use crate::files::{Dest, Written, WrittenFile, write_data};
 use crate::plan::PlanRef;
 
 /// Staging of dead letters per dead-letter table and epoch.
@@ -75,7 +75,13 @@ impl StageCore for DeadLetterStage {
             jobs.push(Box::pin(async move {
                 let mut out = Vec::new();
                 for f in write_data(&file_io, &target, None, vec![batch], &prefix).await? {
-                    out.push(WrittenFile::new(Dest::DeadLetters(index as u32), epoch, &target, f, None)?);
+                    out.push(Written::from(WrittenFile::new(
+                        Dest::DeadLetters(index as u32),
+                        epoch,
+                        &target,
+                        f,
+                        None,
+                    )?));
                 }
                 Ok(out)
             }));
@@ -88,7 +94,7 @@ impl StageCore for DeadLetterStage {
 pub fn write_dead_letters<'s>(
     dead: Stream<'s, Epoch, Vec<DeadLetter>>,
     plan: PlanRef,
-) -> Stream<'s, Epoch, Vec<WrittenFile>> {
+) -> Stream<'s, Epoch, Vec<Written>> {
     let worker = dead.scope().index();
     write_epochs(dead, Pipeline, "DeadLetterWriter", DeadLetterStage::new(Arc::clone(&plan), worker), plan)
 }

@@ -1,10 +1,14 @@
 //! The shell shared by every writer operator: stage records per epoch, and when the input
 //! frontier passes an epoch, hand that epoch's staged records to the IO runtime as write
-//! jobs; emit the written files at the epoch once the jobs finish.
+//! jobs; emit the written files at the epoch once the jobs finish. A core may also run
+//! background work (compaction) and emit its results between epochs.
 //!
 //! ```text
 //!   records @e ──► StageCore::stage(e, ..)          (hold a capability for e)
 //!   frontier > e ──► StageCore::flush(e) ──► jobs ──► IO runtime ──► files @e  (release e)
+//!                                                          └──► StageCore::written(e, files)
+//!   any activation ──► StageCore::poll(f) ──► jobs ──► results @f    (f: the input frontier,
+//!                                                                     held while the core is busy)
 //! ```
 //!
 //! # Invariants
@@ -12,6 +16,10 @@
 //!   than their message's time; a capability is held for each staged epoch.
 //! - The capability for epoch `e` is held from the first record at `e` until every file of
 //!   `e` has been emitted, so the committer never sees `e` complete without all its files.
+//! - Background results are emitted at the smallest epoch the input may still carry (or,
+//!   once the input is done, the last one it carried), through a capability the shell holds
+//!   for as long as the core says it is busy: background work never holds back an epoch
+//!   the input has passed, and never loses its results at the end of the input.
 //! - On a write error the capability is *kept* and the error recorded in the plan's
 //!   [`crate::plan::Failure`]: nothing of `e` or later can be committed, and the runner stops.
 //! - The worker never blocks on IO; job completion wakes the operator through a
@@ -30,11 +38,14 @@ use timely::dataflow::channels::pact::ParallelizationContract;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::files::WrittenFile;
+use crate::files::Written;
 use crate::plan::PlanRef;
 
 /// One asynchronous write producing files.
-pub type WriteJob = Pin<Box<dyn Future<Output = Result<Vec<WrittenFile>>> + Send>>;
+pub type WriteJob = Pin<Box<dyn Future<Output = Result<Vec<Written>>> + Send>>;
+
+/// Wakes the operator from another thread (a background job finished).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
 /// The testable core of a writer: per-epoch staging and turning a closed epoch into jobs.
 pub trait StageCore: 'static {
@@ -51,6 +62,19 @@ pub trait StageCore: 'static {
     fn stage(&mut self, epoch: Epoch, item: Self::Item) -> Result<()>;
     /// Takes everything staged for `epoch` and returns the jobs that write it.
     fn flush(&mut self, epoch: Epoch) -> Result<Vec<WriteJob>>;
+    /// The jobs of `epoch` finished and wrote `files`.
+    fn written(&mut self, _epoch: Epoch, _files: &[Written]) {}
+    /// Called on every activation: finished background work, as jobs whose results go out
+    /// at `at` (`input_done`: the input has ended; `at` is its last epoch).
+    fn poll(&mut self, _at: Epoch, _input_done: bool) -> Result<Vec<WriteJob>> {
+        Ok(Vec::new())
+    }
+    /// Whether background work is running or due (the shell then holds a capability).
+    fn busy(&self) -> bool {
+        false
+    }
+    /// Gives the core a way to wake the operator when background work finishes.
+    fn attach(&mut self, _wake: Waker) {}
 }
 
 /// Runs a [`StageCore`] as a timely operator. See the module docs.
@@ -60,18 +84,25 @@ pub fn write_epochs<'s, C, P>(
     name: &str,
     mut core: C,
     plan: PlanRef,
-) -> Stream<'s, Epoch, Vec<WrittenFile>>
+) -> Stream<'s, Epoch, Vec<Written>>
 where
     C: StageCore,
     P: ParallelizationContract<Epoch, Vec<C::Item>>,
 {
     let scope = stream.scope();
     let name = name.to_string();
-    stream.unary_frontier(pact, &name.clone(), move |_default, info| {
+    stream.unary_frontier(pact, &name.clone(), move |default, info| {
         let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
-        let (done_tx, done_rx) = mpsc::channel::<(Epoch, Result<Vec<WrittenFile>>)>();
+        let wake = Arc::clone(&activator);
+        core.attach(Arc::new(move || {
+            let _ = wake.activate();
+        }));
+        let (done_tx, done_rx) = mpsc::channel::<(Epoch, bool, Result<Vec<Written>>)>();
         let mut staged: BTreeMap<Epoch, Capability<Epoch>> = BTreeMap::new();
         let mut inflight: BTreeMap<Epoch, Capability<Epoch>> = BTreeMap::new();
+        // Background results: held at the input frontier while the core is busy.
+        let mut held: Option<Capability<Epoch>> = Some(default);
+        let mut background: BTreeMap<Epoch, (Capability<Epoch>, usize)> = BTreeMap::new();
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 let Some(&time) = cap.least() else { return };
@@ -92,16 +123,7 @@ where
                 let Some(cap) = staged.remove(&epoch) else { break };
                 match core.flush(epoch) {
                     Ok(jobs) => {
-                        let tx = done_tx.clone();
-                        let wake = Arc::clone(&activator);
-                        plan.runtime.spawn(async move {
-                            let result = futures::future::try_join_all(jobs)
-                                .await
-                                .map(|files| files.into_iter().flatten().collect::<Vec<_>>());
-                            floe_engine::faults::point("files-written");
-                            let _ = tx.send((epoch, result));
-                            let _ = wake.activate();
-                        });
+                        spawn(&plan, &activator, &done_tx, epoch, false, jobs);
                         inflight.insert(epoch, cap);
                     }
                     Err(e) => {
@@ -111,9 +133,19 @@ where
                 }
             }
 
-            while let Ok((epoch, result)) = done_rx.try_recv() {
+            while let Ok((epoch, from_background, result)) = done_rx.try_recv() {
                 match result {
+                    Ok(files) if from_background => {
+                        if let Some((cap, left)) = background.get_mut(&epoch) {
+                            output.session(&*cap).give_iterator(files.into_iter());
+                            *left -= 1;
+                            if *left == 0 {
+                                background.remove(&epoch);
+                            }
+                        }
+                    }
                     Ok(files) => {
+                        core.written(epoch, &files);
                         if let Some(cap) = inflight.remove(&epoch) {
                             output.session(&cap).give_iterator(files.into_iter());
                         }
@@ -121,6 +153,52 @@ where
                     Err(e) => plan.failure.record(e.context(format!("{name}: writing epoch {epoch}"))),
                 }
             }
+
+            // Background work: results go out at the input frontier (or its last epoch).
+            let input_done = frontier.frontier().is_empty();
+            if let Some(cap) = held.as_mut()
+                && let Some(&at) = frontier.frontier().iter().min()
+                && at > *cap.time()
+            {
+                cap.downgrade(&at);
+            }
+            if let Some(cap) = held.as_ref() {
+                let at = *cap.time();
+                match core.poll(at, input_done) {
+                    Ok(jobs) if jobs.is_empty() => {}
+                    Ok(jobs) => {
+                        // One message comes back per spawn.
+                        let slot = background.entry(at).or_insert_with(|| (cap.clone(), 0));
+                        slot.1 += 1;
+                        spawn(&plan, &activator, &done_tx, at, true, jobs);
+                    }
+                    Err(e) => plan.failure.record(e.context(format!("{name}: background work"))),
+                }
+            }
+            if input_done && staged.is_empty() && !core.busy() {
+                held = None;
+            }
         }
     })
+}
+
+fn spawn(
+    plan: &PlanRef,
+    activator: &Arc<timely::scheduling::SyncActivator>,
+    done: &mpsc::Sender<(Epoch, bool, Result<Vec<Written>>)>,
+    epoch: Epoch,
+    background: bool,
+    jobs: Vec<WriteJob>,
+) {
+    let tx = done.clone();
+    let wake = Arc::clone(activator);
+    plan.runtime.spawn(async move {
+        let result =
+            futures::future::try_join_all(jobs).await.map(|files| files.into_iter().flatten().collect::<Vec<_>>());
+        if !background {
+            floe_engine::faults::point("files-written");
+        }
+        let _ = tx.send((epoch, background, result));
+        let _ = wake.activate();
+    });
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use floe_engine::epoch::Epoch;
 use floe_engine::error::{Error, ErrorKind, Result};
+use floe_engine::manifests::FileRef;
 use iceberg::io::FileIO;
 use iceberg::spec::{
     DataContentType, DataFile, DataFileFormat, FormatVersion, PartitionKey, Schema, Struct,
@@ -54,8 +55,10 @@ pub struct WrittenFile {
     pub dest: Dest,
     /// Epoch the file belongs to.
     pub epoch: Epoch,
-    /// Whether it holds rows or equality deletes.
+    /// Whether it holds rows or deletes.
     pub deletes: bool,
+    /// The file's path.
+    pub path: String,
     /// The `DataFile` in iceberg's JSON form.
     pub data_file_json: String,
     /// Rows in the file.
@@ -66,6 +69,77 @@ pub struct WrittenFile {
     pub max_source_ts_ms: Option<i64>,
     /// The table schema version the file was written under (0: the run's starting schema).
     pub schema_version: u32,
+    /// Entries this file supersedes in the same commit: a deletion vector's predecessor,
+    /// delete files that name nothing live any more.
+    pub removes: Vec<FileRef>,
+}
+
+/// What writers send the committer: an epoch's file, or a finished rewrite.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Written {
+    /// A file of the epoch it is sent at.
+    File(WrittenFile),
+    /// A compaction of one partition, committed as one `replace` snapshot.
+    Rewrite(RewriteBundle),
+}
+
+impl From<WrittenFile> for Written {
+    fn from(f: WrittenFile) -> Written {
+        Written::File(f)
+    }
+}
+
+impl Written {
+    /// The table it is for.
+    pub fn dest(&self) -> Dest {
+        match self {
+            Written::File(f) => f.dest,
+            Written::Rewrite(r) => r.dest,
+        }
+    }
+
+    /// The epoch it is committed with.
+    pub fn epoch(&self) -> Epoch {
+        match self {
+            Written::File(f) => f.epoch,
+            Written::Rewrite(r) => r.epoch,
+        }
+    }
+}
+
+/// Which snapshot a rewrite read: its data files keep that snapshot's sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RewriteBase {
+    /// The table as of this epoch of the run (`None`: as the run found it): the committer
+    /// knows that snapshot's sequence number.
+    Epoch(Option<Epoch>),
+    /// A snapshot's sequence number, read from the table.
+    Sequence(i64),
+}
+
+/// A finished compaction of one partition.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RewriteBundle {
+    /// The table.
+    pub dest: Dest,
+    /// The epoch it is sent (and committed) with.
+    pub epoch: Epoch,
+    /// Unique id (idempotency).
+    pub id: String,
+    /// The latest epoch whose changes the writer had applied when it finished the rewrite:
+    /// the rewrite commits after that epoch's snapshot and before the next one's.
+    pub after_epoch: Option<Epoch>,
+    /// The snapshot it read.
+    pub base: RewriteBase,
+    /// Whether a retired file that is no longer live must fail the commit (the key index
+    /// depends on the rewrite) rather than drop it.
+    pub strict: bool,
+    /// New data files and the deletes that go with them.
+    pub added: Vec<WrittenFile>,
+    /// Entries retired.
+    pub removed: Vec<FileRef>,
+    /// Bytes read.
+    pub bytes_read: u64,
 }
 
 impl WrittenFile {
@@ -81,8 +155,25 @@ impl WrittenFile {
         let deletes = file.content_type() != DataContentType::Data;
         let records = file.record_count();
         let bytes = file.file_size_in_bytes();
-        let data_file_json = serialize_data_file_to_json(file, &partition_type, FormatVersion::V2)?;
-        Ok(WrittenFile { dest, epoch, deletes, data_file_json, records, bytes, max_source_ts_ms, schema_version: 0 })
+        let path = file.file_path().to_string();
+        let data_file_json = serialize_data_file_to_json(file, &partition_type, FormatVersion::V3)?;
+        Ok(WrittenFile {
+            dest,
+            epoch,
+            deletes,
+            path,
+            data_file_json,
+            records,
+            bytes,
+            max_source_ts_ms,
+            schema_version: 0,
+            removes: Vec::new(),
+        })
+    }
+
+    /// The file, superseding `removes` in its commit.
+    pub fn removing(self, removes: Vec<FileRef>) -> WrittenFile {
+        WrittenFile { removes, ..self }
     }
 
     /// The file, marked as written under schema version `version`.
@@ -116,7 +207,8 @@ pub fn compression(properties: &std::collections::HashMap<String, String>) -> Co
     }
 }
 
-fn writer_properties(target: &Target) -> WriterProperties {
+/// Parquet writer settings for `target`'s files.
+pub(crate) fn writer_properties(target: &Target) -> WriterProperties {
     WriterProperties::builder()
         .set_compression(compression(&target.properties))
         .set_max_row_group_row_count(Some(1 << 20))

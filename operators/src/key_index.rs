@@ -311,10 +311,7 @@ impl BucketIndex {
     /// Whether a key type is stored unboxed.
     pub fn int_keys(types: &[floe_engine::schema::ColumnType]) -> bool {
         use floe_engine::schema::ColumnType as T;
-        matches!(
-            types,
-            [T::Int | T::Long | T::Date | T::Time | T::Timestamp | T::TimestampTz]
-        )
+        matches!(types, [T::Int | T::Long | T::Date | T::Time | T::Timestamp | T::TimestampTz])
     }
 
     // ---- building (rebuild at start) ----
@@ -339,6 +336,13 @@ impl BucketIndex {
             let (keep, drop) = if previous > loc { (previous, loc) } else { (loc, previous) };
             self.keys.insert(key, keep);
             self.stray.push(drop);
+        }
+    }
+
+    /// Marks rows of a file deleted (equality deletes found at a rebuild).
+    pub fn mark_deleted(&mut self, file: FileId, positions: &[u32]) {
+        if let Some(f) = self.files.get_mut(&file) {
+            f.deleted.extend(positions.iter().copied());
         }
     }
 
@@ -383,9 +387,8 @@ impl BucketIndex {
         for (key, row) in changes {
             let old = match row {
                 Some(row) => {
-                    let pos = u32::try_from(delta.rows.len()).map_err(|_| {
-                        Error::new(ErrorKind::Data, "an epoch wrote more than 2^32 rows to one bucket")
-                    })?;
+                    let pos = u32::try_from(delta.rows.len())
+                        .map_err(|_| Error::new(ErrorKind::Data, "an epoch wrote more than 2^32 rows to one bucket"))?;
                     delta.rows.push(row);
                     self.keys.insert(key, Loc { file, pos })
                 }
@@ -447,9 +450,10 @@ impl BucketIndex {
     pub fn take_dangling(&mut self, mode: DeleteMode) -> Vec<FileRef> {
         let files = &self.files;
         let covered = |id: &FileId| files.get(id).is_some_and(|f| f.vector.is_some());
-        let (gone, kept): (Vec<DeleteSlot>, Vec<DeleteSlot>) = std::mem::take(&mut self.deletes)
-            .into_iter()
-            .partition(|d| !d.equality && (d.refs.is_empty() || (mode == DeleteMode::Vector && d.refs.iter().all(covered))));
+        let (gone, kept): (Vec<DeleteSlot>, Vec<DeleteSlot>) =
+            std::mem::take(&mut self.deletes).into_iter().partition(|d| {
+                !d.equality && (d.refs.is_empty() || (mode == DeleteMode::Vector && d.refs.iter().all(covered)))
+            });
         self.deletes = kept;
         gone.into_iter().map(|d| d.file).collect()
     }
@@ -507,7 +511,12 @@ impl BucketIndex {
         Some(RewritePlan {
             inputs: inputs
                 .into_iter()
-                .map(|(id, f)| RewriteInput { file: *id, path: Arc::clone(&f.path), rows: f.rows, deleted: f.deleted.clone() })
+                .map(|(id, f)| RewriteInput {
+                    file: *id,
+                    path: Arc::clone(&f.path),
+                    rows: f.rows,
+                    deleted: f.deleted.clone(),
+                })
                 .collect(),
             consolidate,
             input_bytes,
@@ -551,10 +560,9 @@ impl BucketIndex {
             let rows = u32::try_from(out.sources.len())
                 .map_err(|_| Error::new(ErrorKind::Data, "a rewrite output holds more than 2^32 rows"))?;
             for (pos, src) in out.sources.iter().enumerate() {
-                let slot = moved
-                    .get_mut(&src.file)
-                    .and_then(|v| v.get_mut(src.pos as usize))
-                    .ok_or_else(|| Error::new(ErrorKind::Internal, format!("a rewrite output names {src:?}, not an input")))?;
+                let slot = moved.get_mut(&src.file).and_then(|v| v.get_mut(src.pos as usize)).ok_or_else(|| {
+                    Error::new(ErrorKind::Internal, format!("a rewrite output names {src:?}, not an input"))
+                })?;
                 *slot = Some(Loc { file: id, pos: pos as u32 });
             }
             self.files.insert(
@@ -797,17 +805,21 @@ mod tests {
                 match running.take() {
                     Some((plan, 0)) => {
                         let outputs = t.rewrite_outputs(&plan, 7);
-                        let before: u64 = plan.inputs.iter().map(|i| t.index.file(i.file).map_or(0, |f| f.deleted.len())).sum();
+                        let before: u64 =
+                            plan.inputs.iter().map(|i| t.index.file(i.file).map_or(0, |f| f.deleted.len())).sum();
                         let carried_expected: u64 = before - plan.inputs.iter().map(|i| i.deleted.len()).sum::<u64>();
                         let applied = t.finish(&plan, outputs, mode);
-                        let carried: u64 = applied
-                            .new_files
-                            .iter()
-                            .map(|id| t.index.file(*id).map_or(0, |f| f.deleted.len()))
-                            .sum();
-                        assert_eq!(carried, carried_expected, "seed {seed}: every delete made while the rewrite ran is carried");
+                        let carried: u64 =
+                            applied.new_files.iter().map(|id| t.index.file(*id).map_or(0, |f| f.deleted.len())).sum();
+                        assert_eq!(
+                            carried, carried_expected,
+                            "seed {seed}: every delete made while the rewrite ran is carried"
+                        );
                         for i in &plan.inputs {
-                            assert!(applied.removed.contains(&FileRef::path(&*i.path)), "seed {seed}: inputs are retired");
+                            assert!(
+                                applied.removed.contains(&FileRef::path(&*i.path)),
+                                "seed {seed}: inputs are retired"
+                            );
                         }
                     }
                     Some((plan, n)) => running = Some((plan, n - 1)),

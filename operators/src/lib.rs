@@ -10,20 +10,25 @@
 #![deny(missing_docs)]
 
 pub mod arrow_rows;
+pub mod base_index;
 pub mod base_writer;
 pub mod bucket;
+pub mod bucket_rewrite;
 pub mod cdc_writer;
 pub mod committer;
+pub mod committer_core;
 pub mod consolidate;
 pub mod dead_letter_writer;
 pub mod debezium;
 pub mod decode;
+pub mod delete_files;
 pub mod epoch_writer;
 pub mod files;
 pub mod kafka_client;
 pub mod kafka_source;
-pub mod key_index;
 pub mod kcat_line;
+pub mod key_index;
+pub mod key_index_rebuild;
 pub mod plan;
 pub mod replay_log;
 pub mod replay_source;

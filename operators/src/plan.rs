@@ -34,6 +34,7 @@ use crate::row_view::RowMut;
 use crate::schema_versions::{Version, VersionsRef};
 use floe_engine::error::Result;
 use floe_engine::schema_drift::SchemaPolicy;
+use floe_engine::table_settings::{DeleteMode, MaintenanceSettings};
 use iceberg::spec::{PartitionSpecRef, SchemaRef};
 
 /// A user transform over typed rows: edit the row in place, return `false` to drop it.
@@ -56,6 +57,34 @@ pub struct Target {
     pub committed: SourceOffsets,
     /// Table properties (write settings such as the Parquet codec).
     pub properties: std::collections::HashMap<String, String>,
+    /// The table's last sequence number when the run planned it.
+    pub sequence_number: i64,
+}
+
+/// A target for unit tests: `id long` (key), `v long`, unpartitioned, under `dir`.
+#[cfg(test)]
+pub(crate) fn test_target(dir: &std::path::Path) -> Target {
+    use iceberg::spec::{NestedField, PartitionSpec, PrimitiveType, Schema, Type};
+    let schema = Schema::builder()
+        .with_fields(vec![
+            Arc::new(NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long))),
+            Arc::new(NestedField::optional(2, "v", Type::Primitive(PrimitiveType::Long))),
+        ])
+        .with_identifier_field_ids([1])
+        .build()
+        .expect("schema");
+    let schema = Arc::new(schema);
+    let spec = Arc::new(PartitionSpec::builder(Arc::clone(&schema)).with_spec_id(0).build().expect("spec"));
+    Target {
+        name: TableName { namespace: "t".into(), name: "t".into() },
+        ident: TableIdent::new(iceberg::NamespaceIdent::new("t".into()), "t".into()),
+        schema,
+        spec,
+        location: dir.display().to_string(),
+        committed: SourceOffsets::default(),
+        properties: Default::default(),
+        sequence_number: 0,
+    }
 }
 
 impl Target {
@@ -100,6 +129,10 @@ pub struct TablePlan {
     pub versions: VersionsRef,
     /// What schema drift does (`schema_changes`).
     pub schema_policy: SchemaPolicy,
+    /// How the base table names deleted rows.
+    pub deletes: DeleteMode,
+    /// When the tables are compacted.
+    pub maintenance: MaintenanceSettings,
 }
 
 impl TablePlan {
@@ -136,6 +169,7 @@ impl std::fmt::Debug for TablePlan {
             .field("cdc", &self.cdc.as_ref().map(|t| t.name.to_string()))
             .field("transform", &self.transform.is_some())
             .field("schema_policy", &self.schema_policy)
+            .field("deletes", &self.deletes)
             .finish()
     }
 }
@@ -163,6 +197,28 @@ pub struct PipelinePlan {
     pub failure: Arc<Failure>,
     /// Wakes the committer from outside the dataflow (a schema pull has work for it).
     pub committer_wake: Arc<Wake>,
+    /// The key indexes of base tables in position or vector mode, rebuilt at start; each
+    /// bucket's writer takes its own.
+    pub indexes: Arc<IndexStore>,
+    /// Whether writers finish due compactions when the input ends (a bounded run), rather
+    /// than abandon them (a stop).
+    pub maintain_at_end: bool,
+}
+
+/// Rebuilt key indexes, by `(table, bucket)`, until their writer takes them.
+#[derive(Debug, Default)]
+pub struct IndexStore(std::sync::Mutex<std::collections::HashMap<(u32, u32), crate::key_index::BucketIndex>>);
+
+impl IndexStore {
+    /// Stores a bucket's index.
+    pub fn put(&self, table: u32, bucket: u32, index: crate::key_index::BucketIndex) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert((table, bucket), index);
+    }
+
+    /// Takes a bucket's index (once).
+    pub fn take(&self, table: u32, bucket: u32) -> Option<crate::key_index::BucketIndex> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&(table, bucket))
+    }
 }
 
 /// A handle that schedules one operator from any thread; empty until the operator registers.

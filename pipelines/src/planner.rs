@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use floe_engine::catalog::{TableCatalog, TableState, ident};
-use floe_engine::commit::{SchemaCommit, commit_metadata};
+use floe_engine::commit::{SchemaCommit, commit_metadata, upgrade_to_v3};
 use floe_engine::config::{PipelineConfig, TableConfig, TableName};
 use floe_engine::epoch::EpochPolicy;
 use floe_engine::error::{Error, ErrorKind, Result};
@@ -30,11 +30,12 @@ use floe_engine::schema::{
 };
 use floe_engine::schema_audit::{AuditEntry, history, now_ms, retired, retired_from};
 use floe_engine::schema_drift::{Decision, Observed, SourceShape, decide};
+use floe_engine::table_settings::DeleteMode;
 use floe_operators::debezium::connect_schema::{ConnectSchema, record_key_fields, row_fields};
 use floe_operators::plan::{Failure, PipelinePlan, RowTransform, TablePlan, Target};
 use floe_operators::schema_versions::{FirstSeen, SchemaVersions};
 use iceberg::TableCreation;
-use iceberg::spec::{Schema, Transform, UnboundPartitionSpec};
+use iceberg::spec::{FormatVersion, Schema, Transform, UnboundPartitionSpec};
 use tracing::{info, warn};
 
 /// A sample record of a topic: key bytes and value bytes.
@@ -115,6 +116,8 @@ pub fn plan(
         metrics,
         failure: Arc::new(Failure::default()),
         committer_wake: Default::default(),
+        indexes: Default::default(),
+        maintain_at_end: false,
     })
 }
 
@@ -150,6 +153,18 @@ fn ensure(
     spec: UnboundPartitionSpec,
     properties: HashMap<String, String>,
 ) -> Result<TableState> {
+    ensure_format(catalog, runtime, name, schema, spec, properties, FormatVersion::V2)
+}
+
+fn ensure_format(
+    catalog: &dyn TableCatalog,
+    runtime: &IoRuntime,
+    name: &TableName,
+    schema: Schema,
+    spec: UnboundPartitionSpec,
+    properties: HashMap<String, String>,
+    format_version: FormatVersion,
+) -> Result<TableState> {
     if let Some(state) = load(catalog, runtime, name)? {
         return Ok(state);
     }
@@ -158,6 +173,7 @@ fn ensure(
         .schema(schema)
         .partition_spec(spec)
         .properties(properties)
+        .format_version(format_version)
         .build();
     match runtime.block_on(catalog.create(&name.namespace, creation)) {
         Ok(state) => {
@@ -194,6 +210,7 @@ fn target(name: &TableName, state: &TableState, pipeline_id: &str) -> Result<Tar
         location: state.metadata.location().to_string(),
         committed,
         properties: state.metadata.properties().clone(),
+        sequence_number: state.metadata.last_sequence_number(),
     })
 }
 
@@ -511,16 +528,37 @@ fn plan_table(
     let base = match &t.base {
         None => None,
         Some(name) => {
+            let format = match t.deletes {
+                DeleteMode::Vector => FormatVersion::V3,
+                _ => FormatVersion::V2,
+            };
             let state = match base_state {
                 Some(s) => s,
-                None => ensure(
+                None => ensure_format(
                     catalog,
                     runtime,
                     name,
                     schema.base_schema()?,
                     base_partition_spec(&schema, bucket_column, buckets)?,
                     props("base", Some(&t.topic), Some(&key_names)),
+                    format,
                 )?,
+            };
+            let state = match (t.deletes, state.metadata.format_version()) {
+                (DeleteMode::Vector, FormatVersion::V2) => {
+                    runtime.block_on(upgrade_to_v3(catalog, &state.ident))?;
+                    info!(table = %name, "upgraded to format version 3 for deletion vectors");
+                    load(catalog, runtime, name)?.ok_or_else(|| key_err("base", format!("{name} vanished")))?
+                }
+                (DeleteMode::Position, FormatVersion::V3) => {
+                    return Err(key_err(
+                        "deletes",
+                        format!(
+                            "{name} is format version 3, which takes deletion vectors, not position-delete files; set deletes = \"vector\""
+                        ),
+                    ));
+                }
+                _ => state,
             };
             Some(target(name, &state, &config.pipeline.id)?)
         }
@@ -580,5 +618,7 @@ fn plan_table(
         cdc_positions,
         transform: None,
         row_type: None,
+        deletes: t.deletes,
+        maintenance: t.maintenance.clone(),
     }))
 }

@@ -225,6 +225,9 @@ fn round(config: &PipelineConfig, options: &RunOptions, shared: &Shared) -> Resu
             t.row_type = Some(row_type.clone());
         }
     }
+    // A bounded run finishes due compactions before it ends; a stopped one abandons them.
+    plan.maintain_at_end = matches!(config.source, SourceConfig::Replay { .. }) || options.until_caught_up;
+    rebuild_indexes(&plan)?;
     let plan: PlanRef = Arc::new(plan);
     let drain = Arc::new(AtomicBool::new(false));
     let (source, watcher) = match pending {
@@ -273,6 +276,25 @@ fn round(config: &PipelineConfig, options: &RunOptions, shared: &Shared) -> Resu
         .collect();
     info!(pipeline = %plan.pipeline_id, "pipeline finished");
     Ok(Round::Done(paused))
+}
+
+/// Rebuilds the key index of every base table in position or vector mode from the table
+/// itself, all buckets in parallel, before any record is read.
+pub fn rebuild_indexes(plan: &floe_operators::plan::PipelinePlan) -> Result<()> {
+    for t in plan.tables.iter().filter(|t| t.base.is_some() && t.deletes.uses_index()) {
+        let rebuilt = plan.runtime.block_on(floe_operators::key_index_rebuild::rebuild_table(
+            plan.catalog.as_ref(),
+            t,
+            |_| true,
+            8,
+        ))?;
+        let name = t.base.as_ref().map(|b| b.name.to_string()).unwrap_or_default();
+        info!(table = %name, keys = rebuilt.keys, files = rebuilt.files, seconds = rebuilt.seconds, "key index rebuilt");
+        for (bucket, index) in rebuilt.buckets {
+            plan.indexes.put(t.index, bucket, index);
+        }
+    }
+    Ok(())
 }
 
 /// A transform's declared row type against the table's columns.

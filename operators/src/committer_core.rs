@@ -1,0 +1,548 @@
+//! The committer's state machine, without timely: which epochs are pending, what each one
+//! commits and in which order, what is in flight, and what the table's sequence numbers
+//! were, so rewrites keep the data sequence number of the state they read.
+//!
+//! ```text
+//!   add(Written @e), add_progress(e)        ─► PendingEpochs
+//!   next(passed)          ─► Job::Ahead(schema commits)         between epochs
+//!                         ─► Job::Epoch(e, commits)             oldest epoch both inputs passed
+//!   done(job result)      ─► CommitReport @e, sequence numbers learned
+//! ```
+//!
+//! # Invariants
+//! - One job at a time; epochs commit strictly in order, each table's steps in order:
+//!   rewrites finished before the epoch's changes, the epoch's snapshot, rewrites finished
+//!   after them (by `after_epoch`). Tables of one epoch commit concurrently.
+//! - Dead-letter tables commit before the others within an epoch, so a restart (which
+//!   resumes from the base and CDC tables) never skips a dead letter.
+//! - Each snapshot's offsets are cumulative for the table's topics: what the table had
+//!   committed before the run, advanced by every closed epoch of the run.
+//! - After a failure nothing more is started: later epochs are never committed over a gap.
+//! - A table paused at an epoch gets no snapshot for it or any later epoch; its pending
+//!   change is recorded once, as a table property, for review.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use floe_engine::commit::{CommitOutcome, CommitRequest, RewriteCommit, SchemaCommit};
+use floe_engine::epoch::Epoch;
+use floe_engine::error::{Error, ErrorKind, Result};
+use floe_engine::offsets::SourceOffsets;
+use floe_engine::schema_audit::{AuditEntry, PendingChange};
+use iceberg::TableIdent;
+use serde::{Deserialize, Serialize};
+
+use crate::files::{Dest, RewriteBase, RewriteBundle, Written, WrittenFile};
+use crate::plan::{PipelinePlan, PlanRef, TablePlan, Target};
+use crate::schema_versions::{Version, VersionsRef};
+
+/// A source's statement that, for epoch `e`, a partition is read up to `next_offset`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SourceProgress {
+    /// Table (topic) index.
+    pub table: u32,
+    /// Partition.
+    pub partition: i32,
+    /// First offset not covered by this and earlier epochs.
+    pub next_offset: i64,
+}
+
+/// What the committer did for one epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitReport {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// `(table, snapshot id, newly committed?)` per table touched.
+    pub tables: Vec<(String, i64, bool)>,
+}
+
+/// The Iceberg table a destination names.
+pub fn target(plan: &PipelinePlan, dest: Dest) -> Option<&Target> {
+    match dest {
+        Dest::Base(t) => plan.tables.get(t as usize)?.base.as_ref(),
+        Dest::Cdc(t) => plan.tables.get(t as usize)?.cdc.as_ref(),
+        Dest::DeadLetters(i) => plan.dead_letters.get(i as usize),
+    }
+}
+
+/// One commit of a table within a job.
+#[derive(Debug)]
+pub enum Step {
+    /// An epoch's snapshot.
+    Epoch(CommitRequest),
+    /// A rewrite; its data sequence number is resolved when it runs, from `base`.
+    Rewrite {
+        /// The request (its `rewrite.data_sequence_number` is filled in then).
+        request: CommitRequest,
+        /// The state it read.
+        base: RewriteBase,
+        /// Bytes it read (metrics).
+        bytes_read: u64,
+    },
+}
+
+/// The steps of one table, in order.
+#[derive(Debug)]
+pub struct TableSteps {
+    /// The table.
+    pub dest: Dest,
+    /// Its steps.
+    pub steps: Vec<Step>,
+    /// Sequence numbers known for the table: epochs of this run → sequence number, and the
+    /// table's sequence number at the start of the run.
+    pub known: SequenceLog,
+}
+
+/// The commits of one epoch, in commit order.
+#[derive(Debug, Default)]
+pub struct EpochCommits {
+    /// Dead-letter tables: commit first.
+    pub first: Vec<TableSteps>,
+    /// Base and CDC tables: commit after, concurrently.
+    pub then: Vec<TableSteps>,
+    /// Paused tables whose pending change is to be recorded (a property on each table).
+    pub pauses: Vec<(TableIdent, PendingChange, VersionsRef)>,
+}
+
+impl EpochCommits {
+    /// Whether nothing is to be committed.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_empty() && self.then.is_empty() && self.pauses.is_empty()
+    }
+}
+
+/// What one epoch wrote to one table, for the metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Written1 {
+    /// Data files.
+    pub data_files: u64,
+    /// Delete files.
+    pub delete_files: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Newest source timestamp.
+    pub max_source_ts_ms: Option<i64>,
+}
+
+/// A table's sequence numbers by epoch of the run, bounded.
+#[derive(Clone, Debug, Default)]
+pub struct SequenceLog {
+    start: i64,
+    by_epoch: VecDeque<(Epoch, i64)>,
+}
+
+impl SequenceLog {
+    const KEEP: usize = 10_000;
+
+    /// A log for a table whose sequence number was `start` when the run began.
+    pub fn new(start: i64) -> SequenceLog {
+        SequenceLog { start, by_epoch: VecDeque::new() }
+    }
+
+    /// Records that the table's snapshot of `epoch` has sequence number `seq`.
+    pub fn record(&mut self, epoch: Epoch, seq: i64) {
+        if self.by_epoch.back().is_some_and(|(e, _)| *e >= epoch) {
+            return;
+        }
+        self.by_epoch.push_back((epoch, seq));
+        if self.by_epoch.len() > Self::KEEP {
+            self.by_epoch.pop_front();
+        }
+    }
+
+    /// The sequence number of the table as of `epoch` (`None`: as the run found it).
+    /// Beyond the log's horizon it answers the oldest one it kept: a later, still safe,
+    /// sequence number (see the commit protocol's notes on rewrites).
+    pub fn as_of(&self, epoch: Option<Epoch>) -> i64 {
+        let Some(epoch) = epoch else { return self.start };
+        let i = self.by_epoch.partition_point(|(e, _)| *e <= epoch);
+        match i {
+            0 if self.by_epoch.len() == Self::KEEP => self.by_epoch.front().map_or(self.start, |(_, s)| *s),
+            0 => self.start,
+            i => self.by_epoch[i - 1].1,
+        }
+    }
+}
+
+#[derive(Default)]
+struct EpochContent {
+    files: BTreeMap<Dest, Vec<WrittenFile>>,
+    rewrites: BTreeMap<Dest, Vec<RewriteBundle>>,
+    progress: Vec<SourceProgress>,
+}
+
+/// A job for the IO runtime.
+#[derive(Debug)]
+pub enum Job {
+    /// Schema versions a pull found ahead of the stream: metadata-only commits.
+    Ahead(Vec<(TableIdent, SchemaCommit)>),
+    /// An epoch's commits.
+    Epoch(Epoch, EpochCommits, BTreeMap<Dest, Written1>),
+}
+
+/// What a finished job reports back.
+pub enum Done {
+    /// An `Ahead` job.
+    Ahead(Result<()>),
+    /// An `Epoch` job: each step's outcome, per table.
+    Epoch(Epoch, Result<Vec<(Dest, Vec<(StepKind, CommitOutcome)>)>>),
+}
+
+/// Which kind of step an outcome is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepKind {
+    /// An epoch's snapshot, and the entries it retired.
+    Epoch {
+        /// Entries retired (replaced deletion vectors, dangling deletes).
+        retired: u64,
+    },
+    /// A rewrite.
+    Rewrite {
+        /// Bytes it read.
+        bytes_read: u64,
+        /// Entries it retired.
+        retired: u64,
+    },
+}
+
+/// The committer's core. See the module docs.
+pub struct CommitterCore {
+    plan: PlanRef,
+    epochs: BTreeMap<Epoch, EpochContent>,
+    run_progress: SourceOffsets,
+    /// Tables whose pause is already recorded in the catalog.
+    pauses_recorded: BTreeSet<u32>,
+    /// The newest epoch closed so far.
+    closed_through: Option<Epoch>,
+    inflight: Option<(Epoch, BTreeMap<Dest, Written1>)>,
+    ahead_inflight: bool,
+    failed: bool,
+    sequences: HashMap<Dest, SequenceLog>,
+}
+
+impl CommitterCore {
+    /// An empty committer.
+    pub fn new(plan: PlanRef) -> CommitterCore {
+        CommitterCore {
+            plan,
+            epochs: BTreeMap::new(),
+            run_progress: SourceOffsets::default(),
+            pauses_recorded: BTreeSet::new(),
+            closed_through: None,
+            inflight: None,
+            ahead_inflight: false,
+            failed: false,
+            sequences: HashMap::new(),
+        }
+    }
+
+    /// Adds what a writer sent.
+    pub fn add(&mut self, written: Written) {
+        let content = self.epochs.entry(written.epoch()).or_default();
+        match written {
+            Written::File(f) => content.files.entry(f.dest).or_default().push(f),
+            Written::Rewrite(r) => content.rewrites.entry(r.dest).or_default().push(r),
+        }
+    }
+
+    /// Adds source progress for an epoch.
+    pub fn add_progress(&mut self, epoch: Epoch, progress: SourceProgress) {
+        self.epochs.entry(epoch).or_default().progress.push(progress);
+    }
+
+    /// The oldest pending epoch.
+    pub fn oldest(&self) -> Option<Epoch> {
+        self.epochs.keys().next().copied()
+    }
+
+    /// The smallest epoch whose capability is still needed: the one in flight, else the
+    /// oldest pending, else the first not closed.
+    pub fn holds_from(&self) -> Option<Epoch> {
+        self.inflight.as_ref().map(|(e, _)| *e).or(self.oldest()).or(self.closed_through.map(|e| e + 1))
+    }
+
+    /// Whether a failure stopped the committer.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Records a failure: nothing more is started.
+    pub fn fail(&mut self) {
+        self.failed = true;
+    }
+
+    /// The next job, if one may start: nothing in flight, no failure. Schema versions found
+    /// ahead go first; then the oldest epoch, once `passed(epoch)` says both inputs passed it.
+    pub fn next(&mut self, is_committer: bool, passed: impl Fn(Epoch) -> bool) -> Result<Option<Job>> {
+        if self.failed || self.inflight.is_some() || self.ahead_inflight {
+            return Ok(None);
+        }
+        if self.plan.failure.get().is_some() {
+            self.failed = true;
+            return Ok(None);
+        }
+        if is_committer {
+            let ahead = self.ahead_commits()?;
+            if !ahead.is_empty() {
+                self.ahead_inflight = true;
+                return Ok(Some(Job::Ahead(ahead)));
+            }
+        }
+        while let Some(epoch) = self.oldest() {
+            if !passed(epoch) {
+                return Ok(None);
+            }
+            let sizes = self.sizes(epoch);
+            let commits = self.close(epoch)?;
+            if commits.is_empty() {
+                continue;
+            }
+            self.inflight = Some((epoch, sizes.clone()));
+            return Ok(Some(Job::Epoch(epoch, commits, sizes)));
+        }
+        Ok(None)
+    }
+
+    /// Takes a finished job's result: learns sequence numbers, and returns the epoch's
+    /// report with the sizes written (or records the failure and returns the error).
+    pub fn done(
+        &mut self,
+        done: Done,
+    ) -> Result<Option<(CommitReport, BTreeMap<Dest, Written1>, Vec<(Dest, Vec<(StepKind, CommitOutcome)>)>)>> {
+        match done {
+            Done::Ahead(result) => {
+                self.ahead_inflight = false;
+                result.inspect_err(|_| self.failed = true).map(|()| None)
+            }
+            Done::Epoch(epoch, result) => {
+                let Some((inflight, sizes)) = self.inflight.take() else {
+                    return Err(Error::new(ErrorKind::Internal, format!("epoch {epoch} finished, none was in flight")));
+                };
+                if inflight != epoch {
+                    self.failed = true;
+                    return Err(Error::new(ErrorKind::Internal, "commits finished out of order"));
+                }
+                let outcomes = result.inspect_err(|_| self.failed = true)?;
+                for (dest, steps) in &outcomes {
+                    for (kind, outcome) in steps {
+                        if let (StepKind::Epoch { .. }, Some((_, seq))) = (kind, outcome.snapshot()) {
+                            self.log(*dest).record(epoch, seq);
+                        }
+                    }
+                }
+                let tables = outcomes
+                    .iter()
+                    .filter_map(|(d, steps)| {
+                        let name = target(&self.plan, *d)?.name.to_string();
+                        steps.iter().rev().find_map(|(_, o)| match o {
+                            CommitOutcome::Committed { snapshot_id, .. } => Some((name.clone(), *snapshot_id, true)),
+                            CommitOutcome::AlreadyCommitted { snapshot_id, .. } => {
+                                Some((name.clone(), *snapshot_id, false))
+                            }
+                            CommitOutcome::Dropped { .. } => None,
+                        })
+                    })
+                    .collect();
+                Ok(Some((CommitReport { epoch, tables }, sizes, outcomes)))
+            }
+        }
+    }
+
+    fn log(&mut self, dest: Dest) -> &mut SequenceLog {
+        let start = target(&self.plan, dest).map_or(0, |t| t.sequence_number);
+        self.sequences.entry(dest).or_insert_with(|| SequenceLog::new(start))
+    }
+
+    fn sizes(&self, epoch: Epoch) -> BTreeMap<Dest, Written1> {
+        let mut sizes: BTreeMap<Dest, Written1> = BTreeMap::new();
+        for (dest, files) in self.epochs.get(&epoch).map(|c| &c.files).into_iter().flatten() {
+            let w = sizes.entry(*dest).or_default();
+            for f in files {
+                if f.deletes {
+                    w.delete_files += 1
+                } else {
+                    w.data_files += 1
+                }
+                w.bytes += f.bytes;
+                w.max_source_ts_ms = w.max_source_ts_ms.max(f.max_source_ts_ms);
+            }
+        }
+        sizes
+    }
+
+    fn topics(&self, dest: Dest) -> Vec<&str> {
+        match dest {
+            Dest::Base(t) | Dest::Cdc(t) => vec![self.plan.tables[t as usize].topic.as_str()],
+            Dest::DeadLetters(i) => self.plan.dead_letter_topics(i as usize),
+        }
+    }
+
+    /// Closes `epoch` (which must be the oldest): folds its progress into the run's and
+    /// returns the commits of its files and rewrites.
+    pub fn close(&mut self, epoch: Epoch) -> Result<EpochCommits> {
+        let content = self.epochs.remove(&epoch).unwrap_or_default();
+        self.closed_through = Some(epoch);
+        for p in &content.progress {
+            let topic = &self.plan.tables[p.table as usize].topic;
+            self.run_progress.advance(topic, p.partition, p.next_offset);
+        }
+        let mut commits = EpochCommits::default();
+        self.record_pauses(epoch, &mut commits);
+        let plan = Arc::clone(&self.plan);
+        let dests: BTreeSet<Dest> = content.files.keys().chain(content.rewrites.keys()).copied().collect();
+        let mut files = content.files;
+        let mut rewrites = content.rewrites;
+        for dest in dests {
+            let Some(target) = target(&plan, dest) else { continue };
+            if let Dest::Base(t) | Dest::Cdc(t) = dest
+                && plan.tables[t as usize].versions.is_paused_at(epoch)
+            {
+                continue;
+            }
+            let mut steps = Vec::new();
+            let (before, after): (Vec<RewriteBundle>, Vec<RewriteBundle>) = rewrites
+                .remove(&dest)
+                .unwrap_or_default()
+                .into_iter()
+                .partition(|r| r.after_epoch.is_none_or(|a| a < epoch));
+            for r in before {
+                steps.push(self.rewrite_step(dest, target, epoch, r)?);
+            }
+            let epoch_files = files.remove(&dest).unwrap_or_default();
+            if !epoch_files.is_empty() {
+                steps.push(Step::Epoch(self.epoch_request(dest, target, epoch, &epoch_files)?));
+            }
+            for r in after {
+                steps.push(self.rewrite_step(dest, target, epoch, r)?);
+            }
+            let known = self.log(dest).clone();
+            let table = TableSteps { dest, steps, known };
+            match dest {
+                Dest::DeadLetters(_) => commits.first.push(table),
+                _ => commits.then.push(table),
+            }
+        }
+        Ok(commits)
+    }
+
+    fn epoch_request(&self, dest: Dest, target: &Target, epoch: Epoch, files: &[WrittenFile]) -> Result<CommitRequest> {
+        let mut offsets = target.committed.clone();
+        offsets.merge(&self.run_progress.restrict(self.topics(dest)));
+        let mut request = CommitRequest::epoch(target.ident.clone(), &self.plan.pipeline_id, epoch, offsets);
+        if let Dest::Base(t) | Dest::Cdc(t) = dest {
+            request.schema_change = schema_commit(&self.plan.tables[t as usize], dest, epoch)?;
+        }
+        self.decode_into(dest, target, files, &mut request)?;
+        Ok(request)
+    }
+
+    fn rewrite_step(&self, dest: Dest, target: &Target, epoch: Epoch, bundle: RewriteBundle) -> Result<Step> {
+        let mut request =
+            CommitRequest::epoch(target.ident.clone(), &self.plan.pipeline_id, epoch, SourceOffsets::default());
+        request.rewrite = Some(RewriteCommit { id: bundle.id.clone(), data_sequence_number: 0, strict: bundle.strict });
+        request.removed = bundle.removed;
+        self.decode_into(dest, target, &bundle.added, &mut request)?;
+        Ok(Step::Rewrite { request, base: bundle.base, bytes_read: bundle.bytes_read })
+    }
+
+    /// Decodes files (each with the schema it was written under) into a request.
+    fn decode_into(
+        &self,
+        dest: Dest,
+        target: &Target,
+        files: &[WrittenFile],
+        request: &mut CommitRequest,
+    ) -> Result<()> {
+        let versions = match dest {
+            Dest::Base(t) | Dest::Cdc(t) => self.plan.tables[t as usize].versions.all(),
+            Dest::DeadLetters(_) => Vec::new(),
+        };
+        // The run's first version is the plan's target; later ones are resolved once.
+        let mut evolved: BTreeMap<u32, Option<Target>> = BTreeMap::new();
+        for f in files {
+            let at = match (dest, versions.get(f.schema_version as usize)) {
+                (Dest::Base(t) | Dest::Cdc(t), Some(v)) if v.number > 0 => {
+                    if let std::collections::btree_map::Entry::Vacant(slot) = evolved.entry(v.number) {
+                        let table = &self.plan.tables[t as usize];
+                        slot.insert(match dest {
+                            Dest::Cdc(_) => table.cdc_at(v)?.map(|(target, _)| target),
+                            _ => table.base_at(v)?,
+                        });
+                    }
+                    evolved[&v.number].as_ref()
+                }
+                _ => None,
+            };
+            let file = f.data_file(at.unwrap_or(target))?;
+            match f.deletes {
+                true => request.delete_files.push(file),
+                false => request.data_files.push(file),
+            }
+            request.removed.extend(f.removes.iter().cloned());
+        }
+        Ok(())
+    }
+
+    /// Schema versions a pull added ahead of the stream, as metadata-only commits to run
+    /// between two epochs. Each is used from the first epoch not closed yet, so every later
+    /// snapshot of the table carries it (or a newer version) and its schema never moves back.
+    fn ahead_commits(&mut self) -> Result<Vec<(TableIdent, SchemaCommit)>> {
+        let next = self.closed_through.map_or(0, |e| e + 1);
+        let mut out = Vec::new();
+        for table in &self.plan.tables {
+            if table.versions.pause_state().is_some() {
+                continue;
+            }
+            let Some(version) = table.versions.take_ahead() else { continue };
+            table.versions.used_at(version.number, next);
+            let at = table.versions.at(next);
+            for (dest, target) in [(Dest::Base(table.index), &table.base), (Dest::Cdc(table.index), &table.cdc)] {
+                if let (Some(target), Some(change)) = (target, schema_commit_of(table, dest, &at)?) {
+                    out.push((target.ident.clone(), change));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Queues the record of each pause that `epoch` reaches, once per table.
+    fn record_pauses(&mut self, epoch: Epoch, commits: &mut EpochCommits) {
+        for table in &self.plan.tables {
+            let Some(pause) = table.versions.pause_state() else { continue };
+            if epoch < pause.from_epoch || !self.pauses_recorded.insert(table.index) {
+                continue;
+            }
+            let pending = PendingChange::new(pause.changes.clone(), &pause.first, table.schema_policy);
+            for target in [&table.base, &table.cdc].into_iter().flatten() {
+                commits.pauses.push((target.ident.clone(), pending.clone(), Arc::clone(&table.versions)));
+            }
+        }
+    }
+}
+
+/// The schema a table's snapshot of `epoch` must carry: the epoch's version, once the run
+/// evolved the table, with the audit entries of every version up to it.
+fn schema_commit(table: &TablePlan, dest: Dest, epoch: Epoch) -> Result<Option<SchemaCommit>> {
+    schema_commit_of(table, dest, &table.versions.at(epoch))
+}
+
+/// The schema change that brings a table to `latest` (none for the run's first version).
+fn schema_commit_of(table: &TablePlan, dest: Dest, latest: &Version) -> Result<Option<SchemaCommit>> {
+    if latest.number == 0 {
+        return Ok(None);
+    }
+    let schema = match dest {
+        Dest::Cdc(_) => latest.schema.cdc_schema()?,
+        _ => latest.schema.base_schema()?,
+    };
+    let approval = table.schema_policy.automatic_approval();
+    let audit = table
+        .versions
+        .all()
+        .iter()
+        .filter(|v| v.number <= latest.number)
+        .filter_map(|v| v.change.as_ref())
+        .map(|(changes, first)| AuditEntry::new(changes.clone(), first, approval.clone()))
+        .collect();
+    Ok(Some(SchemaCommit { schema, retired: latest.retired.clone(), audit }))
+}
