@@ -10,6 +10,10 @@
 //! storage) slots in, and where fault tests wrap the real catalog to lose responses or race
 //! commits.
 //!
+//! Beside the JDBC schema, floe keeps one table of its own in the catalog database,
+//! `floe_writer_leases`: which process may change a table's files (a pipeline, or
+//! `floe maintain`), so two of them never compact the same table at once.
+//!
 //! # Invariants
 //! - `swap_metadata` succeeds only if the pointer still equals `expected`: it is the
 //!   `UPDATE iceberg_tables SET metadata_location = new ... WHERE metadata_location = expected`
@@ -63,6 +67,30 @@ pub trait TableCatalog: Send + Sync + Debug {
     async fn swap_metadata(&self, ident: &TableIdent, expected: &str, new: &str) -> Result<()>;
     /// An iceberg-rust [`Table`] for reading (scans).
     async fn table(&self, ident: &TableIdent) -> Result<Table>;
+    /// Takes or renews the writer lease of a table for `owner` until `ttl` from now, unless
+    /// another owner holds one that has not expired: then that lease is returned and
+    /// nothing changes. The same owner (a restarted pipeline) always takes its lease back.
+    async fn lease(&self, _ident: &TableIdent, _owner: &str, _ttl: Duration) -> Result<Option<Lease>> {
+        Ok(None)
+    }
+    /// Gives up `owner`'s lease of a table (if it holds it).
+    async fn release(&self, _ident: &TableIdent, _owner: &str) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A table's writer lease: who may change the table's files, until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// `pipeline:<id>` for `floe run`, `maintain:<host>:<pid>` for `floe maintain`.
+    pub owner: String,
+    /// Milliseconds since the Unix epoch.
+    pub expires_ms: i64,
+}
+
+/// The lease owner of a pipeline's runs.
+pub fn pipeline_owner(pipeline_id: &str) -> String {
+    format!("pipeline:{pipeline_id}")
 }
 
 /// Converts a floe table name to an iceberg identifier.
@@ -100,6 +128,15 @@ impl SqlTableCatalog {
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options).await?;
+        // Writer leases live beside the catalog's tables, so every process that shares the
+        // catalog sees them (readers such as Spark ignore the table).
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS floe_writer_leases (catalog_name TEXT NOT NULL, table_namespace TEXT NOT NULL, \
+             table_name TEXT NOT NULL, owner TEXT NOT NULL, expires_ms INTEGER NOT NULL, \
+             PRIMARY KEY (catalog_name, table_namespace, table_name))",
+        )
+        .execute(&pool)
+        .await?;
 
         let file_io = FileIOBuilder::new(Arc::new(LocalFsStorageFactory)).build();
         let catalog = SqlCatalogBuilder::default()
@@ -197,5 +234,51 @@ impl TableCatalog for SqlTableCatalog {
 
     async fn table(&self, ident: &TableIdent) -> Result<Table> {
         self.catalog.load_table(ident).await.map_err(|e| Error::from(e).context(format!("loading {ident}")))
+    }
+
+    async fn lease(&self, ident: &TableIdent, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let namespace = ident.namespace().join(".");
+        // One statement: take the lease if it is free, ours, or expired.
+        let taken = sqlx::query(
+            "INSERT INTO floe_writer_leases VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (catalog_name, table_namespace, table_name) DO UPDATE \
+             SET owner = excluded.owner, expires_ms = excluded.expires_ms \
+             WHERE floe_writer_leases.owner = excluded.owner OR floe_writer_leases.expires_ms < ?",
+        )
+        .bind(&self.name)
+        .bind(&namespace)
+        .bind(ident.name())
+        .bind(owner)
+        .bind(now + ttl.as_millis() as i64)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if taken.rows_affected() > 0 {
+            return Ok(None);
+        }
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT owner, expires_ms FROM floe_writer_leases \
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
+        )
+        .bind(&self.name)
+        .bind(&namespace)
+        .bind(ident.name())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(owner, expires_ms)| Lease { owner, expires_ms }))
+    }
+
+    async fn release(&self, ident: &TableIdent, owner: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM floe_writer_leases WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND owner = ?",
+        )
+        .bind(&self.name)
+        .bind(ident.namespace().join("."))
+        .bind(ident.name())
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 }

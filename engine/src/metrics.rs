@@ -183,13 +183,22 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "{:<28} {:>10} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10}",
-            "table", "events", "commits", "data files", "delete files", "rows", "deletes", "bytes"
+            "{:<28} {:>10} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10} {:>9} {:>8}",
+            "table",
+            "events",
+            "commits",
+            "data files",
+            "delete files",
+            "rows",
+            "deletes",
+            "bytes",
+            "rewrites",
+            "retired"
         );
         for (name, t) in self.tables() {
             let _ = writeln!(
                 out,
-                "{:<28} {:>10} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10}",
+                "{:<28} {:>10} {:>8} {:>10} {:>12} {:>10} {:>10} {:>10} {:>9} {:>8}",
                 name,
                 t.events,
                 t.commits,
@@ -197,7 +206,9 @@ impl Metrics {
                 t.delete_files,
                 t.rows,
                 t.deletes,
-                human_bytes(t.bytes)
+                human_bytes(t.bytes),
+                t.rewrites,
+                t.files_retired
             );
         }
         let lag = self.lag.lock().unwrap_or_else(|p| p.into_inner());

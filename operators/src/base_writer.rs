@@ -148,8 +148,10 @@ impl BaseStage {
         Ok(())
     }
 
-    /// Turns a finished rewrite into the job that writes its deletes and sends it on.
-    fn finish(&mut self, done: Finished, at: Epoch) -> Result<Option<WriteJob>> {
+    /// Turns a finished rewrite into the job that writes its deletes and sends it on, at
+    /// `at` or, if the input already passed it, at the last epoch flushed: the rewrite
+    /// commits after every epoch whose changes the index holds.
+    fn finish(&mut self, done: Finished, at: Epoch) -> Result<Option<(Epoch, WriteJob)>> {
         let Finished { started, result } = done;
         let (table, bucket) = (started.table, started.bucket);
         let plan = Arc::clone(&self.plan);
@@ -173,6 +175,7 @@ impl BaseStage {
         let (deletes, replaced) = plan_deletes(index, mode, &target, &partition, &applied.deletes, &name);
         let mut removed = applied.removed;
         removed.extend(replaced);
+        let at = at.max(self.last_flushed.unwrap_or(at));
         let bundle = RewriteBundle {
             dest: Dest::Base(table),
             epoch: at,
@@ -187,16 +190,19 @@ impl BaseStage {
         let file_io = plan.catalog.file_io().clone();
         let number = version.number;
         tracing::debug!(table = %target.name, bucket, outputs = files.len(), retired = bundle.removed.len(), "bucket rewrite finished");
-        Ok(Some(Box::pin(async move {
-            let mut bundle = bundle;
-            for f in files {
-                bundle.added.push(WrittenFile::new(Dest::Base(table), at, &target, f, None)?.at_version(number));
-            }
-            for f in write_deletes(&file_io, &target, partition, deletes).await? {
-                bundle.added.push(WrittenFile::new(Dest::Base(table), at, &target, f, None)?.at_version(number));
-            }
-            Ok(vec![Written::Rewrite(bundle)])
-        })))
+        Ok(Some((
+            at,
+            Box::pin(async move {
+                let mut bundle = bundle;
+                for f in files {
+                    bundle.added.push(WrittenFile::new(Dest::Base(table), at, &target, f, None)?.at_version(number));
+                }
+                for f in write_deletes(&file_io, &target, partition, deletes).await? {
+                    bundle.added.push(WrittenFile::new(Dest::Base(table), at, &target, f, None)?.at_version(number));
+                }
+                Ok(vec![Written::Rewrite(bundle)])
+            }),
+        )))
     }
 }
 
@@ -276,7 +282,7 @@ impl StageCore for BaseStage {
         }
     }
 
-    fn poll(&mut self, at: Epoch, input_done: bool) -> Result<Vec<WriteJob>> {
+    fn poll(&mut self, at: Epoch, input_done: bool) -> Result<Vec<(Epoch, WriteJob)>> {
         let mut jobs = Vec::new();
         for done in self.rewrites.finished() {
             jobs.extend(self.finish(done, at)?);

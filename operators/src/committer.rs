@@ -39,6 +39,7 @@ pub use crate::committer_core::{CommitReport, SourceProgress, target};
 use crate::committer_core::{CommitterCore, Done, EpochCommits, Job, Step, StepKind, TableSteps, Written1};
 use crate::files::{Dest, RewriteBase, Written};
 use crate::plan::{PipelinePlan, PlanRef};
+use crate::snapshot_rewrite::{Due, compact_table};
 
 /// The worker that commits for a pipeline: one place decides.
 pub fn committer_worker(pipeline_id: &str, peers: usize) -> usize {
@@ -146,7 +147,7 @@ pub fn commit_epochs<'s>(
         Exchange::new(move |_: &Written| chosen),
         Exchange::new(move |_: &SourceProgress| chosen),
         "Committer",
-        move |_default, info| {
+        move |default, info| {
             let activator = Arc::new(scope.worker().sync_activator_for(info.address.to_vec()));
             // Every worker runs this operator; only the chosen one receives and commits.
             let is_committer = scope.index() as u64 == chosen;
@@ -156,6 +157,9 @@ pub fn commit_epochs<'s>(
             let (done_tx, done_rx) = mpsc::channel::<Done>();
             let mut core = CommitterCore::new(Arc::clone(&plan));
             let mut caps: BTreeMap<Epoch, Capability<Epoch>> = BTreeMap::new();
+            // Held at the inputs' frontier while table maintenance runs, so a bounded run
+            // waits for it.
+            let mut held: Option<Capability<Epoch>> = Some(default);
             move |(files_in, files_frontier), (progress_in, progress_frontier), output| {
                 files_in.for_each(|cap, data| {
                     if let Some(&e) = cap.least()
@@ -184,6 +188,9 @@ pub fn commit_epochs<'s>(
                     match core.done(done) {
                         Ok(Some((report, sizes, outcomes))) => {
                             record_metrics(&plan, &sizes, &outcomes);
+                            if report.tables.is_empty() {
+                                continue;
+                            }
                             let epoch = report.epoch;
                             tracing::debug!(epoch, tables = report.tables.len(), "epoch committed");
                             if let Some(cap) = caps.remove(&epoch) {
@@ -200,6 +207,31 @@ pub fn commit_epochs<'s>(
                         !files_frontier.frontier().less_equal(&epoch)
                             && !progress_frontier.frontier().less_equal(&epoch)
                     };
+                    let input_done = files_frontier.frontier().is_empty() && progress_frontier.frontier().is_empty();
+                    if is_committer
+                        && (!input_done || plan.maintain_at_end)
+                        && let Some(job) = core.maintenance_due(input_done)
+                    {
+                        let catalog = Arc::clone(&plan.catalog);
+                        let tx = done_tx.clone();
+                        let wake = Arc::clone(&activator);
+                        plan.runtime.spawn(async move {
+                            let name = format!("m{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+                            let result = compact_table(
+                                catalog.as_ref(),
+                                job.dest,
+                                &job.target,
+                                &job.layout,
+                                &job.settings,
+                                Due::Thresholds,
+                                job.epoch,
+                                &name,
+                            )
+                            .await;
+                            let _ = tx.send(Done::Maintenance(job.dest, result));
+                            let _ = wake.activate();
+                        });
+                    }
                     let job = match core.next(is_committer, passed) {
                         Ok(Some(job)) => job,
                         Ok(None) => break,
@@ -229,6 +261,16 @@ pub fn commit_epochs<'s>(
                                 let _ = wake.activate();
                             });
                         }
+                        Job::Rewrites(steps) => {
+                            plan.runtime.spawn(async move {
+                                let result = futures::future::try_join_all(
+                                    steps.into_iter().map(|t| run_table(catalog.as_ref(), 0, t)),
+                                )
+                                .await;
+                                let _ = tx.send(Done::Rewrites(result));
+                                let _ = wake.activate();
+                            });
+                        }
                         Job::Epoch(epoch, commits, _) => {
                             // Capabilities of earlier epochs are no longer needed.
                             caps.retain(|e, _| *e >= epoch);
@@ -247,6 +289,19 @@ pub fn commit_epochs<'s>(
                             });
                         }
                     }
+                }
+                let input_done = files_frontier.frontier().is_empty() && progress_frontier.frontier().is_empty();
+                if let Some(cap) = held.as_mut() {
+                    let least =
+                        files_frontier.frontier().iter().chain(progress_frontier.frontier().iter()).min().copied();
+                    if let Some(at) = least
+                        && at > *cap.time()
+                    {
+                        cap.downgrade(&at);
+                    }
+                }
+                if input_done && (!core.maintenance_busy() || core.failed() || !plan.maintain_at_end) {
+                    held = None;
                 }
                 // Epochs closed without commits release their capabilities at once.
                 if let Some(first) = core.holds_from() {

@@ -178,6 +178,8 @@ pub enum Job {
     Ahead(Vec<(TableIdent, SchemaCommit)>),
     /// An epoch's commits.
     Epoch(Epoch, EpochCommits, BTreeMap<Dest, Written1>),
+    /// Rewrites found by table maintenance, committed between two epochs.
+    Rewrites(Vec<TableSteps>),
 }
 
 /// What a finished job reports back.
@@ -186,6 +188,35 @@ pub enum Done {
     Ahead(Result<()>),
     /// An `Epoch` job: each step's outcome, per table.
     Epoch(Epoch, Result<Vec<(Dest, Vec<(StepKind, CommitOutcome)>)>>),
+    /// A `Rewrites` job.
+    Rewrites(Result<Vec<(Dest, Vec<(StepKind, CommitOutcome)>)>>),
+    /// A maintenance scan of a table found these rewrites (or failed).
+    Maintenance(Dest, Result<Vec<RewriteBundle>>),
+}
+
+/// A table the committer compacts itself (CDC tables, equality-mode base tables), and how.
+#[derive(Clone, Debug)]
+pub struct MaintenanceJob {
+    /// The table.
+    pub dest: Dest,
+    /// Its target.
+    pub target: Target,
+    /// CDC or bucketed base table.
+    pub layout: crate::snapshot_rewrite::Layout,
+    /// Its thresholds.
+    pub settings: floe_engine::table_settings::MaintenanceSettings,
+    /// The epoch its rewrites are committed with.
+    pub epoch: Epoch,
+}
+
+/// Committer-side table maintenance: which table to scan next, and rewrites ready to commit.
+#[derive(Debug, Default)]
+struct Maintenance {
+    running: bool,
+    ready: Vec<RewriteBundle>,
+    /// Files committed per table since its last scan.
+    added: HashMap<Dest, u64>,
+    final_pass: BTreeSet<Dest>,
 }
 
 /// Which kind of step an outcome is for.
@@ -218,6 +249,8 @@ pub struct CommitterCore {
     ahead_inflight: bool,
     failed: bool,
     sequences: HashMap<Dest, SequenceLog>,
+    maintenance: Maintenance,
+    rewrites_inflight: bool,
 }
 
 impl CommitterCore {
@@ -233,6 +266,8 @@ impl CommitterCore {
             ahead_inflight: false,
             failed: false,
             sequences: HashMap::new(),
+            maintenance: Maintenance::default(),
+            rewrites_inflight: false,
         }
     }
 
@@ -255,6 +290,61 @@ impl CommitterCore {
         self.epochs.keys().next().copied()
     }
 
+    /// A table the committer should scan for due rewrites now (marked running), if any:
+    /// enough files landed since its last scan, or (`input_done`, a bounded run) it got any
+    /// files and had no last look yet.
+    pub fn maintenance_due(&mut self, input_done: bool) -> Option<MaintenanceJob> {
+        if self.maintenance.running || self.failed || !self.maintenance.ready.is_empty() {
+            return None;
+        }
+        let plan = Arc::clone(&self.plan);
+        let epoch = self.closed_through.unwrap_or_default();
+        for t in &plan.tables {
+            if !t.maintenance.compaction || t.versions.pause_state().is_some() {
+                continue;
+            }
+            let candidates = [
+                (Dest::Cdc(t.index), t.cdc.as_ref(), t.maintenance.cdc_max_files, crate::snapshot_rewrite::Layout::Cdc),
+                (
+                    Dest::Base(t.index),
+                    t.base.as_ref().filter(|_| !t.deletes.uses_index()),
+                    t.maintenance.max_data_files,
+                    crate::snapshot_rewrite::Layout::Cdc,
+                ),
+            ];
+            for (dest, target, threshold, layout) in candidates {
+                let Some(target) = target else { continue };
+                let added = self.maintenance.added.get(&dest).copied().unwrap_or_default();
+                let last_look = input_done && added > 0 && self.maintenance.final_pass.insert(dest);
+                if added <= threshold as u64 && !last_look {
+                    continue;
+                }
+                let layout = match (dest, layout) {
+                    (Dest::Base(_), _) => match crate::key_index_rebuild::KeyShape::of(t, target) {
+                        Ok(shape) => crate::snapshot_rewrite::Layout::Buckets(shape),
+                        Err(_) => continue,
+                    },
+                    (_, layout) => layout,
+                };
+                self.maintenance.added.insert(dest, 0);
+                self.maintenance.running = true;
+                return Some(MaintenanceJob {
+                    dest,
+                    target: target.clone(),
+                    layout,
+                    settings: t.maintenance.clone(),
+                    epoch,
+                });
+            }
+        }
+        None
+    }
+
+    /// Whether table maintenance is running or has rewrites to commit.
+    pub fn maintenance_busy(&self) -> bool {
+        self.maintenance.running || !self.maintenance.ready.is_empty() || self.rewrites_inflight
+    }
+
     /// The smallest epoch whose capability is still needed: the one in flight, else the
     /// oldest pending, else the first not closed.
     pub fn holds_from(&self) -> Option<Epoch> {
@@ -274,7 +364,7 @@ impl CommitterCore {
     /// The next job, if one may start: nothing in flight, no failure. Schema versions found
     /// ahead go first; then the oldest epoch, once `passed(epoch)` says both inputs passed it.
     pub fn next(&mut self, is_committer: bool, passed: impl Fn(Epoch) -> bool) -> Result<Option<Job>> {
-        if self.failed || self.inflight.is_some() || self.ahead_inflight {
+        if self.failed || self.inflight.is_some() || self.ahead_inflight || self.rewrites_inflight {
             return Ok(None);
         }
         if self.plan.failure.get().is_some() {
@@ -287,6 +377,22 @@ impl CommitterCore {
                 self.ahead_inflight = true;
                 return Ok(Some(Job::Ahead(ahead)));
             }
+        }
+        if !self.maintenance.ready.is_empty() {
+            let ready = std::mem::take(&mut self.maintenance.ready);
+            let mut by_dest: BTreeMap<Dest, Vec<Step>> = BTreeMap::new();
+            for bundle in ready {
+                let Some(target) = target(&self.plan, bundle.dest) else { continue };
+                let epoch = bundle.epoch;
+                let dest = bundle.dest;
+                by_dest.entry(dest).or_default().push(self.rewrite_step(dest, target, epoch, bundle)?);
+            }
+            let steps = by_dest
+                .into_iter()
+                .map(|(dest, steps)| TableSteps { dest, steps, known: self.log(dest).clone() })
+                .collect();
+            self.rewrites_inflight = true;
+            return Ok(Some(Job::Rewrites(steps)));
         }
         while let Some(epoch) = self.oldest() {
             if !passed(epoch) {
@@ -314,6 +420,23 @@ impl CommitterCore {
                 self.ahead_inflight = false;
                 result.inspect_err(|_| self.failed = true).map(|()| None)
             }
+            Done::Rewrites(result) => {
+                self.rewrites_inflight = false;
+                let outcomes = result.inspect_err(|_| self.failed = true)?;
+                Ok(Some((
+                    CommitReport { epoch: self.closed_through.unwrap_or_default(), tables: Vec::new() },
+                    BTreeMap::new(),
+                    outcomes,
+                )))
+            }
+            Done::Maintenance(dest, result) => {
+                self.maintenance.running = false;
+                match result {
+                    Ok(bundles) => self.maintenance.ready.extend(bundles),
+                    Err(e) => tracing::warn!(?dest, error = %e, "table maintenance failed; the table stays as it is"),
+                }
+                Ok(None)
+            }
             Done::Epoch(epoch, result) => {
                 let Some((inflight, sizes)) = self.inflight.take() else {
                     return Err(Error::new(ErrorKind::Internal, format!("epoch {epoch} finished, none was in flight")));
@@ -327,6 +450,8 @@ impl CommitterCore {
                     for (kind, outcome) in steps {
                         if let (StepKind::Epoch { .. }, Some((_, seq))) = (kind, outcome.snapshot()) {
                             self.log(*dest).record(epoch, seq);
+                            let files = sizes.get(dest).map_or(0, |w| w.data_files);
+                            *self.maintenance.added.entry(*dest).or_default() += files;
                         }
                     }
                 }

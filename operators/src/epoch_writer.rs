@@ -16,10 +16,11 @@
 //!   than their message's time; a capability is held for each staged epoch.
 //! - The capability for epoch `e` is held from the first record at `e` until every file of
 //!   `e` has been emitted, so the committer never sees `e` complete without all its files.
-//! - Background results are emitted at the smallest epoch the input may still carry (or,
-//!   once the input is done, the last one it carried), through a capability the shell holds
-//!   for as long as the core says it is busy: background work never holds back an epoch
-//!   the input has passed, and never loses its results at the end of the input.
+//! - Background results are emitted at the epoch the core names, never below the smallest
+//!   epoch the input may still carry (or, once the input is done, the last one it had),
+//!   through a capability the shell holds for as long as the core says it is busy:
+//!   background work never holds back an epoch the input has passed, and never loses its
+//!   results at the end of the input.
 //! - On a write error the capability is *kept* and the error recorded in the plan's
 //!   [`crate::plan::Failure`]: nothing of `e` or later can be committed, and the runner stops.
 //! - The worker never blocks on IO; job completion wakes the operator through a
@@ -64,9 +65,10 @@ pub trait StageCore: 'static {
     fn flush(&mut self, epoch: Epoch) -> Result<Vec<WriteJob>>;
     /// The jobs of `epoch` finished and wrote `files`.
     fn written(&mut self, _epoch: Epoch, _files: &[Written]) {}
-    /// Called on every activation: finished background work, as jobs whose results go out
-    /// at `at` (`input_done`: the input has ended; `at` is its last epoch).
-    fn poll(&mut self, _at: Epoch, _input_done: bool) -> Result<Vec<WriteJob>> {
+    /// Called on every activation: finished background work, as jobs with the epoch their
+    /// results go out at, at least `at` (`input_done`: the input has ended; `at` is then
+    /// the last epoch it may have carried).
+    fn poll(&mut self, _at: Epoch, _input_done: bool) -> Result<Vec<(Epoch, WriteJob)>> {
         Ok(Vec::new())
     }
     /// Whether background work is running or due (the shell then holds a capability).
@@ -165,12 +167,14 @@ where
             if let Some(cap) = held.as_ref() {
                 let at = *cap.time();
                 match core.poll(at, input_done) {
-                    Ok(jobs) if jobs.is_empty() => {}
                     Ok(jobs) => {
-                        // One message comes back per spawn.
-                        let slot = background.entry(at).or_insert_with(|| (cap.clone(), 0));
-                        slot.1 += 1;
-                        spawn(&plan, &activator, &done_tx, at, true, jobs);
+                        for (epoch, job) in jobs {
+                            let epoch = epoch.max(at);
+                            // One message comes back per spawn.
+                            let slot = background.entry(epoch).or_insert_with(|| (cap.delayed(&epoch), 0));
+                            slot.1 += 1;
+                            spawn(&plan, &activator, &done_tx, epoch, true, vec![job]);
+                        }
                     }
                     Err(e) => plan.failure.record(e.context(format!("{name}: background work"))),
                 }

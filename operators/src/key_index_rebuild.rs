@@ -66,6 +66,34 @@ impl KeyShape {
     }
 }
 
+impl KeyShape {
+    /// The key of a base table from its schema's identifier fields, in field-id order (the
+    /// order only has to agree between a table's data and delete files).
+    pub fn from_schema(schema: &iceberg::spec::Schema) -> Result<KeyShape> {
+        let arrow = iceberg::arrow::schema_to_arrow_schema(schema)?;
+        let mut fields = Vec::new();
+        let mut types = Vec::new();
+        let mut ids: Vec<i32> = schema.identifier_field_ids().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let field = schema
+                .field_by_id(id)
+                .ok_or_else(|| Error::new(ErrorKind::Data, format!("identifier field {id} is not in the schema")))?;
+            let ty = arrow.field_with_name(&field.name).map(|f| f.data_type().clone()).map_err(|_| {
+                Error::new(ErrorKind::Data, format!("identifier field `{}` has no Arrow type", field.name))
+            })?;
+            if let iceberg::spec::Type::Primitive(p) = field.field_type.as_ref() {
+                types.extend(floe_engine::schema::ColumnType::from_iceberg(p));
+            }
+            fields.push((id, ty));
+        }
+        if fields.is_empty() {
+            return Err(Error::new(ErrorKind::Data, "the table has no identifier fields (no primary key)"));
+        }
+        Ok(KeyShape { int_keys: types.len() == fields.len() && BucketIndex::int_keys(&types), fields })
+    }
+}
+
 /// The keys of a batch of key columns, row by row.
 pub fn batch_keys(batch: &RecordBatch, int_keys: bool) -> Result<Vec<IndexKey>> {
     if int_keys && batch.num_columns() == 1 {

@@ -35,5 +35,6 @@ pub mod replay_source;
 pub mod route;
 pub mod row_view;
 pub mod schema_versions;
+pub mod snapshot_rewrite;
 pub mod source_clock;
 pub mod upsert;

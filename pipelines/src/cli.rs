@@ -98,6 +98,17 @@ enum Command {
         /// The pipeline file.
         pipeline: PathBuf,
     },
+    /// Compact a pipeline's tables while no pipeline writes them: every base-table bucket
+    /// with more than one data file or any delete is rewritten with its deletes applied,
+    /// every CDC partition's small files merged. Refuses while a pipeline holds a table
+    /// (a running pipeline compacts its own tables, see `[tables.maintenance]`).
+    Maintain {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Only this table: its base or CDC table name, or its topic.
+        #[arg(long)]
+        table: Option<String>,
+    },
     /// Generate a seeded workload, run it on embedded defaults, and verify the tables.
     Demo {
         /// Records to generate.
@@ -210,6 +221,10 @@ pub fn main() -> ExitCode {
         Command::Schema { command } => schema_command(command),
         Command::Status { pipeline } => PipelineConfig::load(&pipeline)
             .and_then(|c| crate::schema_cli::status(&c))
+            .map(|r| print!("{r}"))
+            .map_err(anyhow::Error::from),
+        Command::Maintain { pipeline, table } => PipelineConfig::load(&pipeline)
+            .and_then(|c| crate::maintain::maintain(&c, table.as_deref()))
             .map(|r| print!("{r}"))
             .map_err(anyhow::Error::from),
         Command::Demo { events, seed, dir, workers } => {

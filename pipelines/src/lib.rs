@@ -17,6 +17,8 @@ pub mod cli;
 pub mod dataflow;
 pub mod demo;
 pub mod kafka_run;
+pub mod leases;
+pub mod maintain;
 pub mod planner;
 pub mod record;
 pub mod runner;

@@ -227,6 +227,13 @@ fn round(config: &PipelineConfig, options: &RunOptions, shared: &Shared) -> Resu
     }
     // A bounded run finishes due compactions before it ends; a stopped one abandons them.
     plan.maintain_at_end = matches!(config.source, SourceConfig::Replay { .. }) || options.until_caught_up;
+    let tables = plan.tables.iter().flat_map(|t| [&t.base, &t.cdc]).flatten().map(|t| t.ident.clone()).collect();
+    let _leases = crate::leases::take_for_run(
+        Arc::clone(&shared.catalog),
+        shared.runtime.clone(),
+        tables,
+        floe_engine::catalog::pipeline_owner(&plan.pipeline_id),
+    )?;
     rebuild_indexes(&plan)?;
     let plan: PlanRef = Arc::new(plan);
     let drain = Arc::new(AtomicBool::new(false));

@@ -302,8 +302,19 @@ impl Scratch {
         self.snapshots().into_iter().map(|(t, ids)| (t, ids.len())).collect()
     }
 
-    /// `(table, snapshot ids on the main branch's ancestry)` for every configured table.
+    /// `(table, epoch snapshot ids on the main branch's ancestry)` for every configured
+    /// table: the snapshots that commit source changes (rewrites, whose number depends on
+    /// timing, are left out; see [`Scratch::rewrites`]).
     pub fn snapshots(&self) -> Vec<(String, Vec<i64>)> {
+        self.ancestry(false)
+    }
+
+    /// `(table, rewrite snapshot ids)` for every configured table: compactions.
+    pub fn rewrites(&self) -> Vec<(String, Vec<i64>)> {
+        self.ancestry(true)
+    }
+
+    fn ancestry(&self, rewrites: bool) -> Vec<(String, Vec<i64>)> {
         let config = self.config();
         let runtime = IoRuntime::new(1).expect("runtime");
         let catalog = runtime.block_on(SqlTableCatalog::open(&config.catalog)).expect("catalog");
@@ -318,12 +329,29 @@ impl Scratch {
             let mut ids = Vec::new();
             let mut next = state.metadata.current_snapshot_id();
             while let Some(id) = next {
-                ids.push(id);
-                next = state.metadata.snapshot_by_id(id).and_then(|s| s.parent_snapshot_id());
+                let snapshot = state.metadata.snapshot_by_id(id);
+                let is_rewrite = snapshot.is_some_and(|s| {
+                    s.summary().additional_properties.contains_key(floe_engine::commit::SUMMARY_REWRITE_ID)
+                });
+                if is_rewrite == rewrites {
+                    ids.push(id);
+                }
+                next = snapshot.and_then(|s| s.parent_snapshot_id());
             }
             ids.reverse();
             out.push((n.to_string(), ids));
         }
         out
     }
+}
+
+/// Holds the writer lease of every base and CDC table of `scratch` as `owner` (as a running
+/// pipeline does) until dropped.
+pub fn hold_writer_lease(scratch: &Scratch, owner: &str) -> floe_pipelines::leases::Held {
+    let config = scratch.config();
+    let runtime = IoRuntime::new(1).expect("runtime");
+    let catalog: Arc<dyn TableCatalog> =
+        Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog)).expect("catalog"));
+    let tables = config.tables.iter().flat_map(|t| [&t.base, &t.cdc]).flatten().map(ident).collect();
+    floe_pipelines::leases::take_for_run(catalog, runtime, tables, owner.to_string()).expect("lease")
 }

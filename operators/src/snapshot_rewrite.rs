@@ -1,0 +1,243 @@
+//! Compaction at a snapshot, for tables no writer holds a key index of: CDC tables (small
+//! files merged), equality-mode base tables (a bucket rewritten with its deletes applied),
+//! and `floe maintain` (any table, while no pipeline writes it).
+//!
+//! ```text
+//!   current snapshot S ─► partitions due ─► live rows (position deletes, vectors, and
+//!                                            equality deletes by the spec's sequence rules)
+//!                       ─► files of the target size ─► RewriteBundle { base: S's sequence
+//!                          number, removed: the inputs (and, for a bucket, its deletes) }
+//! ```
+//!
+//! # Invariants
+//! - Outputs keep S's data sequence number, so equality deletes committed after S still
+//!   apply to them, and those committed at or before S (already applied) do not.
+//! - A bucket rewrite takes every data file of the partition at S, so every delete file of
+//!   the partition at S is applied and retired with it. A CDC merge takes only small files
+//!   and retires nothing else (CDC tables have no deletes).
+//! - Bundles are lenient: if a retired file is gone by the time of the commit (it cannot be
+//!   while floe is the table's one writer), the rewrite is dropped, never half-applied.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow_array::{BooleanArray, RecordBatch};
+use floe_engine::catalog::TableCatalog;
+use floe_engine::epoch::Epoch;
+use floe_engine::error::{Error, ErrorKind, Result};
+use floe_engine::manifests::{FileRef, ManifestCache};
+use floe_engine::table_files::{PartitionFiles, positional_deletes, read_columns, snapshot_files};
+use floe_engine::table_settings::MaintenanceSettings;
+use iceberg::io::FileIO;
+use iceberg::spec::{DataContentType, DataFile};
+
+use crate::delete_files::write_data_at;
+use crate::files::{Dest, RewriteBase, RewriteBundle, WrittenFile, conform_batch};
+use crate::key_index::IndexKey;
+use crate::key_index_rebuild::{KeyShape, batch_keys};
+use crate::plan::Target;
+
+/// What kind of table is compacted.
+#[derive(Clone, Debug)]
+pub enum Layout {
+    /// A CDC table: append-only; small files are merged.
+    Cdc,
+    /// A base table: a bucket's files are rewritten with its deletes applied.
+    Buckets(KeyShape),
+}
+
+/// Which partitions are rewritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// Those past the table's thresholds.
+    Thresholds,
+    /// Every partition with more than one data file or any delete (`floe maintain`).
+    All,
+}
+
+/// Rewrites the partitions of `target` that are due, at its current snapshot; returns one
+/// bundle per partition, to commit with `epoch`.
+#[allow(clippy::too_many_arguments)]
+pub async fn compact_table(
+    catalog: &dyn TableCatalog,
+    dest: Dest,
+    target: &Target,
+    layout: &Layout,
+    settings: &MaintenanceSettings,
+    due: Due,
+    epoch: Epoch,
+    name: &str,
+) -> Result<Vec<RewriteBundle>> {
+    let state = catalog
+        .load(&target.ident)
+        .await?
+        .ok_or_else(|| Error::new(ErrorKind::Catalog, format!("{} does not exist", target.ident)))?;
+    let file_io = catalog.file_io();
+    let files = snapshot_files(file_io, &state.metadata, ManifestCache::global()).await?;
+    // Files are written under the table's current schema.
+    let target = Target { schema: Arc::clone(state.metadata.current_schema()), ..target.clone() };
+    let mut out = Vec::new();
+    for (n, part) in files.partitions.iter().enumerate() {
+        let Some((inputs, retired_deletes)) = choose(part, layout, settings, due) else { continue };
+        let name = format!("{name}-p{n}");
+        let (outputs, bytes_read) = rewrite_partition(file_io, &target, part, &inputs, layout, settings, &name).await?;
+        let mut removed: Vec<FileRef> = inputs.iter().map(|f| FileRef::of(f)).collect();
+        removed.extend(retired_deletes.iter().map(|f| FileRef::of(f)));
+        let added =
+            outputs.into_iter().map(|f| WrittenFile::new(dest, epoch, &target, f, None)).collect::<Result<Vec<_>>>()?;
+        out.push(RewriteBundle {
+            dest,
+            epoch,
+            id: uuid::Uuid::new_v4().to_string(),
+            after_epoch: None,
+            base: RewriteBase::Sequence(files.sequence_number),
+            strict: false,
+            added,
+            removed,
+            bytes_read,
+        });
+    }
+    Ok(out)
+}
+
+/// The inputs and retired delete files of a partition, if it is due.
+fn choose<'a>(
+    part: &'a PartitionFiles,
+    layout: &Layout,
+    settings: &MaintenanceSettings,
+    due: Due,
+) -> Option<(Vec<&'a DataFile>, Vec<&'a DataFile>)> {
+    match layout {
+        Layout::Cdc => {
+            let small: Vec<&DataFile> = part
+                .data
+                .iter()
+                .map(|f| &f.file)
+                .filter(|f| f.file_size_in_bytes() < settings.small_file_size())
+                .collect();
+            let wanted = match due {
+                Due::Thresholds => small.len() > settings.cdc_max_files,
+                Due::All => small.len() > 1,
+            };
+            wanted.then_some((small, Vec::new()))
+        }
+        Layout::Buckets(_) => {
+            let wanted = match due {
+                Due::Thresholds => {
+                    part.data.len() > settings.max_data_files || part.deletes.len() > settings.max_delete_files
+                }
+                Due::All => part.data.len() > 1 || !part.deletes.is_empty(),
+            };
+            wanted
+                .then(|| (part.data.iter().map(|f| &f.file).collect(), part.deletes.iter().map(|f| &f.file).collect()))
+        }
+    }
+}
+
+/// Reads the live rows of `inputs` and writes them in files of the target size.
+async fn rewrite_partition(
+    file_io: &FileIO,
+    target: &Target,
+    part: &PartitionFiles,
+    inputs: &[&DataFile],
+    layout: &Layout,
+    settings: &MaintenanceSettings,
+    name: &str,
+) -> Result<(Vec<DataFile>, u64)> {
+    let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?);
+    let fields: Vec<(i32, arrow_schema::DataType)> = target
+        .schema
+        .as_struct()
+        .fields()
+        .iter()
+        .zip(arrow.fields())
+        .map(|(f, a)| (f.id, a.data_type().clone()))
+        .collect();
+    let positional = match layout {
+        Layout::Cdc => Default::default(),
+        Layout::Buckets(_) => positional_deletes(file_io, part).await?,
+    };
+    // Equality deletes: (sequence number, keys), and where the key columns sit.
+    let mut equality: Vec<(i64, HashSet<IndexKey>)> = Vec::new();
+    let mut key_at: Vec<usize> = Vec::new();
+    if let Layout::Buckets(shape) = layout {
+        key_at =
+            shape.fields.iter().map(|(id, _)| fields.iter().position(|(f, _)| f == id).unwrap_or_default()).collect();
+        for d in part.deletes.iter().filter(|d| d.file.content_type() == DataContentType::EqualityDeletes) {
+            let mut keys = HashSet::new();
+            for batch in read_columns(file_io, d.file.file_path(), &shape.fields).await? {
+                keys.extend(batch_keys(&batch, shape.int_keys)?);
+            }
+            equality.push((d.seq, keys));
+        }
+    }
+    let seq_of = |path: &str| part.data.iter().find(|f| f.file.file_path() == path).map_or(0, |f| f.seq);
+    let rows: u64 = inputs.iter().map(|f| f.record_count()).sum();
+    let bytes: u64 = inputs.iter().map(|f| f.file_size_in_bytes()).sum();
+    let per_file = (settings.target_file_size as u128 * rows.max(1) as u128 / bytes.max(1) as u128).max(1) as usize;
+    let mut outputs = Vec::new();
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0usize;
+    for input in inputs {
+        let deleted = positional.by_file.get(input.file_path());
+        let applicable: Vec<&HashSet<IndexKey>> =
+            equality.iter().filter(|(s, _)| *s > seq_of(input.file_path())).map(|(_, k)| k).collect();
+        let mut pos: u64 = 0;
+        for batch in read_columns(file_io, input.file_path(), &fields).await? {
+            let n = batch.num_rows();
+            let keys = match (&layout, applicable.is_empty()) {
+                (Layout::Buckets(shape), false) => {
+                    let key_batch = batch
+                        .project(&key_at)
+                        .map_err(|e| Error::new(ErrorKind::Internal, "projecting key columns").with_source(e))?;
+                    Some(batch_keys(&key_batch, shape.int_keys)?)
+                }
+                _ => None,
+            };
+            let keep: BooleanArray = (0..n)
+                .map(|i| {
+                    let gone = deleted.is_some_and(|d| d.contains(pos + i as u64))
+                        || keys.as_ref().is_some_and(|k| applicable.iter().any(|set| set.contains(&k[i])));
+                    Some(!gone)
+                })
+                .collect();
+            pos += n as u64;
+            let kept = arrow_select::filter::filter_record_batch(&batch, &keep)
+                .map_err(|e| Error::new(ErrorKind::Internal, "filtering deleted rows").with_source(e))?;
+            if kept.num_rows() > 0 {
+                pending_rows += kept.num_rows();
+                pending.push(conform_batch(kept, &arrow)?);
+            }
+            while pending_rows >= per_file {
+                outputs.push(
+                    write_next(file_io, target, part, &arrow, &mut pending, per_file, name, outputs.len()).await?,
+                );
+                pending_rows -= per_file;
+            }
+        }
+    }
+    if pending_rows > 0 {
+        outputs.push(write_next(file_io, target, part, &arrow, &mut pending, pending_rows, name, outputs.len()).await?);
+    }
+    Ok((outputs, bytes))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_next(
+    file_io: &FileIO,
+    target: &Target,
+    part: &PartitionFiles,
+    arrow: &arrow_schema::SchemaRef,
+    pending: &mut Vec<RecordBatch>,
+    rows: usize,
+    name: &str,
+    n: usize,
+) -> Result<DataFile> {
+    let all = arrow_select::concat::concat_batches(arrow, pending.iter())
+        .map_err(|e| Error::new(ErrorKind::Internal, "joining rewrite batches").with_source(e))?;
+    let take = rows.min(all.num_rows());
+    let rest = all.slice(take, all.num_rows() - take);
+    *pending = if rest.num_rows() > 0 { vec![rest] } else { Vec::new() };
+    let path = crate::base_index::file_path(target, &part.partition, &format!("{name}-{n}.parquet"));
+    write_data_at(file_io, target, part.partition.clone(), &path, all.slice(0, take)).await
+}

@@ -1,0 +1,144 @@
+//! `floe maintain PIPELINE.toml [--table T]`: compacts a pipeline's tables while no pipeline
+//! writes them. Every base-table bucket with more than one data file or any delete is
+//! rewritten with its deletes applied; every CDC partition's small files are merged.
+//!
+//! ```text
+//!   leases (refuse if a pipeline holds one) ─► per table: compact_table(Due::All)
+//!     ─► one `replace` snapshot per partition (data sequence number of the snapshot read)
+//!     ─► report: partitions, files before → after, bytes, MB/s
+//! ```
+//!
+//! # Invariants
+//! - It never runs beside a pipeline's committer: a running pipeline compacts its own tables
+//!   (`[tables.maintenance]`), and `floe maintain` refuses, naming the pipeline that holds
+//!   the table. A pipeline that starts meanwhile waits for it.
+//! - After it, a pipeline rebuilds its key index from the rewritten table: nothing else to
+//!   reconcile.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use floe_engine::catalog::{SqlTableCatalog, TableCatalog, ident};
+use floe_engine::commit::{CommitOutcome, CommitRequest, RetryPolicy, RewriteCommit, commit};
+use floe_engine::config::{PipelineConfig, TableName};
+use floe_engine::error::{Error, ErrorKind, Result};
+use floe_engine::metrics::human_bytes;
+use floe_engine::offsets::{SUMMARY_EPOCH, committed_progress};
+use floe_engine::runtime::IoRuntime;
+use floe_operators::files::{Dest, RewriteBase};
+use floe_operators::key_index_rebuild::KeyShape;
+use floe_operators::plan::Target;
+use floe_operators::snapshot_rewrite::{Due, Layout, compact_table};
+
+/// Compacts the tables of `config` (or only those `table` names: a base or CDC table
+/// name, or a topic); returns the report.
+pub fn maintain(config: &PipelineConfig, table: Option<&str>) -> Result<String> {
+    let runtime = IoRuntime::new(2)?;
+    let catalog: Arc<dyn TableCatalog> = Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog))?);
+    let mut work: Vec<(TableName, bool, floe_engine::table_settings::MaintenanceSettings)> = Vec::new();
+    for t in &config.tables {
+        let named = |n: &Option<TableName>| n.as_ref().is_some_and(|n| Some(n.to_string().as_str()) == table);
+        if table.is_some() && !named(&t.base) && !named(&t.cdc) && Some(t.topic.as_str()) != table {
+            continue;
+        }
+        work.extend(t.base.clone().map(|n| (n, false, t.maintenance.clone())));
+        work.extend(t.cdc.clone().map(|n| (n, true, t.maintenance.clone())));
+    }
+    if work.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("{}: no table is named `{}`", config.file.display(), table.unwrap_or_default()),
+        ));
+    }
+    let idents = work.iter().map(|(n, _, _)| ident(n)).collect();
+    let _leases = crate::leases::take_for_maintain(Arc::clone(&catalog), runtime.clone(), idents)?;
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "{:<28} {:>10} {:>16} {:>16} {:>10} {:>10} {:>8} {:>9}",
+        "table", "partitions", "data files", "delete files", "read", "written", "seconds", "MB/s read"
+    );
+    for (name, cdc, settings) in work {
+        let started = Instant::now();
+        let Some(state) = runtime.block_on(catalog.load(&ident(&name)))? else { continue };
+        let metadata = &state.metadata;
+        let before = runtime.block_on(count_files(catalog.as_ref(), metadata))?;
+        let (layout, dest) = match cdc {
+            true => (Layout::Cdc, Dest::Cdc(0)),
+            false => (Layout::Buckets(KeyShape::from_schema(metadata.current_schema())?), Dest::Base(0)),
+        };
+        let target = Target {
+            name: name.clone(),
+            ident: state.ident.clone(),
+            schema: Arc::clone(metadata.current_schema()),
+            spec: Arc::clone(metadata.default_partition_spec()),
+            location: metadata.location().to_string(),
+            committed: Default::default(),
+            properties: metadata.properties().clone(),
+            sequence_number: metadata.last_sequence_number(),
+        };
+        let pipeline_id = committed_progress(metadata)?.map(|p| p.pipeline_id).unwrap_or(config.pipeline.id.clone());
+        let epoch: u64 = metadata
+            .current_snapshot()
+            .and_then(|s| s.summary().additional_properties.get(SUMMARY_EPOCH).and_then(|e| e.parse().ok()))
+            .unwrap_or_default();
+        let name_prefix = format!("m{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let bundles = runtime.block_on(compact_table(
+            catalog.as_ref(),
+            dest,
+            &target,
+            &layout,
+            &settings,
+            Due::All,
+            epoch,
+            &name_prefix,
+        ))?;
+        let (mut read, mut written, mut partitions) = (0u64, 0u64, 0usize);
+        for bundle in bundles {
+            let RewriteBase::Sequence(seq) = bundle.base else { continue };
+            let mut request = CommitRequest::epoch(state.ident.clone(), &pipeline_id, epoch, Default::default());
+            request.rewrite = Some(RewriteCommit { id: bundle.id.clone(), data_sequence_number: seq, strict: false });
+            request.removed = bundle.removed;
+            for f in &bundle.added {
+                written += f.bytes;
+                request.data_files.push(f.data_file(&target)?);
+            }
+            read += bundle.bytes_read;
+            if let CommitOutcome::Committed { .. } | CommitOutcome::AlreadyCommitted { .. } =
+                runtime.block_on(commit(catalog.as_ref(), &request, RetryPolicy::default()))?
+            {
+                partitions += 1;
+            }
+        }
+        let after = match runtime.block_on(catalog.load(&ident(&name)))? {
+            Some(s) => runtime.block_on(count_files(catalog.as_ref(), &s.metadata))?,
+            None => (0, 0),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let _ = writeln!(
+            report,
+            "{:<28} {:>10} {:>16} {:>16} {:>10} {:>10} {:>8.2} {:>9.1}",
+            name.to_string(),
+            partitions,
+            format!("{} -> {}", before.0, after.0),
+            format!("{} -> {}", before.1, after.1),
+            human_bytes(read),
+            human_bytes(written),
+            seconds,
+            read as f64 / 1e6 / seconds.max(1e-9),
+        );
+    }
+    Ok(report)
+}
+
+/// `(data files, delete files)` of a table's current snapshot.
+async fn count_files(catalog: &dyn TableCatalog, metadata: &iceberg::spec::TableMetadata) -> Result<(usize, usize)> {
+    let files = floe_engine::table_files::snapshot_files(
+        catalog.file_io(),
+        metadata,
+        floe_engine::manifests::ManifestCache::global(),
+    )
+    .await?;
+    Ok(files.partitions.iter().fold((0, 0), |(d, x), p| (d + p.data.len(), x + p.deletes.len())))
+}
