@@ -6,7 +6,7 @@ floe's SQLite file) and pyiceberg (SqlCatalog). Used by the interop tests and `f
 REQUEST: {"export": {"ns.table": "/out/dir", ...},      # Spark reads the table (equality
                                                          # deletes applied by Spark), writes Parquet
           "metadata": ["ns.table", ...]}                # entries (files added per snapshot) and snapshots
-    floe_reader.py pyiceberg WAREHOUSE CATALOG_NAME [scan:]TABLE...  > ANSWER.json
+    floe_reader.py pyiceberg WAREHOUSE CATALOG_NAME [scan:|export:]TABLE[=DIR]...  > ANSWER.json
 
 Spark writes timestamps as INT64 micros so Arrow readers see exactly the values read.
 """
@@ -58,7 +58,9 @@ def spark_main(warehouse, catalog, request_path):
         files = spark.sql(
             f"select snapshot_id, data_file.content as content, data_file.equality_ids as equality_ids, "
             f"data_file.partition as partition, data_file.record_count as record_count, "
-            f"data_file.file_path as file_path from {catalog}.{table}.entries where status = 1"
+            f"data_file.file_path as file_path, data_file.file_format as file_format, "
+            f"data_file.referenced_data_file as referenced_data_file "
+            f"from {catalog}.{table}.all_entries where status = 1"
         ).collect()
         answer["files"][table] = [
             {
@@ -68,9 +70,21 @@ def spark_main(warehouse, catalog, request_path):
                 "partition": r["partition"].asDict() if r["partition"] is not None else None,
                 "record_count": r["record_count"],
                 "file_path": r["file_path"],
+                "file_format": r["file_format"],
+                "referenced_data_file": r["referenced_data_file"],
             }
             for r in files
         ]
+        # The current snapshot's live delete files, and the table's format version.
+        live = spark.sql(
+            f"select content, file_format, referenced_data_file from {catalog}.{table}.delete_files"
+        ).collect()
+        answer.setdefault("live_deletes", {})[table] = [
+            {"content": r["content"], "file_format": r["file_format"], "referenced_data_file": r["referenced_data_file"]}
+            for r in live
+        ]
+        props = {r["key"]: r["value"] for r in spark.sql(f"show tblproperties {catalog}.{table}").collect()}
+        answer.setdefault("format_version", {})[table] = props.get("format-version")
         snaps = spark.sql(
             f"select snapshot_id, parent_id, operation, summary from {catalog}.{table}.snapshots order by committed_at"
         ).collect()
@@ -89,7 +103,12 @@ def pyiceberg_main(warehouse, catalog, tables):
     answer = {}
     for arg in tables:
         # "scan:ns.table" also reads the rows (pyiceberg cannot apply equality deletes, so
-        # only append-only tables such as CDC tables are scanned).
+        # only tables without them are scanned); "export:ns.table=/dir" writes them as
+        # Parquet there, with position deletes and deletion vectors applied by pyiceberg.
+        export = None
+        if arg.startswith("export:"):
+            arg, export = arg[7:].split("=", 1)
+            arg = "scan:" + arg
         scan, name = (True, arg[5:]) if arg.startswith("scan:") else (False, arg)
         table = cat.load_table(name)
         entry = {
@@ -100,6 +119,11 @@ def pyiceberg_main(warehouse, catalog, tables):
         if scan:
             arrow = table.scan().to_arrow()
             entry["rows"] = arrow.num_rows
+            if export:
+                import pyarrow.parquet as pq
+
+                os.makedirs(export, exist_ok=True)
+                pq.write_table(arrow, os.path.join(export, "rows.parquet"))
             if "_kafka_partition" in arrow.column_names:
                 entry["offsets"] = sorted(
                     zip(arrow.column("_kafka_partition").to_pylist(), arrow.column("_kafka_offset").to_pylist())

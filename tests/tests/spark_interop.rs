@@ -1,6 +1,7 @@
-//! The reference reader: Spark 3.5 + Iceberg 1.10 reads what floe writes (applying the
-//! equality deletes itself) and sees exactly the model; its metadata tables show the
-//! layout floe promises; pyiceberg opens the same catalog file.
+//! The reference reader: Spark 3.5 + Iceberg 1.10 reads what floe writes, in all three
+//! delete modes, with compaction running during ingestion, and sees exactly the model;
+//! its metadata tables show the layout floe promises; pyiceberg reads the position and
+//! vector base tables (a v3 table with deletion vectors) and every CDC table.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,36 +13,59 @@ use floe_tests::reference::{pyiceberg, read_parquet_dir, spark};
 use floe_tests::{Scratch, seed};
 use serde_json::json;
 
-const PIPELINE: &str = r#"[pipeline]
+/// One table per delete mode, compacting early: at most 3 data files and 2 delete files
+/// per bucket, so rewrites run throughout the ingestion.
+fn pipeline() -> String {
+    let table = |topic: &str, name: &str, mode: &str| {
+        format!(
+            r#"
+[[tables]]
+topic = "shop.inventory.{topic}"
+base = "shop.{name}"
+cdc = "shop_cdc.{name}"
+buckets = 4
+deletes = "{mode}"
+
+[tables.maintenance]
+max_data_files = 3
+max_delete_files = 2
+cdc_max_files = 3
+"#
+        )
+    };
+    format!(
+        r#"[pipeline]
 id = "interop"
-commit_every = 500
+commit_every = 150
 workers = 2
 
 [source]
 kind = "replay"
 path = "changes.jsonl"
+{}{}{}"#,
+        table("order_lines", "order_lines", "position"),
+        table("accounts", "accounts", "vector"),
+        table("members", "members", "equality"),
+    )
+}
 
-[[tables]]
-topic = "shop.inventory.order_lines"
-base = "shop.order_lines"
-cdc = "shop_cdc.order_lines"
-buckets = 4
-
-[[tables]]
-topic = "shop.inventory.accounts"
-base = "shop.accounts"
-cdc = "shop_cdc.accounts"
-buckets = 8
-"#;
+fn mode_of(base: &TableName) -> &'static str {
+    match base.name.as_str() {
+        "order_lines" => "position",
+        "accounts" => "vector",
+        _ => "equality",
+    }
+}
 
 #[test]
-fn spark_and_pyiceberg_read_exactly_the_model_and_the_promised_layout() {
+fn spark_and_pyiceberg_read_exactly_the_model_in_every_delete_mode_under_compaction() {
     let s = seed();
+    let members = GenTable::new("members", GenTable::accounts().columns.clone(), vec![0]);
     let spec = WorkloadSpec {
-        tables: vec![GenTable::order_lines(), GenTable::accounts()],
-        ..WorkloadSpec::standard(s, 12_000)
+        tables: vec![GenTable::order_lines(), GenTable::accounts(), members],
+        ..WorkloadSpec::standard(s, 15_000)
     };
-    let scratch = Scratch::new(spec, PIPELINE);
+    let scratch = Scratch::new(spec, &pipeline());
     scratch.run();
     let warehouse = scratch.path().join("warehouse");
     let config = scratch.config();
@@ -57,86 +81,133 @@ fn spark_and_pyiceberg_read_exactly_the_model_and_the_promised_layout() {
     let answer = spark(&warehouse, &catalog_name, &request);
 
     let ours = scratch.snapshot_summaries();
+    let rewrites: BTreeMap<String, BTreeSet<i64>> =
+        scratch.rewrites().into_iter().map(|(t, ids)| (t, ids.into_iter().collect())).collect();
     for t in &config.tables {
         let model = scratch.model.table(&t.topic).expect("model");
         let base = t.base.as_ref().expect("base");
         let cdc = t.cdc.as_ref().expect("cdc");
-        // Rows, with Spark applying the equality deletes.
+        let mode = mode_of(base);
+        // Rows, with Spark applying the deletes (and deletion vectors) itself.
         if let Err(diff) = compare_base(model, &read_parquet_dir(&export(base))) {
-            panic!("seed {s}: Spark's read of {base} differs from the model: {diff}");
+            panic!("seed {s}: {mode}: Spark's read of {base} differs from the model: {diff}");
         }
         if let Err(diff) = compare_cdc(model, &read_parquet_dir(&export(cdc))) {
             panic!("seed {s}: Spark's read of {cdc} differs from the model: {diff}");
         }
+        let expected_format = if mode == "vector" { "3" } else { "2" };
+        assert_eq!(answer["format_version"][base.to_string()].as_str(), Some(expected_format), "seed {s}: {base}");
 
-        // Snapshots: one per epoch, each with floe's offsets; the same as floe's own list.
+        // Snapshots: one per epoch with floe's offsets, the same as floe's own list, plus
+        // `replace` snapshots for the rewrites (compaction ran during ingestion).
         for name in [base, cdc] {
             let snaps = answer["snapshots"][name.to_string()].as_array().expect("snapshots");
+            let mine_rewrites = rewrites.get(&name.to_string()).cloned().unwrap_or_default();
+            let (epochs, replaced): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) =
+                snaps.iter().partition(|v| v["operation"].as_str() != Some("replace"));
             let (_, mine) = ours.iter().find(|(n, _)| *n == name.to_string()).expect("ours");
-            assert_eq!(
-                snaps.len(),
-                mine.len(),
-                "seed {s}: {name}: Spark sees {} snapshots, floe made {}",
-                snaps.len(),
-                mine.len()
-            );
-            for (snap, (epoch, offsets)) in snaps.iter().zip(mine) {
+            assert_eq!(epochs.len(), mine.len(), "seed {s}: {name}: Spark sees {} epoch snapshots", epochs.len());
+            for (snap, (epoch, offsets)) in epochs.iter().zip(mine) {
                 assert_eq!(snap["summary"]["floe.epoch"].as_str(), Some(epoch.as_str()), "seed {s}: {name}");
                 assert_eq!(snap["summary"]["floe.offsets"].as_str(), Some(offsets.as_str()), "seed {s}: {name}");
-                let op = if name == base { "overwrite" } else { "append" };
-                assert_eq!(snap["operation"].as_str(), Some(op), "seed {s}: {name}: operation");
+                let op = snap["operation"].as_str().unwrap_or_default();
+                let allowed: &[&str] = if name == base { &["overwrite", "append", "delete"] } else { &["append"] };
+                assert!(allowed.contains(&op), "seed {s}: {name}: operation {op}");
             }
+            assert_eq!(replaced.len(), mine_rewrites.len(), "seed {s}: {name}: replace snapshots");
+            assert!(!replaced.is_empty(), "seed {s}: {name}: nothing was compacted during ingestion");
         }
 
-        // Files: per commit and touched bucket, one data file and at most one equality-
-        // delete file whose equality ids are the key's field ids.
+        // Files added by each epoch snapshot, per touched bucket: one data file, and the
+        // mode's deletes: one position-delete file; one deletion vector per data file it
+        // touched; or one equality-delete file on the key's field ids.
         let key_ids: Vec<i64> = {
             let metadata = scratch.table_metadata(base);
-            let schema = metadata.current_schema();
-            let mut ids: Vec<i64> = schema.identifier_field_ids().map(i64::from).collect();
+            let mut ids: Vec<i64> = metadata.current_schema().identifier_field_ids().map(i64::from).collect();
             ids.sort_unstable();
             ids
         };
-        let mut per: BTreeMap<(i64, i64), (usize, usize)> = BTreeMap::new();
+        let base_rewrites = rewrites.get(&base.to_string()).cloned().unwrap_or_default();
+        let mut per: BTreeMap<(i64, i64), (usize, usize, BTreeSet<String>)> = BTreeMap::new();
         for f in answer["files"][base.to_string()].as_array().expect("entries") {
+            let snapshot = f["snapshot_id"].as_i64().expect("snapshot");
+            if base_rewrites.contains(&snapshot) {
+                continue;
+            }
             let bucket = f["partition"].as_object().and_then(|p| p.values().next()).and_then(|v| v.as_i64());
             let bucket = bucket.unwrap_or_else(|| panic!("seed {s}: {base}: a file outside any bucket: {f}"));
             assert!((0..t.buckets as i64).contains(&bucket), "seed {s}: {base}: bucket {bucket} out of range");
-            let slot = per.entry((f["snapshot_id"].as_i64().expect("snapshot"), bucket)).or_default();
-            match f["content"].as_i64() {
-                Some(0) => slot.0 += 1,
-                Some(2) => {
+            let slot = per.entry((snapshot, bucket)).or_default();
+            let format = f["file_format"].as_str().unwrap_or_default().to_ascii_uppercase();
+            match (mode, f["content"].as_i64()) {
+                (_, Some(0)) => slot.0 += 1,
+                ("position", Some(1)) => {
+                    assert_eq!(format, "PARQUET", "seed {s}: {base}");
+                    slot.1 += 1;
+                }
+                ("vector", Some(1)) => {
+                    assert_eq!(format, "PUFFIN", "seed {s}: {base}");
+                    let target = f["referenced_data_file"].as_str().expect("a vector names its data file");
+                    assert!(slot.2.insert(target.to_string()), "seed {s}: {base}: two vectors for {target}");
+                }
+                ("equality", Some(2)) => {
                     slot.1 += 1;
                     let mut ids: Vec<i64> =
                         f["equality_ids"].as_array().expect("ids").iter().filter_map(|v| v.as_i64()).collect();
                     ids.sort_unstable();
                     assert_eq!(ids, key_ids, "seed {s}: {base}: equality ids are not the key's field ids");
                 }
-                other => panic!("seed {s}: {base}: unexpected file content {other:?}"),
+                (m, other) => panic!("seed {s}: {base} ({m} mode): unexpected file content {other:?}: {f}"),
             }
         }
         assert!(!per.is_empty(), "seed {s}: {base}: no files");
-        for ((snapshot, bucket), (data, deletes)) in &per {
+        for ((snapshot, bucket), (data, deletes, _)) in &per {
             assert!(
                 *data <= 1 && *deletes <= 1,
                 "seed {s}: {base}: snapshot {snapshot} bucket {bucket}: {data} data and {deletes} delete files"
             );
         }
-        let with_deletes = per.values().filter(|(_, d)| *d == 1).count();
-        assert!(with_deletes > 0, "seed {s}: {base}: no equality-delete files at all");
+        assert!(per.values().any(|(_, d, v)| *d > 0 || !v.is_empty()), "seed {s}: {base}: no deletes at all");
+        // The current snapshot: at most one live vector per data file.
+        if mode == "vector" {
+            let live = answer["live_deletes"][base.to_string()].as_array().expect("live deletes");
+            let mut seen = BTreeSet::new();
+            for d in live {
+                let target = d["referenced_data_file"].as_str().unwrap_or_default();
+                assert!(seen.insert(target.to_string()), "seed {s}: {base}: two live vectors for {target}");
+            }
+        }
     }
 
-    // pyiceberg: loads every table, lists the same snapshots, reads the CDC tables.
+    // pyiceberg: loads every table, lists the same snapshots, and reads the position and
+    // vector base tables and every CDC table (it refuses equality deletes).
+    let py_export = |t: &TableName| scratch.path().join(format!("py-{t}"));
     let mut names = Vec::new();
     for t in &config.tables {
-        names.push(t.base.as_ref().expect("base").to_string());
+        let base = t.base.as_ref().expect("base");
+        names.push(match mode_of(base) {
+            "equality" => base.to_string(),
+            _ => format!("export:{base}={}", py_export(base).display()),
+        });
         names.push(format!("scan:{}", t.cdc.as_ref().expect("cdc")));
     }
     let py = pyiceberg(&warehouse, &catalog_name, &names);
     for t in &config.tables {
         let model = scratch.model.table(&t.topic).expect("model");
-        for name in [t.base.as_ref().expect("base"), t.cdc.as_ref().expect("cdc")] {
-            let (_, mut mine) = scratch.snapshots().into_iter().find(|(n, _)| *n == name.to_string()).expect("ours");
+        let base = t.base.as_ref().expect("base");
+        if mode_of(base) != "equality"
+            && let Err(diff) = compare_base(model, &read_parquet_dir(&py_export(base)))
+        {
+            panic!("seed {s}: {}: pyiceberg's read of {base} differs from the model: {diff}", mode_of(base));
+        }
+        for name in [base, t.cdc.as_ref().expect("cdc")] {
+            let mut mine: Vec<i64> = scratch
+                .snapshots()
+                .into_iter()
+                .chain(scratch.rewrites())
+                .filter(|(n, _)| *n == name.to_string())
+                .flat_map(|(_, ids)| ids)
+                .collect();
             mine.sort_unstable();
             let mut theirs: Vec<i64> =
                 py[name.to_string()]["snapshots"].as_array().expect("list").iter().filter_map(|v| v.as_i64()).collect();
