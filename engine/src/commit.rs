@@ -25,7 +25,8 @@
 //!   semantics of Iceberg's `RowDelta`).
 //! - A rewrite (compaction) adds its files with an explicit data sequence number, that of
 //!   the snapshot it read: deletes committed after that still apply to the new files. It
-//!   is committed as a `replace` snapshot that carries the parent's offsets.
+//!   is committed as a `replace` snapshot that carries the parent's offsets, or together
+//!   with the next epoch's changes of the table in that epoch's snapshot.
 //! - Retiring a file that is not live is refused: for an epoch or a strict rewrite it is an
 //!   error (the writer's view of the table is wrong, and a restart rebuilds it); a lenient
 //!   rewrite is dropped instead.
@@ -66,6 +67,9 @@ pub use crate::schema_commit::{SchemaCommit, apply_schema_change, covers};
 pub const SUMMARY_SCHEMA_CHANGE: &str = "floe.schema-change";
 /// Summary key: the id of the rewrite a `replace` snapshot commits.
 pub const SUMMARY_REWRITE_ID: &str = "floe.rewrite-id";
+/// Summary key: how many data files of the snapshot a compaction wrote (rows that keep an
+/// older data sequence number), on `replace` snapshots and on epochs that carry a rewrite.
+pub const SUMMARY_REWRITTEN: &str = "floe.rewritten-files";
 
 /// Everything one commit contributes to one table.
 #[derive(Clone, Debug)]
@@ -81,6 +85,10 @@ pub struct CommitRequest {
     pub offsets: SourceOffsets,
     /// New data files.
     pub data_files: Vec<DataFile>,
+    /// Each data file's data sequence number, in the order of `data_files`: `None` to
+    /// inherit the snapshot's (new rows), `Some` for rows a rewrite read from an older
+    /// snapshot. Empty: every file inherits.
+    pub data_sequence_numbers: Vec<Option<i64>>,
     /// New delete files (equality deletes, position deletes or deletion vectors).
     pub delete_files: Vec<DataFile>,
     /// Live files this commit retires (replaced deletion vectors, dangling deletes, the
@@ -101,6 +109,7 @@ impl CommitRequest {
             epoch,
             offsets,
             data_files: Vec::new(),
+            data_sequence_numbers: Vec::new(),
             delete_files: Vec::new(),
             removed: Vec::new(),
             rewrite: None,
@@ -119,8 +128,6 @@ impl CommitRequest {
 pub struct RewriteCommit {
     /// Unique id, recorded in the summary (idempotency).
     pub id: String,
-    /// The data sequence number of the snapshot the rewrite read; its data files get it.
-    pub data_sequence_number: i64,
     /// Whether a retired file that is no longer live fails the commit (`true`: the key
     /// index depends on it) or drops the rewrite.
     pub strict: bool,
@@ -360,7 +367,8 @@ fn already_committed(state: &TableState, request: &CommitRequest) -> Result<Opti
             // Walk back to the snapshot the rewrite read: a snapshot since carrying its id
             // means an earlier attempt landed.
             let mut at = metadata.current_snapshot();
-            while let Some(s) = at.filter(|s| s.sequence_number() > rewrite.data_sequence_number) {
+            let oldest = request.data_sequence_numbers.iter().flatten().copied().min().unwrap_or_default();
+            while let Some(s) = at.filter(|s| s.sequence_number() > oldest) {
                 if s.summary().additional_properties.get(SUMMARY_REWRITE_ID) == Some(&rewrite.id) {
                     return Ok(Some(CommitOutcome::AlreadyCommitted {
                         snapshot_id: s.snapshot_id(),
@@ -440,9 +448,22 @@ async fn stage(
         None => Arc::clone(metadata.current_schema()),
     };
     let spec = metadata.default_partition_spec().as_ref().clone();
-    let data_seq = request.rewrite.as_ref().map(|r| r.data_sequence_number);
+    let data_seqs: Vec<Option<i64>> = match request.data_sequence_numbers.len() {
+        0 => vec![None; request.data_files.len()],
+        n if n == request.data_files.len() => request.data_sequence_numbers.clone(),
+        n => {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!(
+                    "a commit to {} names {n} data sequence numbers for {} data files",
+                    request.table,
+                    request.data_files.len()
+                ),
+            ));
+        }
+    };
     let mut manifests = retired.manifests;
-    let added_data = request.data_files.iter().map(|f| (f.clone(), data_seq)).collect();
+    let added_data = request.data_files.iter().cloned().zip(data_seqs).collect();
     let added_deletes = request.delete_files.iter().map(|f| (f.clone(), None)).collect();
     for (name, content, files) in
         [("m0", ManifestContentType::Data, added_data), ("m1", ManifestContentType::Deletes, added_deletes)]
@@ -533,6 +554,10 @@ fn build_summary(state: &TableState, request: &CommitRequest, removed: &[Manifes
     ] {
         let value = (get(&previous, total) + get(&props, added) - get(&props, gone)).max(0);
         props.insert(total.to_string(), value.to_string());
+    }
+    let rewritten = request.data_sequence_numbers.iter().filter(|s| s.is_some()).count();
+    if rewritten > 0 {
+        props.insert(SUMMARY_REWRITTEN.into(), rewritten.to_string());
     }
     props.insert(SUMMARY_PIPELINE_ID.into(), request.pipeline_id.clone());
     let offsets = match &request.rewrite {

@@ -10,8 +10,8 @@
 //! [tables.maintenance]
 //! compaction = true             # default
 //! target_file_size = "128MiB"   # files a rewrite writes
-//! max_data_files = 8            # per bucket: more data files than this starts a rewrite
-//! max_delete_files = 4          # per bucket: more delete files than this starts a rewrite
+//! max_data_files = 4            # per bucket: more data files than this starts a rewrite
+//! max_delete_files = 2          # per bucket: more delete files than this are merged into one
 //! max_delete_ratio = 0.2        # a data file with this share of its rows deleted is rewritten
 //! cdc_max_files = 16            # per CDC partition: more small files than this are merged
 //! ```
@@ -92,8 +92,8 @@ impl Default for MaintenanceSettings {
         MaintenanceSettings {
             compaction: true,
             target_file_size: 128 << 20,
-            max_data_files: 8,
-            max_delete_files: 4,
+            max_data_files: 4,
+            max_delete_files: 2,
             max_delete_ratio: 0.2,
             cdc_max_files: 16,
         }

@@ -67,8 +67,9 @@ fn request(table: &TableIdent, epoch: u64, partition: i32, next: i64) -> CommitR
 fn rewrite(table: &TableIdent, id: &str, inputs: &[&str], output: &str, seq: i64, strict: bool) -> CommitRequest {
     let mut r = CommitRequest::epoch(table.clone(), "p", 99, SourceOffsets::default());
     r.data_files = vec![data_file(output)];
+    r.data_sequence_numbers = vec![Some(seq)];
     r.removed = inputs.iter().map(|i| FileRef::path(format!("/nonexistent/{i}.parquet"))).collect();
-    r.rewrite = Some(RewriteCommit { id: id.into(), data_sequence_number: seq, strict });
+    r.rewrite = Some(RewriteCommit { id: id.into(), strict });
     r
 }
 

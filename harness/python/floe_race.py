@@ -11,6 +11,13 @@ warehouse floe writes.
         first offset}), then one MERGE INTO TARGET (delete / update / insert). Reports wall
         seconds, CPU seconds and peak RSS of the JVM and this process over that statement only.
         Then (not timed) compares TARGET with FLOE_BASE row for row.
+    floe_race.py scan WAREHOUSE CATALOG ROUNDS TABLE...  > ANSWER.json
+        Read cost: a full scan of each TABLE (every column of every row, deletes applied,
+        written to Spark's no-op sink), one warm-up and ROUNDS timed rounds each, the
+        tables interleaved; with each table's files, delete files and delete entries.
+    floe_race.py rewrite WAREHOUSE CATALOG TABLE  > ANSWER.json
+        Spark's own compaction of TABLE: rewrite_data_files (rewrite-all) then
+        rewrite_position_delete_files; wall seconds and bytes read.
 """
 import json
 import os
@@ -140,6 +147,51 @@ def merge(spark, catalog, cdc, target, window, floe_base, started_job, compare=T
     return answer
 
 
+def table_layout(spark, table):
+    files = spark.sql(f"select count(*), coalesce(sum(file_size_in_bytes), 0), coalesce(sum(record_count), 0) from {table}.data_files").collect()[0]
+    deletes = spark.sql(f"select count(*), coalesce(sum(record_count), 0) from {table}.delete_files").collect()[0]
+    return {"data_files": files[0], "data_bytes": files[1], "records": files[2], "delete_files": deletes[0], "delete_entries": deletes[1]}
+
+
+def scan(spark, catalog, rounds, tables):
+    answer = {}
+    for t in tables:
+        name = f"{catalog}.{t}"
+        spark.table(name).write.format("noop").mode("overwrite").save()  # warm-up
+        answer[t] = {"seconds": [], "rows": spark.table(name).count(), **table_layout(spark, name)}
+    for _ in range(rounds):
+        for t in tables:
+            started = time.monotonic()
+            spark.table(f"{catalog}.{t}").write.format("noop").mode("overwrite").save()
+            answer[t]["seconds"].append(time.monotonic() - started)
+    for t in tables:
+        s = sorted(answer[t]["seconds"])
+        answer[t]["median_seconds"] = s[len(s) // 2]
+    return answer
+
+
+def rewrite(spark, catalog, table):
+    name = f"{catalog}.{table}"
+    before = table_layout(spark, name)
+    started = time.monotonic()
+    data = spark.sql(
+        f"call {catalog}.system.rewrite_data_files(table => '{name}', options => map('rewrite-all', 'true'))"
+    ).collect()[0].asDict()
+    middle = time.monotonic()
+    deletes = spark.sql(
+        f"call {catalog}.system.rewrite_position_delete_files(table => '{name}', options => map('rewrite-all', 'true'))"
+    ).collect()[0].asDict()
+    ended = time.monotonic()
+    return {
+        "seconds": ended - started,
+        "data_seconds": middle - started,
+        "before": before,
+        "after": table_layout(spark, name),
+        "rewrite_data_files": {k: v for k, v in data.items()},
+        "rewrite_position_delete_files": {k: v for k, v in deletes.items()},
+    }
+
+
 def main():
     mode, warehouse, catalog = sys.argv[1], os.path.abspath(sys.argv[2]), sys.argv[3]
     started = time.monotonic()
@@ -151,6 +203,10 @@ def main():
             window = json.load(f)
         compare = len(sys.argv) < 9 or sys.argv[8] != "no-compare"
         answer = merge(spark, catalog, sys.argv[4], sys.argv[5], window, sys.argv[7], started, compare)
+    elif mode == "scan":
+        answer = scan(spark, catalog, int(sys.argv[4]), sys.argv[5:])
+    elif mode == "rewrite":
+        answer = rewrite(spark, catalog, sys.argv[4])
     else:
         sys.exit(f"unknown mode {mode}")
     json.dump(answer, sys.stdout, default=str)

@@ -59,7 +59,7 @@ def spark_main(warehouse, catalog, request_path):
             f"select snapshot_id, data_file.content as content, data_file.equality_ids as equality_ids, "
             f"data_file.partition as partition, data_file.record_count as record_count, "
             f"data_file.file_path as file_path, data_file.file_format as file_format, "
-            f"data_file.referenced_data_file as referenced_data_file "
+            f"data_file.referenced_data_file as referenced_data_file, sequence_number "
             f"from {catalog}.{table}.all_entries where status = 1"
         ).collect()
         answer["files"][table] = [
@@ -72,6 +72,7 @@ def spark_main(warehouse, catalog, request_path):
                 "file_path": r["file_path"],
                 "file_format": r["file_format"],
                 "referenced_data_file": r["referenced_data_file"],
+                "sequence_number": r["sequence_number"],
             }
             for r in files
         ]

@@ -7,6 +7,8 @@
 //!      vector mode:   one Puffin file, a vector per touched data file (its whole deleted set),
 //!                     each retiring that file's previous vector
 //!      both:          delete files that name nothing live any more are retired
+//!      position mode, past `max_delete_files` in the bucket: the epoch's file names every
+//!                     deleted row of the bucket, and the bucket's other ones are retired
 //! ```
 //!
 //! # Invariants
@@ -132,6 +134,7 @@ pub struct BucketWrite {
 pub fn stage_bucket(
     index: &mut BucketIndex,
     mode: DeleteMode,
+    max_delete_files: usize,
     target: &Target,
     partition: &Struct,
     name: &str,
@@ -151,7 +154,18 @@ pub fn stage_bucket(
         None => None,
     };
     let deleted = delta.deleted.values().map(|p| p.len() as u64).sum();
-    let (deletes, mut removes) = plan_deletes(index, mode, target, partition, &delta.deleted, name);
+    // Position mode: past `max_delete_files`, this epoch's file names every deleted row of
+    // the bucket and the others go.
+    let consolidated = match mode {
+        DeleteMode::Position => index.consolidate_deletes(max_delete_files, &delta),
+        _ => None,
+    };
+    let (positions, mut removes) = match consolidated {
+        Some((positions, retired)) => (positions, retired),
+        None => (delta.deleted.clone(), Vec::new()),
+    };
+    let (deletes, replaced) = plan_deletes(index, mode, target, partition, &positions, name);
+    removes.extend(replaced);
     removes.extend(index.take_dangling(mode));
     Ok(BucketWrite { data, deletes, removes, counts: (delta.rows.len() as u64, deleted) })
 }

@@ -127,9 +127,9 @@ impl BaseStage {
         let version = t.versions.at(base_epoch.map_or(0, |e| e + 1));
         let Some(target) = t.base_at(&version)? else { return Ok(()) };
         let index = self.index(table, bucket)?;
-        let Some(rewrite_plan) = index.plan_rewrite(&t.maintenance, t.deletes) else { return Ok(()) };
+        let Some(rewrite_plan) = index.plan_rewrite(&t.maintenance) else { return Ok(()) };
         index.begin_rewrite(&rewrite_plan);
-        tracing::debug!(table = %target.name, bucket, inputs = rewrite_plan.inputs.len(), consolidate = rewrite_plan.consolidate, "bucket rewrite started");
+        tracing::debug!(table = %target.name, bucket, inputs = rewrite_plan.inputs.len(), "bucket rewrite started");
         let started = Started { table, bucket, plan: rewrite_plan, base_epoch, version: version.number };
         let file_io = plan.catalog.file_io().clone();
         let size = t.maintenance.target_file_size;
@@ -328,7 +328,8 @@ impl BaseStage {
         let partition = bucket_partition(bucket);
         let name = format!("e{epoch}-w{}-b{bucket}-{}", self.worker, short_id());
         let mode = table_plan.deletes;
-        let write = stage_bucket(self.index(table, bucket)?, mode, &target, &partition, &name, changes)?;
+        let max_deletes = table_plan.maintenance.max_delete_files;
+        let write = stage_bucket(self.index(table, bucket)?, mode, max_deletes, &target, &partition, &name, changes)?;
         if let Some((id, path, _)) = &write.data {
             self.writing.insert(path.clone(), ((table, bucket), *id));
         }

@@ -78,28 +78,28 @@ async fn run_table(
     let retry = RetryPolicy::default();
     let mut this_epoch: Option<i64> = None;
     let mut out = Vec::with_capacity(table.steps.len());
-    for step in table.steps {
-        match step {
-            Step::Epoch(request) => {
-                let retired = request.removed.len() as u64;
-                let outcome = commit(catalog, &request, retry).await?;
-                this_epoch = outcome.snapshot().map(|(_, seq)| seq);
-                out.push((StepKind::Epoch { retired }, outcome));
-            }
-            Step::Rewrite { mut request, base, bytes_read } => {
-                let seq = match base {
-                    RewriteBase::Sequence(seq) => seq,
-                    RewriteBase::Epoch(Some(e)) if e == epoch => this_epoch.unwrap_or(table.known.as_of(Some(e))),
-                    RewriteBase::Epoch(e) => table.known.as_of(e),
-                };
-                let retired = request.removed.len() as u64;
-                if let Some(r) = request.rewrite.as_mut() {
-                    r.data_sequence_number = seq;
+    for Step { mut request, bases, bytes_read } in table.steps {
+        request.data_sequence_numbers = bases
+            .into_iter()
+            .map(|base| match base {
+                None => None,
+                Some(RewriteBase::Sequence(seq)) => Some(seq),
+                Some(RewriteBase::Epoch(Some(e))) if e == epoch && request.rewrite.is_some() => {
+                    Some(this_epoch.unwrap_or(table.known.as_of(Some(e))))
                 }
-                let outcome = commit(catalog, &request, retry).await?;
-                out.push((StepKind::Rewrite { bytes_read, retired }, outcome));
-            }
+                Some(RewriteBase::Epoch(e)) => Some(table.known.as_of(e)),
+            })
+            .collect();
+        let retired = request.removed.len() as u64;
+        let outcome = commit(catalog, &request, retry).await?;
+        let kind = match &request.rewrite {
+            None => StepKind::Epoch { retired, rewrite_bytes: bytes_read },
+            Some(_) => StepKind::Rewrite { bytes_read, retired },
+        };
+        if request.rewrite.is_none() {
+            this_epoch = outcome.snapshot().map(|(_, seq)| seq);
         }
+        out.push((kind, outcome));
     }
     Ok((table.dest, out))
 }
@@ -110,8 +110,12 @@ fn record_metrics(plan: &PipelinePlan, sizes: &BTreeMap<Dest, Written1>, outcome
         let w = sizes.get(dest).copied().unwrap_or_default();
         for (kind, outcome) in steps {
             plan.metrics.table(&target.name.to_string(), |s| match (kind, outcome) {
-                (StepKind::Epoch { retired }, CommitOutcome::Committed { .. }) => {
+                (StepKind::Epoch { retired, rewrite_bytes }, CommitOutcome::Committed { .. }) => {
                     s.commits += 1;
+                    if *rewrite_bytes > 0 {
+                        s.rewrites += 1;
+                        s.rewrite_bytes += rewrite_bytes;
+                    }
                     s.data_files += w.data_files;
                     s.delete_files += w.delete_files;
                     s.bytes += w.bytes;

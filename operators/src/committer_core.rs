@@ -27,6 +27,7 @@ use std::sync::Arc;
 use floe_engine::commit::{CommitOutcome, CommitRequest, RewriteCommit, SchemaCommit};
 use floe_engine::epoch::Epoch;
 use floe_engine::error::{Error, ErrorKind, Result};
+use floe_engine::manifests::FileRef;
 use floe_engine::offsets::SourceOffsets;
 use floe_engine::schema_audit::{AuditEntry, PendingChange};
 use iceberg::TableIdent;
@@ -65,20 +66,16 @@ pub fn target(plan: &PipelinePlan, dest: Dest) -> Option<&Target> {
     }
 }
 
-/// One commit of a table within a job.
+/// One commit of a table within a job: an epoch's snapshot (carrying the rewrites that
+/// finished before it, if any), or a `replace` snapshot of rewrites alone.
 #[derive(Debug)]
-pub enum Step {
-    /// An epoch's snapshot.
-    Epoch(CommitRequest),
-    /// A rewrite; its data sequence number is resolved when it runs, from `base`.
-    Rewrite {
-        /// The request (its `rewrite.data_sequence_number` is filled in then).
-        request: CommitRequest,
-        /// The state it read.
-        base: RewriteBase,
-        /// Bytes it read (metrics).
-        bytes_read: u64,
-    },
+pub struct Step {
+    /// The request; its data files' sequence numbers are resolved when it runs.
+    pub request: CommitRequest,
+    /// Per data file: `None` (new rows), or the state a rewrite read its rows at.
+    pub bases: Vec<Option<RewriteBase>>,
+    /// Bytes the rewrites in it read (metrics).
+    pub bytes_read: u64,
 }
 
 /// The steps of one table, in order.
@@ -224,8 +221,10 @@ struct Maintenance {
 pub enum StepKind {
     /// An epoch's snapshot, and the entries it retired.
     Epoch {
-        /// Entries retired (replaced deletion vectors, dangling deletes).
+        /// Entries retired (replaced deletion vectors, dangling deletes, rewrite inputs).
         retired: u64,
+        /// Bytes read by rewrites that ride in the snapshot (0: none).
+        rewrite_bytes: u64,
     },
     /// A rewrite.
     Rewrite {
@@ -380,17 +379,17 @@ impl CommitterCore {
         }
         if !self.maintenance.ready.is_empty() {
             let ready = std::mem::take(&mut self.maintenance.ready);
-            let mut by_dest: BTreeMap<Dest, Vec<Step>> = BTreeMap::new();
+            let mut by_dest: BTreeMap<Dest, Vec<RewriteBundle>> = BTreeMap::new();
             for bundle in ready {
-                let Some(target) = target(&self.plan, bundle.dest) else { continue };
-                let epoch = bundle.epoch;
-                let dest = bundle.dest;
-                by_dest.entry(dest).or_default().push(self.rewrite_step(dest, target, epoch, bundle)?);
+                by_dest.entry(bundle.dest).or_default().push(bundle);
             }
-            let steps = by_dest
-                .into_iter()
-                .map(|(dest, steps)| TableSteps { dest, steps, known: self.log(dest).clone() })
-                .collect();
+            let mut steps = Vec::new();
+            for (dest, bundles) in by_dest {
+                let Some(target) = target(&self.plan, dest) else { continue };
+                let epoch = bundles.iter().map(|b| b.epoch).max().unwrap_or_default();
+                let step = self.rewrite_step(dest, target, epoch, bundles)?;
+                steps.push(TableSteps { dest, steps: vec![step], known: self.log(dest).clone() });
+            }
             self.rewrites_inflight = true;
             return Ok(Some(Job::Rewrites(steps)));
         }
@@ -530,15 +529,23 @@ impl CommitterCore {
                 .unwrap_or_default()
                 .into_iter()
                 .partition(|r| r.after_epoch.is_none_or(|a| a < epoch));
-            for r in before {
-                steps.push(self.rewrite_step(dest, target, epoch, r)?);
-            }
             let epoch_files = files.remove(&dest).unwrap_or_default();
-            if !epoch_files.is_empty() {
-                steps.push(Step::Epoch(self.epoch_request(dest, target, epoch, &epoch_files)?));
+            // Rewrites finished before the epoch's changes ride in the epoch's snapshot;
+            // alone (no changes), or after them, they get a `replace` snapshot.
+            match (epoch_files.is_empty(), before.is_empty()) {
+                (true, false) => steps.push(self.rewrite_step(dest, target, epoch, before)?),
+                (true, true) => {}
+                (false, _) => {
+                    let mut step = self.epoch_step(dest, target, epoch, &epoch_files)?;
+                    if !before.is_empty() {
+                        let rewrite = self.rewrite_step(dest, target, epoch, before)?;
+                        merge_into(&mut step, rewrite);
+                    }
+                    steps.push(step);
+                }
             }
-            for r in after {
-                steps.push(self.rewrite_step(dest, target, epoch, r)?);
+            if !after.is_empty() {
+                steps.push(self.rewrite_step(dest, target, epoch, after)?);
             }
             let known = self.log(dest).clone();
             let table = TableSteps { dest, steps, known };
@@ -550,7 +557,7 @@ impl CommitterCore {
         Ok(commits)
     }
 
-    fn epoch_request(&self, dest: Dest, target: &Target, epoch: Epoch, files: &[WrittenFile]) -> Result<CommitRequest> {
+    fn epoch_step(&self, dest: Dest, target: &Target, epoch: Epoch, files: &[WrittenFile]) -> Result<Step> {
         let mut offsets = target.committed.clone();
         offsets.merge(&self.run_progress.restrict(self.topics(dest)));
         let mut request = CommitRequest::epoch(target.ident.clone(), &self.plan.pipeline_id, epoch, offsets);
@@ -558,16 +565,31 @@ impl CommitterCore {
             request.schema_change = schema_commit(&self.plan.tables[t as usize], dest, epoch)?;
         }
         self.decode_into(dest, target, files, &mut request)?;
-        Ok(request)
+        let bases = vec![None; request.data_files.len()];
+        Ok(Step { request, bases, bytes_read: 0 })
     }
 
-    fn rewrite_step(&self, dest: Dest, target: &Target, epoch: Epoch, bundle: RewriteBundle) -> Result<Step> {
+    /// One `replace` snapshot for rewrites of one table (of several buckets, say).
+    fn rewrite_step(&self, dest: Dest, target: &Target, epoch: Epoch, bundles: Vec<RewriteBundle>) -> Result<Step> {
         let mut request =
             CommitRequest::epoch(target.ident.clone(), &self.plan.pipeline_id, epoch, SourceOffsets::default());
-        request.rewrite = Some(RewriteCommit { id: bundle.id.clone(), data_sequence_number: 0, strict: bundle.strict });
-        request.removed = bundle.removed;
-        self.decode_into(dest, target, &bundle.added, &mut request)?;
-        Ok(Step::Rewrite { request, base: bundle.base, bytes_read: bundle.bytes_read })
+        let id = match bundles.as_slice() {
+            [one] => one.id.clone(),
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        let strict = bundles.iter().any(|b| b.strict);
+        request.rewrite = Some(RewriteCommit { id, strict });
+        let mut bases = Vec::new();
+        let mut bytes_read = 0;
+        for bundle in bundles {
+            bases.extend(bundle.added.iter().filter(|f| !f.deletes).map(|_| Some(bundle.base)));
+            request.removed.extend(bundle.removed);
+            bytes_read += bundle.bytes_read;
+            self.decode_into(dest, target, &bundle.added, &mut request)?;
+        }
+        let mut step = Step { request, bases, bytes_read };
+        net_out(&mut step);
+        Ok(step)
     }
 
     /// Decodes files (each with the schema it was written under) into a request.
@@ -645,6 +667,37 @@ impl CommitterCore {
     }
 }
 
+/// Folds a rewrite step into an epoch's step: one snapshot with both.
+fn merge_into(step: &mut Step, rewrite: Step) {
+    let r = rewrite.request;
+    step.request.data_files.extend(r.data_files);
+    step.request.delete_files.extend(r.delete_files);
+    step.request.removed.extend(r.removed);
+    step.bases.extend(rewrite.bases);
+    step.bytes_read += rewrite.bytes_read;
+    net_out(step);
+}
+
+/// Files a step both adds and retires (a bucket compacted twice before the committer got
+/// to it; a rewrite's carried deletes consolidated by the epoch it rides with) were never
+/// live: they leave both lists.
+fn net_out(step: &mut Step) {
+    let request = &mut step.request;
+    let added: BTreeSet<FileRef> = request.data_files.iter().chain(&request.delete_files).map(FileRef::of).collect();
+    let transient: BTreeSet<FileRef> = request.removed.iter().filter(|r| added.contains(*r)).cloned().collect();
+    if transient.is_empty() {
+        return;
+    }
+    request.removed.retain(|r| !transient.contains(r));
+    let data = std::mem::take(&mut request.data_files);
+    let bases = std::mem::take(&mut step.bases);
+    let (data, bases): (Vec<_>, Vec<_>) =
+        data.into_iter().zip(bases).filter(|(f, _)| !transient.contains(&FileRef::of(f))).unzip();
+    request.data_files = data;
+    step.bases = bases;
+    request.delete_files.retain(|f| !transient.contains(&FileRef::of(f)));
+}
+
 /// The schema a table's snapshot of `epoch` must carry: the epoch's version, once the run
 /// evolved the table, with the audit entries of every version up to it.
 fn schema_commit(table: &TablePlan, dest: Dest, epoch: Epoch) -> Result<Option<SchemaCommit>> {
@@ -670,4 +723,239 @@ fn schema_commit_of(table: &TablePlan, dest: Dest, latest: &Version) -> Result<O
         .map(|(changes, first)| AuditEntry::new(changes.clone(), first, approval.clone()))
         .collect();
     Ok(Some(SchemaCommit { schema, retired: latest.retired.clone(), audit }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use floe_engine::catalog::{SqlTableCatalog, TableCatalog};
+    use floe_engine::config::CatalogConfig;
+    use floe_engine::schema::{Column, ColumnType, TableSchema};
+    use iceberg::spec::{DataContentType, DataFileBuilder, DataFileFormat, Struct};
+
+    use super::*;
+    use crate::plan::{PipelinePlan, TablePlan, test_target};
+    use crate::schema_versions::SchemaVersions;
+
+    fn plan(dir: &std::path::Path) -> PlanRef {
+        let runtime = floe_engine::runtime::IoRuntime::new(1).expect("runtime");
+        let config = CatalogConfig {
+            name: "floe".into(),
+            uri: format!("sqlite://{}/catalog.db", dir.display()),
+            warehouse: dir.join("warehouse").display().to_string(),
+        };
+        let catalog: Arc<dyn TableCatalog> =
+            Arc::new(runtime.block_on(SqlTableCatalog::open(&config)).expect("catalog"));
+        let schema = Arc::new(
+            TableSchema::new(
+                vec![
+                    Column { name: "id".into(), ty: ColumnType::Long, nullable: false },
+                    Column { name: "v".into(), ty: ColumnType::Long, nullable: true },
+                ],
+                &["id".into()],
+            )
+            .expect("schema"),
+        );
+        let mut committed = SourceOffsets::default();
+        committed.advance("t", 0, 0);
+        let base = Target { committed, sequence_number: 7, ..test_target(dir) };
+        let table = TablePlan {
+            index: 0,
+            topic: "t".into(),
+            schema: Arc::clone(&schema),
+            declared: None,
+            bucket_column: 0,
+            buckets: 1,
+            upsert: true,
+            base: Some(base),
+            cdc: None,
+            dead_letters: 0,
+            equality_ids: vec![1],
+            cdc_positions: Vec::new(),
+            transform: None,
+            row_type: None,
+            versions: SchemaVersions::new(schema, Default::default()),
+            schema_policy: Default::default(),
+            deletes: Default::default(),
+            maintenance: Default::default(),
+        };
+        Arc::new(PipelinePlan {
+            pipeline_id: "p".into(),
+            epochs: floe_engine::epoch::EpochPolicy::every(10),
+            max_inflight_epochs: 4,
+            tables: vec![table],
+            dead_letters: Vec::new(),
+            catalog,
+            runtime,
+            metrics: floe_engine::metrics::Metrics::new(),
+            failure: Default::default(),
+            committer_wake: Default::default(),
+            indexes: Default::default(),
+            maintain_at_end: false,
+        })
+    }
+
+    fn file(plan: &PlanRef, epoch: Epoch, name: &str, deletes: bool) -> WrittenFile {
+        let content = if deletes { DataContentType::PositionDeletes } else { DataContentType::Data };
+        let data = DataFileBuilder::default()
+            .content(content)
+            .file_path(format!("/x/{name}.parquet"))
+            .file_format(DataFileFormat::Parquet)
+            .partition(Struct::empty())
+            .record_count(1)
+            .file_size_in_bytes(10)
+            .build()
+            .expect("file");
+        let target = plan.tables[0].base.as_ref().expect("base");
+        WrittenFile::new(Dest::Base(0), epoch, target, data, None).expect("written")
+    }
+
+    fn progress(core: &mut CommitterCore, epoch: Epoch, next: i64) {
+        core.add_progress(epoch, SourceProgress { table: 0, partition: 0, next_offset: next });
+    }
+
+    fn epoch_job(job: Option<Job>) -> (Epoch, EpochCommits) {
+        match job {
+            Some(Job::Epoch(e, commits, _)) => (e, commits),
+            other => panic!("expected an epoch job, got {other:?}"),
+        }
+    }
+
+    fn ok(epoch: Epoch, seq: i64) -> Done {
+        let outcome = CommitOutcome::Committed { snapshot_id: seq, sequence_number: seq, attempts: 1 };
+        Done::Epoch(epoch, Ok(vec![(Dest::Base(0), vec![(StepKind::Epoch { retired: 0, rewrite_bytes: 0 }, outcome)])]))
+    }
+
+    fn bundle(
+        epoch: Epoch,
+        after: Option<Epoch>,
+        base: Option<Epoch>,
+        added: Vec<WrittenFile>,
+        removed: &[&str],
+    ) -> RewriteBundle {
+        RewriteBundle {
+            dest: Dest::Base(0),
+            epoch,
+            id: format!("rw-{epoch}"),
+            after_epoch: after,
+            base: RewriteBase::Epoch(base),
+            strict: true,
+            added,
+            removed: removed.iter().map(|r| FileRef::path(format!("/x/{r}.parquet"))).collect(),
+            bytes_read: 100,
+        }
+    }
+
+    #[test]
+    fn epochs_commit_in_order_one_at_a_time_and_learn_their_sequence_numbers() {
+        let dir = tempfile::tempdir().expect("dir");
+        let plan = plan(dir.path());
+        let mut core = CommitterCore::new(Arc::clone(&plan));
+        for e in 0..3 {
+            core.add(file(&plan, e, &format!("e{e}"), false).into());
+            progress(&mut core, e, 10 * (e as i64 + 1));
+        }
+        // Only epochs both inputs passed start.
+        assert!(core.next(true, |_| false).expect("next").is_none());
+        let (e, commits) = epoch_job(core.next(true, |_| true).expect("next"));
+        assert_eq!(e, 0);
+        assert_eq!(commits.then.len(), 1);
+        let step = &commits.then[0].steps[0];
+        assert_eq!(step.request.offsets.get("t", 0), Some(10), "offsets are cumulative");
+        assert!(core.next(true, |_| true).expect("next").is_none(), "one job at a time");
+        assert_eq!(core.holds_from(), Some(0), "the epoch in flight keeps its capability");
+        let (report, _, _) = core.done(ok(0, 8)).expect("done").expect("report");
+        assert_eq!(report.epoch, 0);
+        let (e, _) = epoch_job(core.next(true, |_| true).expect("next"));
+        assert_eq!(e, 1);
+        core.done(ok(1, 9)).expect("done");
+        assert_eq!(core.log(Dest::Base(0)).as_of(Some(1)), 9);
+        assert_eq!(core.log(Dest::Base(0)).as_of(Some(0)), 8);
+        assert_eq!(core.log(Dest::Base(0)).as_of(None), 7, "as the run found the table");
+    }
+
+    #[test]
+    fn a_rewrite_rides_in_the_next_epoch_or_follows_the_epoch_it_finished_after() {
+        let dir = tempfile::tempdir().expect("dir");
+        let plan = plan(dir.path());
+        let mut core = CommitterCore::new(Arc::clone(&plan));
+        core.add(file(&plan, 0, "e0", false).into());
+        progress(&mut core, 0, 10);
+        let (_, _) = epoch_job(core.next(true, |_| true).expect("next"));
+        core.done(ok(0, 8)).expect("done");
+        // Finished after epoch 0's changes, sent at epoch 1: it rides in epoch 1's snapshot.
+        core.add(file(&plan, 1, "e1", false).into());
+        core.add(Written::Rewrite(bundle(1, Some(0), Some(0), vec![file(&plan, 1, "merged", false)], &["e0"])));
+        progress(&mut core, 1, 20);
+        let (_, commits) = epoch_job(core.next(true, |_| true).expect("next"));
+        let steps = &commits.then[0].steps;
+        assert_eq!(steps.len(), 1, "one snapshot for the epoch and the rewrite");
+        assert_eq!(steps[0].bases, vec![None, Some(RewriteBase::Epoch(Some(0)))]);
+        assert!(steps[0].request.rewrite.is_none(), "idempotent by the epoch's offsets");
+        assert_eq!(steps[0].request.removed, vec![FileRef::path("/x/e0.parquet")]);
+        core.done(ok(1, 9)).expect("done");
+        // Finished after epoch 2's changes, sent at epoch 2 (the input had ended): its own
+        // `replace` snapshot, after the epoch's.
+        core.add(file(&plan, 2, "e2", false).into());
+        core.add(Written::Rewrite(bundle(2, Some(2), Some(2), vec![file(&plan, 2, "m2", false)], &["e2"])));
+        progress(&mut core, 2, 30);
+        let (_, commits) = epoch_job(core.next(true, |_| true).expect("next"));
+        let steps = &commits.then[0].steps;
+        assert_eq!(steps.len(), 2);
+        assert!(steps[0].request.rewrite.is_none() && steps[1].request.rewrite.is_some(), "epoch first");
+    }
+
+    #[test]
+    fn files_a_snapshot_both_adds_and_retires_were_never_live() {
+        let dir = tempfile::tempdir().expect("dir");
+        let plan = plan(dir.path());
+        let mut core = CommitterCore::new(Arc::clone(&plan));
+        // Two rewrites of one bucket before the committer got to them: the second retires
+        // the first's output.
+        let first = bundle(0, None, None, vec![file(&plan, 0, "a", false)], &["old1", "old2"]);
+        let second = bundle(0, None, None, vec![file(&plan, 0, "b", false)], &["a", "old3"]);
+        core.add(Written::Rewrite(first));
+        core.add(Written::Rewrite(second));
+        let (_, commits) = epoch_job(core.next(true, |_| true).expect("next"));
+        let step = &commits.then[0].steps[0];
+        let added: Vec<&str> = step.request.data_files.iter().map(|f| f.file_path()).collect();
+        assert_eq!(added, vec!["/x/b.parquet"]);
+        let removed: Vec<&str> = step.request.removed.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(removed, vec!["/x/old1.parquet", "/x/old2.parquet", "/x/old3.parquet"]);
+        assert_eq!(step.bases.len(), 1);
+    }
+
+    #[test]
+    fn a_failed_job_stops_the_committer() {
+        let dir = tempfile::tempdir().expect("dir");
+        let plan = plan(dir.path());
+        let mut core = CommitterCore::new(Arc::clone(&plan));
+        for e in 0..2 {
+            core.add(file(&plan, e, &format!("e{e}"), false).into());
+        }
+        epoch_job(core.next(true, |_| true).expect("next"));
+        let failed = Done::Epoch(0, Err(floe_engine::Error::new(floe_engine::ErrorKind::Catalog, "down")));
+        assert!(core.done(failed).is_err());
+        assert!(core.failed());
+        assert!(core.next(true, |_| true).expect("next").is_none(), "nothing after a failure");
+    }
+
+    #[test]
+    fn the_sequence_log_keeps_a_bounded_horizon_and_stays_safe_beyond_it() {
+        let mut log = SequenceLog::new(3);
+        assert_eq!(log.as_of(Some(5)), 3);
+        for e in 0..(SequenceLog::KEEP as u64 + 10) {
+            log.record(e, 100 + e as i64);
+        }
+        assert_eq!(log.as_of(Some(SequenceLog::KEEP as u64 + 5)), 100 + SequenceLog::KEEP as i64 + 5);
+        // Beyond the horizon: the oldest kept, later than the truth, never earlier.
+        assert_eq!(log.as_of(Some(2)), 110);
+        log.record(3, 1);
+        assert_eq!(
+            log.as_of(Some(SequenceLog::KEEP as u64 + 9)),
+            100 + SequenceLog::KEEP as i64 + 9,
+            "out of order ignored"
+        );
+    }
 }

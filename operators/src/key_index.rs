@@ -236,10 +236,8 @@ pub struct RewriteInput {
 /// A planned rewrite of one bucket.
 #[derive(Clone, Debug)]
 pub struct RewritePlan {
-    /// Data files to rewrite (may be empty: deletes are consolidated only).
+    /// Data files to rewrite.
     pub inputs: Vec<RewriteInput>,
-    /// Replace every position-delete file of the bucket by one (position mode).
-    pub consolidate: bool,
     /// Bytes the inputs hold (for sizing outputs).
     pub input_bytes: u64,
     /// Every data file older than the bucket's equality deletes is an input, so those
@@ -471,11 +469,11 @@ impl BucketIndex {
         }
     }
 
-    /// Whether the bucket passes a threshold, and what to rewrite: small files when there
-    /// are too many data files, files with too many deleted rows, every file while
-    /// equality deletes remain; and (position mode) one delete file for all when there are
-    /// too many. `None` if nothing is due, or a rewrite is running.
-    pub fn plan_rewrite(&self, settings: &MaintenanceSettings, mode: DeleteMode) -> Option<RewritePlan> {
+    /// Whether the bucket passes a threshold, and what to rewrite: small files
+    /// (size-tiered) when there are too many data files, files with too many deleted rows,
+    /// every file while equality deletes remain. `None` if nothing is due, or a rewrite is
+    /// running.
+    pub fn plan_rewrite(&self, settings: &MaintenanceSettings) -> Option<RewritePlan> {
         if self.files.values().any(|f| f.rewriting) {
             return None;
         }
@@ -483,45 +481,82 @@ impl BucketIndex {
         // Equality deletes (from a time the table was in equality mode) go only with a
         // rewrite of every file they may apply to.
         let legacy = self.deletes.iter().any(|d| d.equality);
-        let too_many_files = self.files.len() > settings.max_data_files;
-        let small = settings.small_file_size();
-        let mut inputs: Vec<(&FileId, &FileSlot)> = written
-            .iter()
-            .copied()
-            .filter(|(_, f)| {
-                legacy
-                    || f.deleted.len() as u32 == f.rows
-                    || f.deleted_ratio() >= settings.max_delete_ratio
-                    || (too_many_files && f.bytes < small)
-            })
-            .collect();
-        let delete_files = match mode {
-            DeleteMode::Position => self.deletes.len(),
-            _ => 0,
-        };
-        let consolidate = mode == DeleteMode::Position && delete_files > settings.max_delete_files;
+        let mut inputs: BTreeMap<FileId, &FileSlot> = BTreeMap::new();
+        if legacy {
+            inputs.extend(written.iter().map(|(id, f)| (**id, *f)));
+        }
+        // Files that lost too many rows.
+        for (id, f) in &written {
+            if f.deleted.len() as u32 == f.rows || f.deleted_ratio() >= settings.max_delete_ratio {
+                inputs.insert(**id, f);
+            }
+        }
+        // Too many files: merge the small ones, size-tiered. A file four times the size of
+        // all smaller candidates together stays, so rows are rewritten a logarithmic
+        // number of times, not once per merge.
+        if self.files.len() > settings.max_data_files {
+            let small = settings.small_file_size();
+            let mut candidates: Vec<(&FileId, &FileSlot)> =
+                written.iter().copied().filter(|(_, f)| f.bytes < small).collect();
+            candidates.sort_by_key(|(id, f)| (std::cmp::Reverse(f.bytes), **id));
+            while candidates.len() >= 2 {
+                let rest: u64 = candidates[1..].iter().map(|(_, f)| f.bytes).sum();
+                if candidates[0].1.bytes < 4 * rest {
+                    break;
+                }
+                candidates.remove(0);
+            }
+            if candidates.len() >= 2 {
+                inputs.extend(candidates.into_iter().map(|(id, f)| (*id, f)));
+            }
+        }
         // One clean file alone is not worth rewriting.
-        if inputs.len() == 1 && inputs[0].1.deleted.is_empty() && !legacy {
+        if inputs.len() == 1 && inputs.values().all(|f| f.deleted.is_empty()) && !legacy {
             inputs.clear();
         }
-        if inputs.is_empty() && !consolidate {
+        if inputs.is_empty() {
             return None;
         }
-        let input_bytes = inputs.iter().map(|(_, f)| f.bytes).sum();
+        let input_bytes = inputs.values().map(|f| f.bytes).sum();
         Some(RewritePlan {
             inputs: inputs
                 .into_iter()
                 .map(|(id, f)| RewriteInput {
-                    file: *id,
+                    file: id,
                     path: Arc::clone(&f.path),
                     rows: f.rows,
                     deleted: f.deleted.clone(),
                 })
                 .collect(),
-            consolidate,
             input_bytes,
             retire_equality: legacy,
         })
+    }
+
+    /// Position mode: when the bucket holds more than `max` position-delete files, the
+    /// epoch's delete file names every deleted row of the bucket instead, and the others
+    /// are retired in the same commit (they were all committed before it). Returns the
+    /// positions to write, per data file, and the files to retire.
+    pub fn consolidate_deletes(
+        &mut self,
+        max: usize,
+        epoch: &EpochDelta,
+    ) -> Option<(BTreeMap<FileId, Vec<u32>>, Vec<FileRef>)> {
+        let positional = self.deletes.iter().filter(|d| !d.equality).count();
+        let adding = usize::from(!epoch.deleted.is_empty());
+        if positional + adding <= max || positional == 0 {
+            return None;
+        }
+        let positions: BTreeMap<FileId, Vec<u32>> = self
+            .files
+            .iter()
+            .filter(|(_, f)| !f.deleted.is_empty())
+            .map(|(id, f)| (*id, f.deleted.iter().collect()))
+            .collect();
+        let (gone, kept): (Vec<DeleteSlot>, Vec<DeleteSlot>) =
+            std::mem::take(&mut self.deletes).into_iter().partition(|d| !d.equality);
+        self.deletes = kept;
+        Some((positions, gone.into_iter().map(|d| d.file).collect()))
     }
 
     /// Marks a plan's inputs as being rewritten.
@@ -616,19 +651,10 @@ impl BucketIndex {
             d.refs.retain(|r| !gone.contains(r));
         }
         // Delete files: equality ones go once every older data file is rewritten; position
-        // ones once they name nothing live, or all of them when consolidating (the new file
-        // names every deleted row of the bucket's other files).
-        let consolidate = plan.consolidate && mode == DeleteMode::Position;
-        if consolidate {
-            for (id, f) in &self.files {
-                if !applied.new_files.contains(id) && !f.deleted.is_empty() {
-                    applied.deletes.entry(*id).or_default().extend(f.deleted.iter());
-                }
-            }
-        }
+        // ones once they name nothing live.
         let (gone_deletes, kept): (Vec<DeleteSlot>, Vec<DeleteSlot>) = std::mem::take(&mut self.deletes)
             .into_iter()
-            .partition(|d| if d.equality { plan.retire_equality } else { consolidate || d.refs.is_empty() });
+            .partition(|d| if d.equality { plan.retire_equality } else { d.refs.is_empty() });
         self.deletes = kept;
         applied.removed.extend(gone_deletes.into_iter().map(|d| d.file));
         for positions in applied.deletes.values_mut() {
@@ -780,6 +806,7 @@ mod tests {
             let mut t = Table::new();
             let mut model: BTreeMap<i64, i64> = BTreeMap::new();
             let settings = MaintenanceSettings { max_data_files: 3, max_delete_files: 2, ..Default::default() };
+            let _ = &settings;
             let mode = if seed % 2 == 0 { DeleteMode::Position } else { DeleteMode::Vector };
             let mut running: Option<(RewritePlan, usize)> = None;
             for step in 0..60 {
@@ -824,7 +851,7 @@ mod tests {
                     }
                     Some((plan, n)) => running = Some((plan, n - 1)),
                     None => {
-                        if let Some(plan) = t.index.plan_rewrite(&settings, mode) {
+                        if let Some(plan) = t.index.plan_rewrite(&settings) {
                             t.index.begin_rewrite(&plan);
                             running = Some((plan, rng.random_range(0..3)));
                         }
@@ -841,17 +868,34 @@ mod tests {
     fn consolidation_names_every_deleted_row_and_retires_every_position_delete_file() {
         let mut t = Table::new();
         t.epoch((0..100).map(|k| (k, Some(k))).collect());
-        for e in 0..5 {
+        for e in 0..4 {
             let d = t.epoch(vec![(e, None)]);
+            assert!(t.index.consolidate_deletes(4, &d).is_none(), "four files are within the limit");
             t.index.add_position_deletes(FileRef::path(format!("d{e}")), d.deleted.keys().copied().collect());
         }
-        let settings = MaintenanceSettings { max_delete_files: 4, ..Default::default() };
-        let plan = t.index.plan_rewrite(&settings, DeleteMode::Position).expect("too many delete files");
-        assert!(plan.consolidate && plan.inputs.is_empty(), "one big file with few deletes is kept: {plan:?}");
-        let applied = t.finish(&plan, Vec::new(), DeleteMode::Position);
-        assert_eq!(applied.removed.len(), 5);
-        assert_eq!(applied.deletes, BTreeMap::from([(0, vec![0, 1, 2, 3, 4])]));
+        let d = t.epoch(vec![(4, None)]);
+        let (positions, retired) = t.index.consolidate_deletes(4, &d).expect("a fifth file is one too many");
+        assert_eq!(retired.len(), 4);
+        assert_eq!(positions, BTreeMap::from([(0, vec![0, 1, 2, 3, 4])]), "every deleted row of the bucket");
         assert_eq!(t.live().len(), 95);
+        assert!(
+            t.index.plan_rewrite(&MaintenanceSettings::default()).is_none(),
+            "one big file with few deletes is kept"
+        );
+    }
+
+    #[test]
+    fn small_files_merge_size_tiered_and_a_big_file_stays() {
+        let mut t = Table::new();
+        t.epoch((0..1000).map(|k| (k, Some(k))).collect());
+        for e in 0..9 {
+            t.epoch(vec![(2000 + e, Some(e))]);
+        }
+        let settings = MaintenanceSettings { max_data_files: 8, ..Default::default() };
+        let plan = t.index.plan_rewrite(&settings).expect("ten files");
+        let merged: Vec<FileId> = plan.inputs.iter().map(|i| i.file).collect();
+        assert_eq!(merged.len(), 9, "the nine small files merge: {merged:?}");
+        assert!(!merged.contains(&0), "the big file is left alone");
     }
 
     #[test]
@@ -861,7 +905,7 @@ mod tests {
         let d = t.epoch(vec![(1, None)]);
         t.index.add_position_deletes(FileRef::path("d1"), d.deleted.keys().copied().collect());
         let settings = MaintenanceSettings { max_delete_ratio: 0.5, ..Default::default() };
-        let plan = t.index.plan_rewrite(&settings, DeleteMode::Position).expect("half deleted");
+        let plan = t.index.plan_rewrite(&settings).expect("half deleted");
         let outputs = t.rewrite_outputs(&plan, 10);
         let applied = t.finish(&plan, outputs, DeleteMode::Position);
         assert!(applied.removed.contains(&FileRef::path("d1")), "{applied:?}");

@@ -55,6 +55,41 @@ pub struct SparkBenchOptions {
     pub spark_memory: String,
     /// Timed rounds per side (each from the same post-bootstrap state); the median is reported.
     pub repeat: usize,
+    /// floe's delete mode for its base table (`position`, `vector`, `equality`).
+    pub deletes: String,
+    /// Timed full scans of each final table (read cost); 0 skips the read-cost measurement.
+    pub scan_rounds: usize,
+    /// Also compact floe's final table with `floe maintain` and, from the same state, with
+    /// Spark's `rewrite_data_files`, and compare.
+    pub compaction: bool,
+}
+
+/// Spark's answer to `floe_race.py scan`, per table.
+#[derive(Debug, Deserialize)]
+struct Scanned {
+    median_seconds: f64,
+    seconds: Vec<f64>,
+    rows: u64,
+    data_files: u64,
+    data_bytes: u64,
+    delete_files: u64,
+    delete_entries: u64,
+}
+
+/// Spark's answer to `floe_race.py rewrite`.
+#[derive(Debug, Deserialize)]
+struct Rewritten {
+    seconds: f64,
+    data_seconds: f64,
+    before: Layout,
+    after: Layout,
+}
+
+#[derive(Debug, Deserialize)]
+struct Layout {
+    data_files: u64,
+    data_bytes: u64,
+    delete_files: u64,
 }
 
 /// Spark's answer to `floe_race.py merge`.
@@ -129,11 +164,11 @@ fn spark<T: for<'de> Deserialize<'de>>(options: &SparkBenchOptions, args: &[&str
     })
 }
 
-fn pipeline(log: &str, options: &SparkBenchOptions) -> String {
+fn pipeline(log: &str, options: &SparkBenchOptions, commit_every: u64) -> String {
     format!(
         r#"[pipeline]
 id = "race"
-commit_every = {}
+commit_every = {commit_every}
 
 [source]
 kind = "replay"
@@ -144,13 +179,17 @@ topic = "{}"
 base = "floe.accounts"
 cdc = "floe_cdc.accounts"
 buckets = {}
+deletes = "{}"
 {}"#,
-        options.commit_every,
         race_table().topic,
         options.buckets,
+        options.deletes,
         race_columns_toml()
     )
 }
+
+/// The bootstrap is a bulk load (not timed): one epoch per this many records per partition.
+const BOOTSTRAP_COMMIT_EVERY: u64 = 1_000_000;
 
 /// Runs the race and returns the report.
 pub fn bench_spark(options: &SparkBenchOptions) -> Result<String> {
@@ -186,8 +225,14 @@ pub fn bench_spark(options: &SparkBenchOptions) -> Result<String> {
     );
 
     // 1. floe bootstraps R rows (not timed), and Spark copies them into its own table.
-    std::fs::write(dir.join("bootstrap.toml"), pipeline("bootstrap.jsonl", &options))?;
-    std::fs::write(dir.join("changes.toml"), pipeline("changes.jsonl", &options))?;
+    if floe_engine::table_settings::DeleteMode::parse(&options.deletes).is_none() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("--deletes {}: not position, vector or equality", options.deletes),
+        ));
+    }
+    std::fs::write(dir.join("bootstrap.toml"), pipeline("bootstrap.jsonl", &options, BOOTSTRAP_COMMIT_EVERY))?;
+    std::fs::write(dir.join("changes.toml"), pipeline("changes.jsonl", &options, options.commit_every))?;
     let (boot, boot_wall) = run_measured(&dir.join("bootstrap.toml"), &dir.join("bootstrap-stats.json"))?;
     std::fs::remove_file(dir.join("bootstrap.jsonl"))?;
     eprintln!("floe bootstrap: {} rows in {boot_wall:.0}s", human(boot.records));
@@ -260,6 +305,90 @@ pub fn bench_spark(options: &SparkBenchOptions) -> Result<String> {
         let list = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(", ");
         r += &format!("rounds (median shown above): floe {} s; Spark MERGE {} s\n", list(&floe_all), list(&spark_all));
     }
+    if options.scan_rounds > 0 {
+        r += &read_cost(&options, &wh)?;
+    }
+    if options.compaction {
+        r += &compaction(&options, &warehouse, &wh)?;
+    }
+    Ok(r)
+}
+
+/// What each final table costs its readers: Spark's full scan of both, and their layouts.
+fn read_cost(options: &SparkBenchOptions, wh: &str) -> Result<String> {
+    let rounds = options.scan_rounds.to_string();
+    let scans: std::collections::BTreeMap<String, Scanned> =
+        spark(options, &["scan", wh, "floe", &rounds, "floe.accounts", "spark.accounts"])?;
+    let (Some(floe), Some(spark_t)) = (scans.get("floe.accounts"), scans.get("spark.accounts")) else {
+        return Err(Error::new(ErrorKind::Internal, "Spark scanned neither table"));
+    };
+    let mut r = format!(
+        "read cost: Spark full scan (all columns, deletes applied, no-op sink), median of {} after a warm-up\n",
+        options.scan_rounds
+    );
+    r += &format!(
+        "{:<24} {:>9} {:>10} {:>11} {:>12} {:>14} {:>16}\n",
+        "", "scan s", "rows", "data files", "delete files", "delete entries", "entries per row"
+    );
+    for (name, t) in [("floe", floe), ("Spark MERGE INTO", spark_t)] {
+        r += &format!(
+            "{:<24} {:>9.2} {:>10} {:>11} {:>12} {:>14} {:>16.4}\n",
+            name,
+            t.median_seconds,
+            human(t.rows),
+            t.data_files,
+            t.delete_files,
+            human(t.delete_entries),
+            t.delete_entries as f64 / t.rows.max(1) as f64
+        );
+    }
+    let list = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(", ");
+    r += &format!(
+        "floe / Spark scan time: {:.2}x (rounds: floe {} s; Spark {} s; data {} vs {})\n",
+        floe.median_seconds / spark_t.median_seconds.max(1e-9),
+        list(&floe.seconds),
+        list(&spark_t.seconds),
+        human_bytes(floe.data_bytes),
+        human_bytes(spark_t.data_bytes),
+    );
+    Ok(r)
+}
+
+/// `floe maintain` against Spark's `rewrite_data_files`, each from the same table state.
+fn compaction(options: &SparkBenchOptions, warehouse: &Path, wh: &str) -> Result<String> {
+    let saved = save_catalog(warehouse)?;
+    let config = floe_engine::config::PipelineConfig::load(&options.dir.join("changes.toml"))?;
+    let ours = crate::maintain::maintain(&config, Some("floe.accounts"))?;
+    let t = ours.tables.first().cloned().unwrap_or_default();
+    restore_catalog(warehouse, &saved)?;
+    let theirs: Rewritten = spark(options, &["rewrite", wh, "floe", "floe.accounts"])?;
+    restore_catalog(warehouse, &saved)?;
+    let mut r = String::from(
+        "compaction of floe's final table, from the same state (every bucket rewritten, deletes applied):\n",
+    );
+    r += &format!(
+        "  floe maintain:               {:>7.2} s, {} read, {:>6.1} MB/s; data files {} -> {}, delete files {} -> {}\n",
+        t.seconds,
+        human_bytes(t.bytes_read),
+        t.bytes_read as f64 / 1e6 / t.seconds.max(1e-9),
+        t.data_files.0,
+        t.data_files.1,
+        t.delete_files.0,
+        t.delete_files.1,
+    );
+    r += &format!(
+        "  Spark rewrite_data_files:    {:>7.2} s ({:.2} s data, then rewrite_position_delete_files), {} read, {:>6.1} MB/s; data files {} -> {}, delete files {} -> {}\n",
+        theirs.seconds,
+        theirs.data_seconds,
+        human_bytes(theirs.before.data_bytes),
+        theirs.before.data_bytes as f64 / 1e6 / theirs.data_seconds.max(1e-9),
+        theirs.before.data_files,
+        theirs.after.data_files,
+        theirs.before.delete_files,
+        theirs.after.delete_files,
+    );
+    r += "  (Spark in a session already started; floe in-process; both on this machine's cores)\n";
+    let _ = theirs.after.data_bytes;
     Ok(r)
 }
 

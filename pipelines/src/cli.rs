@@ -190,6 +190,15 @@ enum BenchAgainst {
         /// Timed rounds per side, each from the same post-bootstrap state (median reported).
         #[arg(long, default_value_t = 1)]
         repeat: usize,
+        /// floe's delete mode: position, vector or equality.
+        #[arg(long, default_value = "position")]
+        deletes: String,
+        /// Timed Spark full scans of each final table (read cost; 0: skip).
+        #[arg(long, default_value_t = 3)]
+        scan_rounds: usize,
+        /// Also compare `floe maintain` with Spark's rewrite_data_files on floe's final table.
+        #[arg(long)]
+        compaction: bool,
     },
 }
 
@@ -208,11 +217,36 @@ pub fn main() -> ExitCode {
             record(&options, &mut out).map(|n| eprintln!("floe: recorded {n} records")).map_err(anyhow::Error::from)
         }
         Command::Bench {
-            against: Some(BenchAgainst::Spark { rows, changes, seed, dir, commit_every, buckets, spark_memory, repeat }),
+            against:
+                Some(BenchAgainst::Spark {
+                    rows,
+                    changes,
+                    seed,
+                    dir,
+                    commit_every,
+                    buckets,
+                    spark_memory,
+                    repeat,
+                    deletes,
+                    scan_rounds,
+                    compaction,
+                }),
             ..
-        } => bench_spark(&SparkBenchOptions { rows, changes, seed, dir, commit_every, buckets, spark_memory, repeat })
-            .map(|report| print!("{report}"))
-            .map_err(anyhow::Error::from),
+        } => bench_spark(&SparkBenchOptions {
+            rows,
+            changes,
+            seed,
+            dir,
+            commit_every,
+            buckets,
+            spark_memory,
+            repeat,
+            deletes,
+            scan_rounds,
+            compaction,
+        })
+        .map(|report| print!("{report}"))
+        .map_err(anyhow::Error::from),
         Command::Bench { against: None, events, initial_rows, seed, dir, workers, commit_every } => {
             bench(&BenchOptions { events, initial_rows, seed, dir, workers, commit_every })
                 .map(|report| print!("{report}"))

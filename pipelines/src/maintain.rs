@@ -15,7 +15,6 @@
 //! - After it, a pipeline rebuilds its key index from the rewritten table: nothing else to
 //!   reconcile.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,9 +30,60 @@ use floe_operators::key_index_rebuild::KeyShape;
 use floe_operators::plan::Target;
 use floe_operators::snapshot_rewrite::{Due, Layout, compact_table};
 
+/// What `floe maintain` did to one table.
+#[derive(Clone, Debug, Default)]
+pub struct Maintained {
+    /// The table.
+    pub table: String,
+    /// Partitions rewritten.
+    pub partitions: usize,
+    /// Data files before and after.
+    pub data_files: (usize, usize),
+    /// Delete files before and after.
+    pub delete_files: (usize, usize),
+    /// Bytes of data files read.
+    pub bytes_read: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Wall seconds.
+    pub seconds: f64,
+}
+
+/// What `floe maintain` did.
+#[derive(Clone, Debug, Default)]
+pub struct MaintainReport {
+    /// Per table.
+    pub tables: Vec<Maintained>,
+}
+
+impl std::fmt::Display for MaintainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:<28} {:>10} {:>16} {:>16} {:>10} {:>10} {:>8} {:>9}",
+            "table", "partitions", "data files", "delete files", "read", "written", "seconds", "MB/s read"
+        )?;
+        for t in &self.tables {
+            writeln!(
+                f,
+                "{:<28} {:>10} {:>16} {:>16} {:>10} {:>10} {:>8.2} {:>9.1}",
+                t.table,
+                t.partitions,
+                format!("{} -> {}", t.data_files.0, t.data_files.1),
+                format!("{} -> {}", t.delete_files.0, t.delete_files.1),
+                human_bytes(t.bytes_read),
+                human_bytes(t.bytes_written),
+                t.seconds,
+                t.bytes_read as f64 / 1e6 / t.seconds.max(1e-9),
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Compacts the tables of `config` (or only those `table` names: a base or CDC table
-/// name, or a topic); returns the report.
-pub fn maintain(config: &PipelineConfig, table: Option<&str>) -> Result<String> {
+/// name, or a topic).
+pub fn maintain(config: &PipelineConfig, table: Option<&str>) -> Result<MaintainReport> {
     let runtime = IoRuntime::new(2)?;
     let catalog: Arc<dyn TableCatalog> = Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog))?);
     let mut work: Vec<(TableName, bool, floe_engine::table_settings::MaintenanceSettings)> = Vec::new();
@@ -53,12 +103,7 @@ pub fn maintain(config: &PipelineConfig, table: Option<&str>) -> Result<String> 
     }
     let idents = work.iter().map(|(n, _, _)| ident(n)).collect();
     let _leases = crate::leases::take_for_maintain(Arc::clone(&catalog), runtime.clone(), idents)?;
-    let mut report = String::new();
-    let _ = writeln!(
-        report,
-        "{:<28} {:>10} {:>16} {:>16} {:>10} {:>10} {:>8} {:>9}",
-        "table", "partitions", "data files", "delete files", "read", "written", "seconds", "MB/s read"
-    );
+    let mut report = MaintainReport::default();
     for (name, cdc, settings) in work {
         let started = Instant::now();
         let Some(state) = runtime.block_on(catalog.load(&ident(&name)))? else { continue };
@@ -98,12 +143,13 @@ pub fn maintain(config: &PipelineConfig, table: Option<&str>) -> Result<String> 
         for bundle in bundles {
             let RewriteBase::Sequence(seq) = bundle.base else { continue };
             let mut request = CommitRequest::epoch(state.ident.clone(), &pipeline_id, epoch, Default::default());
-            request.rewrite = Some(RewriteCommit { id: bundle.id.clone(), data_sequence_number: seq, strict: false });
             request.removed = bundle.removed;
             for f in &bundle.added {
                 written += f.bytes;
                 request.data_files.push(f.data_file(&target)?);
             }
+            request.data_sequence_numbers = vec![Some(seq); request.data_files.len()];
+            request.rewrite = Some(RewriteCommit { id: bundle.id.clone(), strict: false });
             read += bundle.bytes_read;
             if let CommitOutcome::Committed { .. } | CommitOutcome::AlreadyCommitted { .. } =
                 runtime.block_on(commit(catalog.as_ref(), &request, RetryPolicy::default()))?
@@ -115,19 +161,15 @@ pub fn maintain(config: &PipelineConfig, table: Option<&str>) -> Result<String> 
             Some(s) => runtime.block_on(count_files(catalog.as_ref(), &s.metadata))?,
             None => (0, 0),
         };
-        let seconds = started.elapsed().as_secs_f64();
-        let _ = writeln!(
-            report,
-            "{:<28} {:>10} {:>16} {:>16} {:>10} {:>10} {:>8.2} {:>9.1}",
-            name.to_string(),
+        report.tables.push(Maintained {
+            table: name.to_string(),
             partitions,
-            format!("{} -> {}", before.0, after.0),
-            format!("{} -> {}", before.1, after.1),
-            human_bytes(read),
-            human_bytes(written),
-            seconds,
-            read as f64 / 1e6 / seconds.max(1e-9),
-        );
+            data_files: (before.0, after.0),
+            delete_files: (before.1, after.1),
+            bytes_read: read,
+            bytes_written: written,
+            seconds: started.elapsed().as_secs_f64(),
+        });
     }
     Ok(report)
 }

@@ -309,9 +309,28 @@ impl Scratch {
         self.ancestry(false)
     }
 
-    /// `(table, rewrite snapshot ids)` for every configured table: compactions.
+    /// `(table, rewrite snapshot ids)` for every configured table: compactions committed
+    /// as `replace` snapshots of their own.
     pub fn rewrites(&self) -> Vec<(String, Vec<i64>)> {
         self.ancestry(true)
+    }
+
+    /// `(table, snapshots holding rewritten files)` for every configured table: every
+    /// compaction, in a `replace` snapshot or riding in an epoch's.
+    pub fn compactions(&self) -> Vec<(String, usize)> {
+        let config = self.config();
+        let mut out = Vec::new();
+        for t in &config.tables {
+            for n in [&t.base, &t.cdc].into_iter().flatten() {
+                let metadata = self.table_metadata(n);
+                let count = metadata
+                    .snapshots()
+                    .filter(|s| s.summary().additional_properties.contains_key(floe_engine::commit::SUMMARY_REWRITTEN))
+                    .count();
+                out.push((n.to_string(), count));
+            }
+        }
+        out
     }
 
     fn ancestry(&self, rewrites: bool) -> Vec<(String, Vec<i64>)> {
