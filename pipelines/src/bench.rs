@@ -33,6 +33,10 @@ pub struct BenchOptions {
     pub workers: Option<usize>,
     /// Records per partition per epoch.
     pub commit_every: u64,
+    /// Delete modes to run (each in a fresh warehouse, on the same log).
+    pub modes: Vec<String>,
+    /// Runs per mode, interleaved (the median is reported).
+    pub rounds: usize,
 }
 
 /// Machine-readable numbers of one `floe run` (written with `--stats-json`).
@@ -52,14 +56,18 @@ pub struct RunStats {
     pub commits: u64,
 }
 
-/// The benchmark pipeline file.
-pub fn bench_pipeline(commit_every: u64, workers: Option<usize>) -> String {
+/// The benchmark pipeline file, for base tables in delete mode `mode`, in `warehouse`.
+pub fn bench_pipeline(commit_every: u64, workers: Option<usize>, mode: &str, warehouse: &str) -> String {
     let workers = workers.map(|w| format!("workers = {w}\n")).unwrap_or_default();
     format!(
         r#"[pipeline]
 id = "bench"
 commit_every = {commit_every}
 {workers}
+[catalog]
+warehouse = "{warehouse}"
+uri = "sqlite://{warehouse}/catalog.db"
+
 [source]
 kind = "replay"
 path = "changes.jsonl"
@@ -69,6 +77,7 @@ topic = "shop.inventory.accounts"
 base = "bench.accounts"
 cdc = "bench_cdc.accounts"
 buckets = 16
+deletes = "{mode}"
 "#
     )
 }
@@ -116,14 +125,37 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
     let (model, written) = write_workload(spec, &log)?;
     let generated = generating.elapsed().as_secs_f64();
     let log_bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-    let pipeline = options.dir.join("bench.toml");
-    std::fs::write(&pipeline, bench_pipeline(options.commit_every, options.workers))?;
-    let stats_path = options.dir.join("stats.json");
-
-    let (stats, wall) = run_measured(&pipeline, &stats_path)?;
+    let modes: Vec<String> = if options.modes.is_empty() { vec!["position".into()] } else { options.modes.clone() };
+    for m in &modes {
+        if floe_engine::table_settings::DeleteMode::parse(m).is_none() {
+            return Err(Error::new(ErrorKind::Config, format!("--deletes {m}: not position, vector or equality")));
+        }
+    }
+    let mut runs: Vec<(String, RunStats, f64)> = Vec::new();
+    for _round in 0..options.rounds.max(1) {
+        for mode in &modes {
+            let warehouse = format!("warehouse-{mode}");
+            let _ = std::fs::remove_dir_all(options.dir.join(&warehouse));
+            let pipeline = options.dir.join(format!("bench-{mode}.toml"));
+            std::fs::write(&pipeline, bench_pipeline(options.commit_every, options.workers, mode, &warehouse))?;
+            let (stats, wall) = run_measured(&pipeline, &options.dir.join(format!("stats-{mode}.json")))?;
+            eprintln!("{mode}: {:.2}s, {} events/s", wall, human((stats.records as f64 / wall) as u64));
+            runs.push((mode.clone(), stats, wall));
+        }
+    }
     let verifying = Instant::now();
-    let checks = verify(&PipelineConfig::load(&pipeline)?, &model)?;
+    let mut checks = Vec::new();
+    for mode in &modes {
+        let pipeline = options.dir.join(format!("bench-{mode}.toml"));
+        checks.extend(verify(&PipelineConfig::load(&pipeline)?, &model)?.into_iter().map(|c| format!("{mode}: {c}")));
+    }
     let verified = verifying.elapsed().as_secs_f64();
+    let median = |mode: &str| {
+        let mut v: Vec<&(String, RunStats, f64)> = runs.iter().filter(|(m, _, _)| m == mode).collect();
+        v.sort_by(|a, b| a.2.total_cmp(&b.2));
+        v[v.len() / 2].clone()
+    };
+    let (_, stats, wall) = median(&modes[0]);
 
     let mut r = String::new();
     r += &format!(
@@ -135,7 +167,8 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
         log_bytes as f64 / written.max(1) as f64
     );
     r += &format!(
-        "floe run: {:.2}s wall ({:.2}s in the pipeline), {:.2} CPU s, {} commits, peak memory {} (anonymous RSS; {} RSS incl. the mapped log)\n",
+        "floe run ({}): {:.2}s wall ({:.2}s in the pipeline), {:.2} CPU s, {} commits, peak memory {} (anonymous RSS; {} RSS incl. the mapped log)\n",
+        modes[0],
         wall,
         stats.seconds,
         stats.cpu_seconds,
@@ -148,6 +181,23 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
         human((stats.records as f64 / wall) as u64),
         log_bytes as f64 / wall / 1e6
     );
+    if modes.len() > 1 || options.rounds > 1 {
+        r += &format!("delete modes, {} rounds each, interleaved (median):\n", options.rounds.max(1));
+        let reference = modes.iter().find(|m| *m == "equality").map(|m| median(m).2);
+        for mode in &modes {
+            let (_, st, w) = median(mode);
+            let all: Vec<String> = runs.iter().filter(|(m, _, _)| m == mode).map(|(_, _, w)| format!("{w:.2}")).collect();
+            r += &format!(
+                "  {mode:<9} {:>8} events/s  {w:>6.2} s  {:>6.1} CPU s  peak {:>10}  commits {:>4}{}  (runs: {} s)\n",
+                human((st.records as f64 / w) as u64),
+                st.cpu_seconds,
+                human_bytes(st.peak_memory_bytes),
+                st.commits,
+                reference.map(|e| format!("  {:.0}% of equality", 100.0 * e / w)).unwrap_or_default(),
+                all.join(", ")
+            );
+        }
+    }
     for line in checks {
         r += &format!("verified: {line}\n");
     }

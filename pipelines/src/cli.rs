@@ -86,6 +86,13 @@ enum Command {
         /// Records per partition per epoch.
         #[arg(long, default_value_t = 25_000)]
         commit_every: u64,
+        /// Delete modes of the base table, comma-separated: each runs in a fresh warehouse
+        /// on the same log (position, vector, equality).
+        #[arg(long, value_delimiter = ',', default_value = "position")]
+        deletes: Vec<String>,
+        /// Runs per delete mode, interleaved; the median is reported.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// Review, approve and audit schema changes.
     Schema {
@@ -163,6 +170,24 @@ impl std::error::Error for PausedTables {}
 
 #[derive(Subcommand)]
 enum BenchAgainst {
+    /// The key index: rebuild time from a table of R rows, and its memory per key.
+    Index {
+        /// Rows of the table.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Workload seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Scratch folder (replaced).
+        #[arg(long, default_value = "floe-bench-index")]
+        dir: PathBuf,
+        /// Timed rebuilds (median reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Buckets of the base table.
+        #[arg(long, default_value_t = 16)]
+        buckets: u32,
+    },
     /// Race floe against Spark `MERGE INTO` on Iceberg (needs harness/scripts/spark.sh):
     /// R initial rows, then C changes; both final tables are compared through Spark.
     Spark {
@@ -247,8 +272,13 @@ pub fn main() -> ExitCode {
         })
         .map(|report| print!("{report}"))
         .map_err(anyhow::Error::from),
-        Command::Bench { against: None, events, initial_rows, seed, dir, workers, commit_every } => {
-            bench(&BenchOptions { events, initial_rows, seed, dir, workers, commit_every })
+        Command::Bench { against: Some(BenchAgainst::Index { rows, seed, dir, rounds, buckets }), .. } => {
+            crate::bench_index::bench_index(&crate::bench_index::IndexBenchOptions { rows, seed, dir, rounds, buckets })
+                .map(|report| print!("{report}"))
+                .map_err(anyhow::Error::from)
+        }
+        Command::Bench { against: None, events, initial_rows, seed, dir, workers, commit_every, deletes, rounds } => {
+            bench(&BenchOptions { events, initial_rows, seed, dir, workers, commit_every, modes: deletes, rounds })
                 .map(|report| print!("{report}"))
                 .map_err(anyhow::Error::from)
         }

@@ -3,7 +3,7 @@
 //! ```text
 //!   harness generator (seed) ──► <dir>/changes.jsonl (kcat -J) + the model
 //!   <dir>/demo.toml ──► floe run ──► <dir>/warehouse (SQLite catalog + Iceberg tables)
-//!   tables read back (equality deletes applied) ──► compared with the model
+//!   tables read back (deletes applied) ──► compared with the model
 //! ```
 
 use std::fs::File;
@@ -133,7 +133,7 @@ pub fn demo(options: &DemoOptions) -> Result<String> {
         human((records as f64 / elapsed.as_secs_f64().max(1e-9)) as u64),
         human_bytes(floe_engine::metrics::Metrics::get(&outcome.metrics.peak_anon_bytes))
     );
-    report += "verified (read back with equality deletes applied):\n";
+    report += "verified (read back with their deletes applied):\n";
     for line in checks {
         report += &format!("  {line}\n");
     }

@@ -60,7 +60,7 @@ fn main() {
     std::fs::create_dir_all(&kafka).unwrap();
     let spec = WorkloadSpec::bench(7, events, events / 10);
     let (model, records) = write_workload(spec.clone(), &replay.join("changes.jsonl")).unwrap();
-    let pipeline = bench_pipeline(25_000, None);
+    let pipeline = bench_pipeline(25_000, None, "position", "warehouse");
     std::fs::write(replay.join("bench.toml"), &pipeline).unwrap();
 
     let broker = Broker::start(&root.join("broker"));
