@@ -18,7 +18,7 @@
 //! - A deletion vector's blob is read at its manifest entry's `content_offset` and
 //!   `content_size_in_bytes`, and checked (length, magic, CRC) before it is applied.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -162,8 +162,8 @@ pub async fn read_position_deletes(file_io: &FileIO, file: &DataFile) -> Result<
 pub struct PositionalDeletes {
     /// Deleted positions per data file path (files without deletes are absent).
     pub by_file: HashMap<String, RoaringTreemap>,
-    /// Each position-delete file (not vectors) and the data files it names.
-    pub names: Vec<(FileRef, BTreeSet<String>)>,
+    /// Each position-delete file (not vectors) and the positions it names, per data file.
+    pub names: Vec<(FileRef, BTreeMap<String, RoaringTreemap>)>,
 }
 
 /// The positions that position deletes and deletion vectors remove from each data file of
@@ -189,12 +189,14 @@ pub async fn positional_deletes(file_io: &FileIO, part: &PartitionFiles) -> Resu
             }
             continue;
         }
-        let mut names = BTreeSet::new();
+        let mut names: BTreeMap<String, RoaringTreemap> = BTreeMap::new();
         for (path, pos) in read_position_deletes(file_io, &delete.file).await? {
             if pos >= 0 && applies(&path) {
                 out.by_file.entry(path.clone()).or_default().insert(pos as u64);
             }
-            names.insert(path);
+            if pos >= 0 {
+                names.entry(path).or_default().insert(pos as u64);
+            }
         }
         out.names.push((FileRef::of(&delete.file), names));
     }

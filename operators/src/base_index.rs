@@ -18,7 +18,7 @@
 //! - Vector mode keeps at most one vector per data file in every snapshot: a new vector
 //!   holds the file's whole deleted set and retires its predecessor in the same commit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
@@ -109,8 +109,7 @@ pub fn plan_deletes(
                 .iter()
                 .filter_map(|(id, ps)| index.file(*id).map(|f| (Arc::clone(&f.path), ps.clone())))
                 .collect();
-            let refs: BTreeSet<FileId> = positions.keys().copied().collect();
-            index.add_position_deletes(FileRef::path(path.clone()), refs);
+            index.add_position_deletes(FileRef::path(path.clone()), positions);
             (DeleteWrite::Positions { path, positions: named }, Vec::new())
         }
     }

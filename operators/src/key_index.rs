@@ -191,6 +191,12 @@ pub struct FileSlot {
     pub vector: Option<FileRef>,
 }
 
+impl DeleteSlot {
+    fn entries(&self) -> u64 {
+        self.named.values().map(|b| b.len()).sum()
+    }
+}
+
 impl FileSlot {
     fn deleted_ratio(&self) -> f64 {
         if self.rows == 0 { 1.0 } else { self.deleted.len() as f64 / self.rows as f64 }
@@ -202,8 +208,8 @@ impl FileSlot {
 pub struct DeleteSlot {
     /// The file.
     pub file: FileRef,
-    /// The data files it names (position deletes).
-    pub refs: BTreeSet<FileId>,
+    /// The positions it names, per data file (position deletes).
+    pub named: BTreeMap<FileId, RoaringBitmap>,
     /// An equality-delete file (from a time the table was written in equality mode): it
     /// names no file and applies by sequence number.
     pub equality: bool,
@@ -344,12 +350,17 @@ impl BucketIndex {
         }
     }
 
-    /// Records a delete file found in the table: position deletes naming `paths`, or an
-    /// equality-delete file.
-    pub fn add_delete_file<'a>(&mut self, file: FileRef, paths: impl IntoIterator<Item = &'a str>, equality: bool) {
+    /// Records a delete file found in the table: position deletes naming positions of
+    /// data files by path, or an equality-delete file.
+    pub fn add_delete_file<'a>(
+        &mut self,
+        file: FileRef,
+        named: impl IntoIterator<Item = (&'a str, RoaringBitmap)>,
+        equality: bool,
+    ) {
         let by_path: HashMap<&str, FileId> = self.files.iter().map(|(id, f)| (&*f.path, *id)).collect();
-        let refs = paths.into_iter().filter_map(|p| by_path.get(p).copied()).collect();
-        self.deletes.push(DeleteSlot { file, refs, equality });
+        let named = named.into_iter().filter_map(|(p, b)| by_path.get(p).map(|id| (*id, b))).collect();
+        self.deletes.push(DeleteSlot { file, named, equality });
     }
 
     /// Records a data file's current deletion vector.
@@ -425,9 +436,10 @@ impl BucketIndex {
         Ok(delta)
     }
 
-    /// Records a position-delete file written for the bucket, naming `refs`.
-    pub fn add_position_deletes(&mut self, file: FileRef, refs: BTreeSet<FileId>) {
-        self.deletes.push(DeleteSlot { file, refs, equality: false });
+    /// Records a position-delete file written for the bucket, naming `positions`.
+    pub fn add_position_deletes(&mut self, file: FileRef, positions: &BTreeMap<FileId, Vec<u32>>) {
+        let named = positions.iter().map(|(id, ps)| (*id, ps.iter().copied().collect())).collect();
+        self.deletes.push(DeleteSlot { file, named, equality: false });
     }
 
     /// Marks a data file written (its size known): rewrites may read it.
@@ -450,7 +462,7 @@ impl BucketIndex {
         let covered = |id: &FileId| files.get(id).is_some_and(|f| f.vector.is_some());
         let (gone, kept): (Vec<DeleteSlot>, Vec<DeleteSlot>) =
             std::mem::take(&mut self.deletes).into_iter().partition(|d| {
-                !d.equality && (d.refs.is_empty() || (mode == DeleteMode::Vector && d.refs.iter().all(covered)))
+                !d.equality && (d.named.is_empty() || (mode == DeleteMode::Vector && d.named.keys().all(covered)))
             });
         self.deletes = kept;
         gone.into_iter().map(|d| d.file).collect()
@@ -533,30 +545,50 @@ impl BucketIndex {
         })
     }
 
-    /// Position mode: when the bucket holds more than `max` position-delete files, the
-    /// epoch's delete file names every deleted row of the bucket instead, and the others
-    /// are retired in the same commit (they were all committed before it). Returns the
-    /// positions to write, per data file, and the files to retire.
+    /// Position mode: when the bucket would hold more than `max` position-delete files,
+    /// the epoch's file also takes over the positions of the small ones, size-tiered (a
+    /// file four times the size of all smaller ones and the epoch's together stays), and
+    /// those are retired in the same commit (they were all committed before it). So a
+    /// delete entry is rewritten a logarithmic number of times, and readers meet at most
+    /// `max` files per bucket. Returns the positions to write, per data file, and the files
+    /// to retire.
     pub fn consolidate_deletes(
         &mut self,
         max: usize,
         epoch: &EpochDelta,
     ) -> Option<(BTreeMap<FileId, Vec<u32>>, Vec<FileRef>)> {
-        let positional = self.deletes.iter().filter(|d| !d.equality).count();
-        let adding = usize::from(!epoch.deleted.is_empty());
-        if positional + adding <= max || positional == 0 {
+        let incoming: u64 = epoch.deleted.values().map(|p| p.len() as u64).sum();
+        let mut slots: Vec<usize> = (0..self.deletes.len()).filter(|i| !self.deletes[*i].equality).collect();
+        if slots.len() + usize::from(incoming > 0) <= max || slots.is_empty() {
             return None;
         }
-        let positions: BTreeMap<FileId, Vec<u32>> = self
-            .files
-            .iter()
-            .filter(|(_, f)| !f.deleted.is_empty())
-            .map(|(id, f)| (*id, f.deleted.iter().collect()))
-            .collect();
-        let (gone, kept): (Vec<DeleteSlot>, Vec<DeleteSlot>) =
-            std::mem::take(&mut self.deletes).into_iter().partition(|d| !d.equality);
+        slots.sort_by_key(|i| std::cmp::Reverse(self.deletes[*i].entries()));
+        while slots.len() >= 2 {
+            let rest: u64 = slots[1..].iter().map(|i| self.deletes[*i].entries()).sum::<u64>() + incoming;
+            if self.deletes[slots[0]].entries() < 4 * rest {
+                break;
+            }
+            slots.remove(0);
+        }
+        let mut merged: BTreeMap<FileId, RoaringBitmap> = BTreeMap::new();
+        for (id, ps) in &epoch.deleted {
+            merged.entry(*id).or_default().extend(ps.iter().copied());
+        }
+        let chosen: BTreeSet<usize> = slots.into_iter().collect();
+        let mut retired = Vec::new();
+        let mut kept = Vec::new();
+        for (i, slot) in std::mem::take(&mut self.deletes).into_iter().enumerate() {
+            if chosen.contains(&i) {
+                for (id, b) in &slot.named {
+                    *merged.entry(*id).or_default() |= b;
+                }
+                retired.push(slot.file);
+            } else {
+                kept.push(slot);
+            }
+        }
         self.deletes = kept;
-        Some((positions, gone.into_iter().map(|d| d.file).collect()))
+        Some((merged.into_iter().map(|(id, b)| (id, b.iter().collect())).collect(), retired))
     }
 
     /// Marks a plan's inputs as being rewritten.
@@ -648,13 +680,13 @@ impl BucketIndex {
         }
         let gone: BTreeSet<FileId> = plan.inputs.iter().map(|i| i.file).collect();
         for d in &mut self.deletes {
-            d.refs.retain(|r| !gone.contains(r));
+            d.named.retain(|r, _| !gone.contains(r));
         }
         // Delete files: equality ones go once every older data file is rewritten; position
         // ones once they name nothing live.
         let (gone_deletes, kept): (Vec<DeleteSlot>, Vec<DeleteSlot>) = std::mem::take(&mut self.deletes)
             .into_iter()
-            .partition(|d| if d.equality { plan.retire_equality } else { d.refs.is_empty() });
+            .partition(|d| if d.equality { plan.retire_equality } else { d.named.is_empty() });
         self.deletes = kept;
         applied.removed.extend(gone_deletes.into_iter().map(|d| d.file));
         for positions in applied.deletes.values_mut() {
@@ -755,6 +787,24 @@ mod tests {
                 .collect()
         }
 
+        /// What a reader of position deletes sees: the union of the delete files' positions
+        /// is each data file's deleted set, no more, no less.
+        fn assert_delete_files_cover_exactly_the_deleted_rows(&self, seed: u64, step: usize) {
+            let mut named: BTreeMap<FileId, RoaringBitmap> = BTreeMap::new();
+            for d in &self.index.deletes {
+                for (id, b) in &d.named {
+                    *named.entry(*id).or_default() |= b;
+                }
+            }
+            for id in self.index.file_ids() {
+                let deleted = &self.index.file(id).expect("file").deleted;
+                let covered = named.remove(&id).unwrap_or_default();
+                assert_eq!(&covered, deleted, "seed {seed} step {step}: file {id}'s delete files");
+            }
+            assert!(named.is_empty(), "seed {seed} step {step}: delete files name files that are gone: {named:?}");
+            assert!(self.index.deletes.len() <= 3, "seed {seed} step {step}: {} delete files", self.index.deletes.len());
+        }
+
         fn finish(&mut self, plan: &RewritePlan, outputs: Vec<RewriteOutput>, mode: DeleteMode) -> RewriteApplied {
             let rows: Vec<Vec<Row>> = outputs
                 .iter()
@@ -822,7 +872,16 @@ mod tests {
                         None => model.remove(k),
                     };
                 }
-                t.epoch(changes.into_iter().collect());
+                let delta = t.epoch(changes.into_iter().collect());
+                if mode == DeleteMode::Position {
+                    // What the base writer does: consolidate past the limit, record the file.
+                    let (positions, _retired) = t.index.consolidate_deletes(2, &delta).unwrap_or((delta.deleted.clone(), Vec::new()));
+                    if !positions.is_empty() {
+                        t.index.add_position_deletes(FileRef::path(format!("d{step}")), &positions);
+                    }
+                    let _ = t.index.take_dangling(mode);
+                    t.assert_delete_files_cover_exactly_the_deleted_rows(seed, step);
+                }
                 if mode == DeleteMode::Vector {
                     for id in t.index.file_ids().collect::<Vec<_>>() {
                         t.index.set_vector(id, FileRef { path: format!("dv{step}"), content_offset: Some(id as i64) });
@@ -836,6 +895,9 @@ mod tests {
                             plan.inputs.iter().map(|i| t.index.file(i.file).map_or(0, |f| f.deleted.len())).sum();
                         let carried_expected: u64 = before - plan.inputs.iter().map(|i| i.deleted.len()).sum::<u64>();
                         let applied = t.finish(&plan, outputs, mode);
+                        if mode == DeleteMode::Position && !applied.deletes.is_empty() {
+                            t.index.add_position_deletes(FileRef::path(format!("carry{step}")), &applied.deletes);
+                        }
                         let carried: u64 =
                             applied.new_files.iter().map(|id| t.index.file(*id).map_or(0, |f| f.deleted.len())).sum();
                         assert_eq!(
@@ -871,7 +933,7 @@ mod tests {
         for e in 0..4 {
             let d = t.epoch(vec![(e, None)]);
             assert!(t.index.consolidate_deletes(4, &d).is_none(), "four files are within the limit");
-            t.index.add_position_deletes(FileRef::path(format!("d{e}")), d.deleted.keys().copied().collect());
+            t.index.add_position_deletes(FileRef::path(format!("d{e}")), &d.deleted);
         }
         let d = t.epoch(vec![(4, None)]);
         let (positions, retired) = t.index.consolidate_deletes(4, &d).expect("a fifth file is one too many");
@@ -882,6 +944,22 @@ mod tests {
             t.index.plan_rewrite(&MaintenanceSettings::default()).is_none(),
             "one big file with few deletes is kept"
         );
+    }
+
+    #[test]
+    fn delete_consolidation_is_size_tiered() {
+        let mut t = Table::new();
+        t.epoch((0..1000).map(|k| (k, Some(k))).collect());
+        let d = t.epoch((0..200).map(|k| (k, None)).collect());
+        t.index.add_position_deletes(FileRef::path("big"), &d.deleted);
+        for e in 0..2 {
+            let d = t.epoch(vec![(300 + e, None)]);
+            t.index.add_position_deletes(FileRef::path(format!("small{e}")), &d.deleted);
+        }
+        let d = t.epoch(vec![(400, None)]);
+        let (positions, retired) = t.index.consolidate_deletes(2, &d).expect("four files > two");
+        assert_eq!(retired, vec![FileRef::path("small0"), FileRef::path("small1")], "the big file stays");
+        assert_eq!(positions, BTreeMap::from([(0, vec![300, 301, 400])]));
     }
 
     #[test]
@@ -903,7 +981,7 @@ mod tests {
         let mut t = Table::new();
         t.epoch(vec![(1, Some(1)), (2, Some(2))]);
         let d = t.epoch(vec![(1, None)]);
-        t.index.add_position_deletes(FileRef::path("d1"), d.deleted.keys().copied().collect());
+        t.index.add_position_deletes(FileRef::path("d1"), &d.deleted);
         let settings = MaintenanceSettings { max_delete_ratio: 0.5, ..Default::default() };
         let plan = t.index.plan_rewrite(&settings).expect("half deleted");
         let outputs = t.rewrite_outputs(&plan, 10);

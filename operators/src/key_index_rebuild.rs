@@ -156,7 +156,7 @@ pub async fn rebuild_bucket(file_io: &FileIO, part: Option<&PartitionFiles>, sha
             keys.extend(batch_keys(&batch, shape.int_keys)?);
         }
         equality.push((d.seq, keys));
-        index.add_delete_file(FileRef::of(&d.file), std::iter::empty(), true);
+        index.add_delete_file(FileRef::of(&d.file), std::iter::empty::<(&str, RoaringBitmap)>(), true);
     }
     for data in &part.data {
         let path = data.file.file_path();
@@ -184,7 +184,10 @@ pub async fn rebuild_bucket(file_io: &FileIO, part: Option<&PartitionFiles>, sha
         index.mark_deleted(id, &newly_deleted);
     }
     for (file, names) in &positional.names {
-        index.add_delete_file(file.clone(), names.iter().map(String::as_str), false);
+        let named = names.iter().map(|(path, positions)| {
+            (path.as_str(), positions.iter().filter_map(|p| u32::try_from(p).ok()).collect::<RoaringBitmap>())
+        });
+        index.add_delete_file(file.clone(), named, false);
     }
     for d in part.deletes.iter().filter(|d| is_deletion_vector(&d.file)) {
         if let Some(id) = d.file.referenced_data_file().and_then(|p| index.file_id(&p)) {
