@@ -11,7 +11,7 @@
 //! compaction = true             # default
 //! target_file_size = "128MiB"   # files a rewrite writes
 //! max_data_files = 4            # per bucket: more data files than this starts a rewrite
-//! max_delete_files = 2          # per bucket: more delete files than this are merged into one
+//! max_delete_files = 2          # per data file (equality mode: per bucket): more are merged
 //! max_delete_ratio = 0.2        # a data file with this share of its rows deleted is rewritten
 //! cdc_max_files = 16            # per CDC partition: more small files than this are merged
 //! ```
@@ -20,7 +20,8 @@
 //! - Every value is validated here, and an invalid one is an error naming the key
 //!   (`tables[0].maintenance.max_data_files`); unknown keys are errors.
 //! - The defaults keep a base table's read cost flat: every bucket holds at most
-//!   `max_data_files` data files and `max_delete_files` delete files between rewrites.
+//!   `max_data_files` data files (a few more while a rewrite runs), each with at most
+//!   `max_delete_files` delete files.
 
 use serde::Deserialize;
 
@@ -79,7 +80,9 @@ pub struct MaintenanceSettings {
     pub target_file_size: u64,
     /// Per bucket: more data files than this start a rewrite of the small ones.
     pub max_data_files: usize,
-    /// Per bucket: more delete files than this start a rewrite.
+    /// Position mode: per data file, more position-delete files than this are merged
+    /// (size-tiered) into the next one; equality mode: per bucket, more equality-delete
+    /// files than this start a rewrite of the bucket.
     pub max_delete_files: usize,
     /// A data file with at least this share of its rows deleted is rewritten.
     pub max_delete_ratio: f64,

@@ -3,12 +3,11 @@
 //!
 //! ```text
 //!   changes (key → row | none) ──► BucketIndex::apply_epoch ──► rows (file order) + deleted (file, pos)
-//!      position mode: one position-delete file naming every deleted (file, pos)
+//!      position mode: a position-delete file per touched data file (`referenced_data_file`),
+//!                     merging that file's small delete files past `max_delete_files`
 //!      vector mode:   one Puffin file, a vector per touched data file (its whole deleted set),
 //!                     each retiring that file's previous vector
 //!      both:          delete files that name nothing live any more are retired
-//!      position mode, past `max_delete_files` in the bucket: the epoch's file names every
-//!                     deleted row of the bucket, and the bucket's other ones are retired
 //! ```
 //!
 //! # Invariants
@@ -51,12 +50,10 @@ pub enum DeleteWrite {
     /// Nothing to delete.
     #[default]
     None,
-    /// One position-delete file.
+    /// Position-delete files: where, and per data file path the positions.
     Positions {
-        /// Where.
-        path: String,
-        /// Data file path → positions.
-        positions: Vec<(Arc<str>, Vec<u32>)>,
+        /// The files.
+        files: Vec<(String, Vec<(Arc<str>, Vec<u32>)>)>,
     },
     /// One Puffin file of deletion vectors.
     Vectors {
@@ -104,13 +101,15 @@ pub fn plan_deletes(
             (DeleteWrite::Vectors { path, vectors }, removes)
         }
         _ => {
-            let path = file_path(target, partition, &format!("{name}-deletes.parquet"));
-            let named: Vec<(Arc<str>, Vec<u32>)> = positions
-                .iter()
-                .filter_map(|(id, ps)| index.file(*id).map(|f| (Arc::clone(&f.path), ps.clone())))
-                .collect();
-            index.add_position_deletes(FileRef::path(path.clone()), positions);
-            (DeleteWrite::Positions { path, positions: named }, Vec::new())
+            // One file per data file: readers open only the deletes of the file they read.
+            let mut files = Vec::with_capacity(positions.len());
+            for (id, ps) in positions {
+                let Some(data) = index.file(*id).map(|f| Arc::clone(&f.path)) else { continue };
+                let path = file_path(target, partition, &format!("{name}-f{id}-deletes.parquet"));
+                index.add_position_deletes(FileRef::path(path.clone()), &BTreeMap::from([(*id, ps.clone())]));
+                files.push((path, vec![(data, ps.clone())]));
+            }
+            (DeleteWrite::Positions { files }, Vec::new())
         }
     }
 }
@@ -153,15 +152,11 @@ pub fn stage_bucket(
         None => None,
     };
     let deleted = delta.deleted.values().map(|p| p.len() as u64).sum();
-    // Position mode: past `max_delete_files`, this epoch's file names every deleted row of
-    // the bucket and the others go.
-    let consolidated = match mode {
-        DeleteMode::Position => index.consolidate_deletes(max_delete_files, &delta),
-        _ => None,
-    };
-    let (positions, mut removes) = match consolidated {
-        Some((positions, retired)) => (positions, retired),
-        None => (delta.deleted.clone(), Vec::new()),
+    // Position mode: a data file past `max_delete_files` delete files gets its small ones
+    // merged into this epoch's.
+    let (positions, mut removes) = match mode {
+        DeleteMode::Position => index.epoch_deletes(max_delete_files, &delta),
+        _ => (delta.deleted.clone(), Vec::new()),
     };
     let (deletes, replaced) = plan_deletes(index, mode, target, partition, &positions, name);
     removes.extend(replaced);
@@ -178,8 +173,12 @@ pub async fn write_deletes(
 ) -> Result<Vec<DataFile>> {
     Ok(match deletes {
         DeleteWrite::None => Vec::new(),
-        DeleteWrite::Positions { path, positions } => {
-            vec![write_position_deletes(file_io, target, partition, &path, positions).await?]
+        DeleteWrite::Positions { files } => {
+            let mut out = Vec::with_capacity(files.len());
+            for (path, positions) in files {
+                out.push(write_position_deletes(file_io, target, partition.clone(), &path, positions).await?);
+            }
+            out
         }
         DeleteWrite::Vectors { path, vectors } => write_vectors(file_io, target, partition, &path, vectors).await?,
     })

@@ -545,50 +545,54 @@ impl BucketIndex {
         })
     }
 
-    /// Position mode: when the bucket would hold more than `max` position-delete files,
-    /// the epoch's file also takes over the positions of the small ones, size-tiered (a
-    /// file four times the size of all smaller ones and the epoch's together stays), and
-    /// those are retired in the same commit (they were all committed before it). So a
-    /// delete entry is rewritten a logarithmic number of times, and readers meet at most
-    /// `max` files per bucket. Returns the positions to write, per data file, and the files
-    /// to retire.
-    pub fn consolidate_deletes(
-        &mut self,
-        max: usize,
-        epoch: &EpochDelta,
-    ) -> Option<(BTreeMap<FileId, Vec<u32>>, Vec<FileRef>)> {
-        let incoming: u64 = epoch.deleted.values().map(|p| p.len() as u64).sum();
-        let mut slots: Vec<usize> = (0..self.deletes.len()).filter(|i| !self.deletes[*i].equality).collect();
-        if slots.len() + usize::from(incoming > 0) <= max || slots.is_empty() {
-            return None;
-        }
-        slots.sort_by_key(|i| std::cmp::Reverse(self.deletes[*i].entries()));
-        while slots.len() >= 2 {
-            let rest: u64 = slots[1..].iter().map(|i| self.deletes[*i].entries()).sum::<u64>() + incoming;
-            if self.deletes[slots[0]].entries() < 4 * rest {
-                break;
+    /// Position mode, with delete files scoped to one data file each (as Iceberg's own
+    /// writers do, so a reader opens only the deletes of the file it reads): the epoch's
+    /// deletes of each data file, and when that file would then have more than `max`
+    /// delete files, the positions of its small ones too, size-tiered (a file four times
+    /// the size of all smaller ones and the epoch's together stays); those are retired in
+    /// the same commit (they were all committed before it). So a delete entry is rewritten
+    /// a logarithmic number of times. Returns the positions to write, per data file, and
+    /// the files to retire.
+    pub fn epoch_deletes(&mut self, max: usize, epoch: &EpochDelta) -> (BTreeMap<FileId, Vec<u32>>, Vec<FileRef>) {
+        let mut out = BTreeMap::new();
+        let mut retire: BTreeSet<usize> = BTreeSet::new();
+        for (id, incoming) in &epoch.deleted {
+            let mut slots: Vec<usize> = (0..self.deletes.len())
+                .filter(|i| {
+                    let d = &self.deletes[*i];
+                    !d.equality && d.named.len() == 1 && d.named.contains_key(id)
+                })
+                .collect();
+            let mut merged: RoaringBitmap = incoming.iter().copied().collect();
+            if slots.len() + 1 > max {
+                slots.sort_by_key(|i| std::cmp::Reverse(self.deletes[*i].entries()));
+                while !slots.is_empty() {
+                    let rest: u64 =
+                        slots[1..].iter().map(|i| self.deletes[*i].entries()).sum::<u64>() + incoming.len() as u64;
+                    if self.deletes[slots[0]].entries() < 4 * rest || slots.len() + 1 <= max {
+                        break;
+                    }
+                    slots.remove(0);
+                }
+                for i in slots {
+                    if let Some(b) = self.deletes[i].named.get(id) {
+                        merged |= b;
+                    }
+                    retire.insert(i);
+                }
             }
-            slots.remove(0);
+            out.insert(*id, merged.iter().collect());
         }
-        let mut merged: BTreeMap<FileId, RoaringBitmap> = BTreeMap::new();
-        for (id, ps) in &epoch.deleted {
-            merged.entry(*id).or_default().extend(ps.iter().copied());
-        }
-        let chosen: BTreeSet<usize> = slots.into_iter().collect();
         let mut retired = Vec::new();
         let mut kept = Vec::new();
         for (i, slot) in std::mem::take(&mut self.deletes).into_iter().enumerate() {
-            if chosen.contains(&i) {
-                for (id, b) in &slot.named {
-                    *merged.entry(*id).or_default() |= b;
-                }
-                retired.push(slot.file);
-            } else {
-                kept.push(slot);
+            match retire.contains(&i) {
+                true => retired.push(slot.file),
+                false => kept.push(slot),
             }
         }
         self.deletes = kept;
-        Some((merged.into_iter().map(|(id, b)| (id, b.iter().collect())).collect(), retired))
+        (out, retired)
     }
 
     /// Marks a plan's inputs as being rewritten.
@@ -802,7 +806,16 @@ mod tests {
                 assert_eq!(&covered, deleted, "seed {seed} step {step}: file {id}'s delete files");
             }
             assert!(named.is_empty(), "seed {seed} step {step}: delete files name files that are gone: {named:?}");
-            assert!(self.index.deletes.len() <= 3, "seed {seed} step {step}: {} delete files", self.index.deletes.len());
+            let mut per_file: BTreeMap<FileId, usize> = BTreeMap::new();
+            for d in &self.index.deletes {
+                for id in d.named.keys() {
+                    *per_file.entry(*id).or_default() += 1;
+                }
+            }
+            assert!(
+                per_file.values().all(|n| *n <= 3),
+                "seed {seed} step {step}: delete files per data file {per_file:?}"
+            );
         }
 
         fn finish(&mut self, plan: &RewritePlan, outputs: Vec<RewriteOutput>, mode: DeleteMode) -> RewriteApplied {
@@ -875,9 +888,10 @@ mod tests {
                 let delta = t.epoch(changes.into_iter().collect());
                 if mode == DeleteMode::Position {
                     // What the base writer does: consolidate past the limit, record the file.
-                    let (positions, _retired) = t.index.consolidate_deletes(2, &delta).unwrap_or((delta.deleted.clone(), Vec::new()));
-                    if !positions.is_empty() {
-                        t.index.add_position_deletes(FileRef::path(format!("d{step}")), &positions);
+                    let (positions, _retired) = t.index.epoch_deletes(2, &delta);
+                    for (id, ps) in positions {
+                        t.index
+                            .add_position_deletes(FileRef::path(format!("d{step}-{id}")), &BTreeMap::from([(id, ps)]));
                     }
                     let _ = t.index.take_dangling(mode);
                     t.assert_delete_files_cover_exactly_the_deleted_rows(seed, step);
@@ -895,8 +909,11 @@ mod tests {
                             plan.inputs.iter().map(|i| t.index.file(i.file).map_or(0, |f| f.deleted.len())).sum();
                         let carried_expected: u64 = before - plan.inputs.iter().map(|i| i.deleted.len()).sum::<u64>();
                         let applied = t.finish(&plan, outputs, mode);
-                        if mode == DeleteMode::Position && !applied.deletes.is_empty() {
-                            t.index.add_position_deletes(FileRef::path(format!("carry{step}")), &applied.deletes);
+                        if mode == DeleteMode::Position {
+                            for (id, ps) in &applied.deletes {
+                                let one = BTreeMap::from([(*id, ps.clone())]);
+                                t.index.add_position_deletes(FileRef::path(format!("carry{step}-{id}")), &one);
+                            }
                         }
                         let carried: u64 =
                             applied.new_files.iter().map(|id| t.index.file(*id).map_or(0, |f| f.deleted.len())).sum();
@@ -927,39 +944,29 @@ mod tests {
     }
 
     #[test]
-    fn consolidation_names_every_deleted_row_and_retires_every_position_delete_file() {
-        let mut t = Table::new();
-        t.epoch((0..100).map(|k| (k, Some(k))).collect());
-        for e in 0..4 {
-            let d = t.epoch(vec![(e, None)]);
-            assert!(t.index.consolidate_deletes(4, &d).is_none(), "four files are within the limit");
-            t.index.add_position_deletes(FileRef::path(format!("d{e}")), &d.deleted);
-        }
-        let d = t.epoch(vec![(4, None)]);
-        let (positions, retired) = t.index.consolidate_deletes(4, &d).expect("a fifth file is one too many");
-        assert_eq!(retired.len(), 4);
-        assert_eq!(positions, BTreeMap::from([(0, vec![0, 1, 2, 3, 4])]), "every deleted row of the bucket");
-        assert_eq!(t.live().len(), 95);
-        assert!(
-            t.index.plan_rewrite(&MaintenanceSettings::default()).is_none(),
-            "one big file with few deletes is kept"
-        );
-    }
-
-    #[test]
-    fn delete_consolidation_is_size_tiered() {
+    fn each_data_file_keeps_at_most_max_delete_files_size_tiered() {
         let mut t = Table::new();
         t.epoch((0..1000).map(|k| (k, Some(k))).collect());
         let d = t.epoch((0..200).map(|k| (k, None)).collect());
-        t.index.add_position_deletes(FileRef::path("big"), &d.deleted);
-        for e in 0..2 {
-            let d = t.epoch(vec![(300 + e, None)]);
-            t.index.add_position_deletes(FileRef::path(format!("small{e}")), &d.deleted);
-        }
-        let d = t.epoch(vec![(400, None)]);
-        let (positions, retired) = t.index.consolidate_deletes(2, &d).expect("four files > two");
-        assert_eq!(retired, vec![FileRef::path("small0"), FileRef::path("small1")], "the big file stays");
-        assert_eq!(positions, BTreeMap::from([(0, vec![300, 301, 400])]));
+        let (positions, retired) = t.index.epoch_deletes(2, &d);
+        assert!(retired.is_empty());
+        t.index.add_position_deletes(FileRef::path("big"), &positions);
+        let d = t.epoch(vec![(300, None)]);
+        let (positions, retired) = t.index.epoch_deletes(2, &d);
+        assert!(retired.is_empty(), "two files are within the limit");
+        t.index.add_position_deletes(FileRef::path("small"), &positions);
+        let d = t.epoch(vec![(301, None)]);
+        let (positions, retired) = t.index.epoch_deletes(2, &d);
+        assert_eq!(retired, vec![FileRef::path("small")], "the big file stays, the small one merges");
+        assert_eq!(positions, BTreeMap::from([(0, vec![300, 301])]));
+        t.index.add_position_deletes(FileRef::path("merged"), &positions);
+        // Deletes of another data file are scoped to it.
+        let d = t.epoch(vec![(1000, Some(1)), (1001, Some(1))]);
+        let d2 = t.epoch(vec![(1000, None)]);
+        let (positions, retired) = t.index.epoch_deletes(2, &d2);
+        assert!(retired.is_empty());
+        assert_eq!(positions, BTreeMap::from([(d.file.expect("file"), vec![0])]));
+        assert_eq!(t.live().len(), 1000 - 202 + 1);
     }
 
     #[test]

@@ -186,7 +186,8 @@ pub fn bench(options: &BenchOptions) -> Result<String> {
         let reference = modes.iter().find(|m| *m == "equality").map(|m| median(m).2);
         for mode in &modes {
             let (_, st, w) = median(mode);
-            let all: Vec<String> = runs.iter().filter(|(m, _, _)| m == mode).map(|(_, _, w)| format!("{w:.2}")).collect();
+            let all: Vec<String> =
+                runs.iter().filter(|(m, _, _)| m == mode).map(|(_, _, w)| format!("{w:.2}")).collect();
             r += &format!(
                 "  {mode:<9} {:>8} events/s  {w:>6.2} s  {:>6.1} CPU s  peak {:>10}  commits {:>4}{}  (runs: {} s)\n",
                 human((st.records as f64 / w) as u64),

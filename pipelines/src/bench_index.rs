@@ -103,7 +103,8 @@ buckets = {}
     let config = PipelineConfig::load(&pipeline)?;
     let runtime = IoRuntime::new(2)?;
     let catalog: Arc<dyn TableCatalog> = Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog))?);
-    let planned = plan(&config, Arc::clone(&catalog), runtime.clone(), Metrics::new(), &NoDiscovery, &Default::default())?;
+    let planned =
+        plan(&config, Arc::clone(&catalog), runtime.clone(), Metrics::new(), &NoDiscovery, &Default::default())?;
     let table = &planned.tables[0];
     let mut seconds = Vec::new();
     let (mut keys, mut files, mut index_bytes, mut rss_growth) = (0, 0, 0, 0);

@@ -88,12 +88,13 @@ pub fn maintain(config: &PipelineConfig, table: Option<&str>) -> Result<Maintain
     let catalog: Arc<dyn TableCatalog> = Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog))?);
     let mut work: Vec<(TableName, bool, floe_engine::table_settings::MaintenanceSettings)> = Vec::new();
     for t in &config.tables {
-        let named = |n: &Option<TableName>| n.as_ref().is_some_and(|n| Some(n.to_string().as_str()) == table);
-        if table.is_some() && !named(&t.base) && !named(&t.cdc) && Some(t.topic.as_str()) != table {
-            continue;
-        }
-        work.extend(t.base.clone().map(|n| (n, false, t.maintenance.clone())));
-        work.extend(t.cdc.clone().map(|n| (n, true, t.maintenance.clone())));
+        // A table name selects that table; a topic selects both of its tables.
+        let wanted = |n: &TableName| match table {
+            None => true,
+            Some(x) => n.to_string() == x || t.topic == x,
+        };
+        work.extend(t.base.clone().filter(wanted).map(|n| (n, false, t.maintenance.clone())));
+        work.extend(t.cdc.clone().filter(wanted).map(|n| (n, true, t.maintenance.clone())));
     }
     if work.is_empty() {
         return Err(Error::new(
