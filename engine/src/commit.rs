@@ -55,7 +55,7 @@ use tracing::{debug, warn};
 use crate::catalog::{TableCatalog, TableState};
 use crate::epoch::Epoch;
 use crate::error::{Error, ErrorKind, Result};
-use crate::manifests::{FileRef, ManifestCache, ManifestTarget, retire};
+use crate::manifests::{FileRef, ManifestCache, ManifestTarget, merge_small, retire};
 use crate::offsets::{
     SUMMARY_EPOCH, SUMMARY_FORMAT, SUMMARY_FORMAT_VERSION, SUMMARY_OFFSETS, SUMMARY_PIPELINE_ID, SourceOffsets,
     committed_progress,
@@ -462,7 +462,7 @@ async fn stage(
             ));
         }
     };
-    let mut manifests = retired.manifests;
+    let mut manifests = merge_small(&target, retired.manifests, ManifestCache::global()).await?;
     let added_data = request.data_files.iter().cloned().zip(data_seqs).collect();
     let added_deletes = request.delete_files.iter().map(|f| (f.clone(), None)).collect();
     for (name, content, files) in

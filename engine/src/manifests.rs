@@ -8,6 +8,7 @@
 //!                            └─ lists no live file (only DELETED) ──► dropped
 //!   added data files ──► new data manifest (inherited or explicit data sequence number)
 //!   added delete files ──► new delete manifest (inherited sequence number)
+//!   more than MERGE_AFTER manifests of a kind ──► the small ones merged into one
 //! ```
 //!
 //! # Invariants
@@ -18,13 +19,13 @@
 //! - Manifests are immutable, so [`ManifestCache`] may keep parsed ones for as long as it
 //!   likes; it forgets everything when it grows past its bound.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use iceberg::io::FileIO;
 use iceberg::spec::{
     DataFile, DataFileBuilder, FormatVersion, Manifest, ManifestContentType, ManifestEntry, ManifestFile,
-    ManifestStatus, ManifestWriter, ManifestWriterBuilder, PartitionSpec, SchemaRef,
+    ManifestWriter, ManifestWriterBuilder, PartitionSpec, SchemaRef,
 };
 use serde::{Deserialize, Serialize};
 
@@ -128,6 +129,12 @@ pub struct ManifestTarget<'a> {
 }
 
 impl ManifestTarget<'_> {
+    /// A writer for a manifest holding entries of `like` (same schema, spec and content).
+    fn rewriter(&self, name: &str, like: &Manifest) -> Result<ManifestWriter> {
+        let meta = like.metadata();
+        self.writer(name, Arc::clone(meta.schema()), meta.partition_spec().clone(), *meta.content())
+    }
+
     fn writer(
         &self,
         name: &str,
@@ -187,50 +194,101 @@ pub async fn retire(
             continue;
         }
         let manifest = cache.load(target.file_io, &file).await?;
-        let hits =
-            manifest.entries().iter().filter(|e| e.is_alive() && refs.contains(&FileRef::of(e.data_file()))).count();
+        let hits = manifest.entries().iter().filter(|e| e.is_alive() && refs.contains(&FileRef::of(e.data_file()))).count();
         if hits == 0 {
             out.manifests.push(file);
             continue;
         }
-        let meta = manifest.metadata();
-        let mut writer = target.writer(
-            &format!("r{n}"),
-            Arc::clone(meta.schema()),
-            meta.partition_spec().clone(),
-            *meta.content(),
-        )?;
-        let mut next_row_id = file.first_row_id;
-        for entry in manifest.entries() {
-            let mut data_file = entry.data_file().clone();
-            // v3 row lineage: a data file without its own first_row_id inherits the
-            // manifest's, advanced by the rows before it; make that explicit before the
-            // entry moves to a manifest with another first_row_id.
-            if let Some(next) = next_row_id.as_mut()
-                && file.content == ManifestContentType::Data
-                && entry.status() != ManifestStatus::Deleted
-                && data_file.first_row_id().is_none()
-            {
-                data_file = with_first_row_id(&data_file, *next as i64, file.partition_spec_id)?;
-                *next += data_file.record_count();
-            }
-            if !entry.is_alive() {
-                continue;
-            }
-            let (seq, file_seq) = sequence_numbers(entry)?;
-            let snapshot = entry.snapshot_id().unwrap_or(file.added_snapshot_id);
+        let mut writer = target.rewriter(&format!("r{n}"), &manifest)?;
+        for (entry, data_file) in with_row_ids(&file, &manifest)? {
             if refs.contains(&FileRef::of(entry.data_file())) {
                 found.insert(FileRef::of(entry.data_file()));
-                out.removed.push((**entry).clone());
+                out.removed.push((*entry).clone());
+                let (seq, file_seq) = sequence_numbers(&entry)?;
                 writer.add_delete_file(data_file, seq, Some(file_seq))?;
             } else {
-                writer.add_existing_file(data_file, snapshot, seq, Some(file_seq))?;
+                add_existing(&mut writer, &entry, data_file, file.added_snapshot_id)?;
             }
         }
         out.manifests.push(writer.write_manifest_file().await?);
     }
     out.missing = refs.iter().filter(|r| !found.contains(*r)).cloned().collect();
     Ok(out)
+}
+
+/// How many manifests of one kind (content and partition spec) a snapshot may list before
+/// its small ones are merged.
+pub const MERGE_AFTER: usize = 16;
+/// Manifests at least this large are left alone by merging.
+pub const MERGE_TARGET_BYTES: i64 = 8 << 20;
+
+/// Merges the small manifests of each kind (data or deletes, and partition spec) once there
+/// are more than `MERGE_AFTER` of it, as Iceberg's own commits do, so a reader plans over a
+/// bounded number of manifests however many commits ran. Entries keep their snapshot ids
+/// and sequence numbers (they become EXISTING); DELETED entries of earlier snapshots go.
+/// Manifests this snapshot added (its own entries) are not merged.
+pub async fn merge_small(
+    target: &ManifestTarget<'_>,
+    manifests: Vec<ManifestFile>,
+    cache: &ManifestCache,
+) -> Result<Vec<ManifestFile>> {
+    let mut groups: BTreeMap<(bool, i32), Vec<ManifestFile>> = BTreeMap::new();
+    for m in manifests {
+        groups.entry((m.content == ManifestContentType::Data, m.partition_spec_id)).or_default().push(m);
+    }
+    let mergeable = |m: &ManifestFile| m.manifest_length < MERGE_TARGET_BYTES && m.added_snapshot_id != target.snapshot_id;
+    let mut out = Vec::new();
+    for ((data, spec), group) in groups {
+        if group.len() <= MERGE_AFTER || group.iter().filter(|m| mergeable(m)).count() < 2 {
+            out.extend(group);
+            continue;
+        }
+        let (merge, keep): (Vec<ManifestFile>, Vec<ManifestFile>) = group.into_iter().partition(|m| mergeable(m));
+        out.extend(keep);
+        let Some(first) = merge.first() else { continue };
+        let template = cache.load(target.file_io, first).await?;
+        // One file per kind: data and delete manifests of a spec must not share a name.
+        let kind = if data { "data" } else { "deletes" };
+        let mut writer = target.rewriter(&format!("merged-{kind}-{spec}"), &template)?;
+        for file in &merge {
+            let manifest = cache.load(target.file_io, file).await?;
+            for (entry, data_file) in with_row_ids(file, &manifest)? {
+                add_existing(&mut writer, &entry, data_file, file.added_snapshot_id)?;
+            }
+        }
+        out.push(writer.write_manifest_file().await?);
+    }
+    Ok(out)
+}
+
+/// A manifest's live entries, each with its data file carrying an explicit first_row_id
+/// when the manifest assigns row ids by inheritance (v3 row lineage: a data file without
+/// its own inherits the manifest's, advanced by the rows of the live files before it; the
+/// value must be written out before the entry moves to another manifest).
+fn with_row_ids(file: &ManifestFile, manifest: &Manifest) -> Result<Vec<(Arc<ManifestEntry>, DataFile)>> {
+    let mut next_row_id = file.first_row_id;
+    let mut out = Vec::with_capacity(manifest.entries().len());
+    for entry in manifest.entries() {
+        if !entry.is_alive() {
+            continue;
+        }
+        let mut data_file = entry.data_file().clone();
+        if let Some(next) = next_row_id.as_mut()
+            && file.content == ManifestContentType::Data
+            && data_file.first_row_id().is_none()
+        {
+            data_file = with_first_row_id(&data_file, *next as i64, file.partition_spec_id)?;
+            *next += data_file.record_count();
+        }
+        out.push((Arc::clone(entry), data_file));
+    }
+    Ok(out)
+}
+
+fn add_existing(writer: &mut ManifestWriter, entry: &ManifestEntry, file: DataFile, added_by: i64) -> Result<()> {
+    let (seq, file_seq) = sequence_numbers(entry)?;
+    writer.add_existing_file(file, entry.snapshot_id().unwrap_or(added_by), seq, Some(file_seq))?;
+    Ok(())
 }
 
 /// `file` with an explicit `first_row_id` (the struct's fields are crate-private upstream).

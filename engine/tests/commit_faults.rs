@@ -56,6 +56,19 @@ fn data_file(name: &str) -> DataFile {
         .expect("data file")
 }
 
+fn delete_file(name: &str) -> DataFile {
+    DataFileBuilder::default()
+        .content(DataContentType::PositionDeletes)
+        .file_path(format!("/nonexistent/{name}.parquet"))
+        .file_format(DataFileFormat::Parquet)
+        .partition(Struct::empty())
+        .partition_spec_id(0)
+        .record_count(1)
+        .file_size_in_bytes(100)
+        .build()
+        .expect("delete file")
+}
+
 fn request(table: &TableIdent, epoch: u64, partition: i32, next: i64) -> CommitRequest {
     let mut offsets = SourceOffsets::default();
     offsets.advance("topic", partition, next);
@@ -307,4 +320,55 @@ async fn metadata_commits_ride_out_races_on_the_same_loop() {
     let state = inner.load(&table).await.expect("load").expect("table");
     assert_eq!(state.metadata.properties().get("floe.test").map(String::as_str), Some("yes"));
     assert_eq!(state.metadata.snapshots().len(), 1, "the competitor's snapshot survived the property change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_stay_few_however_many_commits_and_every_file_stays_live() {
+    let (_dir, inner, catalog, table) = setup().await;
+    for e in 0..60u64 {
+        let mut r = request(&table, e, 0, 10 * (e as i64 + 1));
+        // Data and delete manifests both pass the merge limit, in the same commits.
+        r.delete_files = vec![delete_file(&format!("d{e}"))];
+        if e % 7 == 6 {
+            // Now and then an epoch retires an earlier file (a replaced deletion vector).
+            r.removed = vec![FileRef::path(format!("/nonexistent/e{}-p0.parquet", e - 3))];
+        }
+        commit(&catalog, &r, RetryPolicy::default()).await.expect("commit");
+    }
+    let state = inner.load(&table).await.expect("load").expect("table");
+    let current = state.metadata.current_snapshot().expect("snapshot");
+    let bytes = catalog.file_io().new_input(current.manifest_list()).expect("input").read().await.expect("read");
+    let list = ManifestList::parse_with_version(&bytes, state.metadata.format_version()).expect("list");
+    assert!(
+        list.entries().len() <= floe_engine::manifests::MERGE_AFTER + 2,
+        "{} manifests after 60 commits",
+        list.entries().len()
+    );
+    let (_, files) = live(inner.as_ref(), &table).await;
+    let mut expected: Vec<String> = (0..60u64)
+        .filter(|e| !(0..60u64).any(|r| r % 7 == 6 && r - 3 == *e))
+        .map(|e| format!("/nonexistent/e{e}-p0.parquet"))
+        .chain((0..60u64).map(|e| format!("/nonexistent/d{e}.parquet")))
+        .collect();
+    expected.sort();
+    assert_eq!(files.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), expected);
+    // Sequence numbers survive the merges: the files of epoch e were added by snapshot e + 1.
+    for (path, seq) in files {
+        let e: i64 = path
+            .trim_start_matches("/nonexistent/")
+            .trim_start_matches(['e', 'd'])
+            .split(['-', '.'])
+            .next()
+            .and_then(|x| x.parse().ok())
+            .expect("epoch");
+        assert_eq!(seq, e + 1, "{path}");
+    }
+    // Every manifest the list names holds entries of its own content.
+    for m in list.entries() {
+        let manifest = m.load_manifest(catalog.file_io()).await.expect("manifest");
+        for e in manifest.entries() {
+            let is_data = e.content_type() == DataContentType::Data;
+            assert_eq!(is_data, m.content == iceberg::spec::ManifestContentType::Data, "{}", m.manifest_path);
+        }
+    }
 }

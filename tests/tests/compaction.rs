@@ -162,10 +162,11 @@ fn kill_9_during_compaction_loses_nothing_and_keeps_every_referenced_file() {
     let s = seed();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s);
     for mode in MODES {
+        eprintln!("seed {s} mode {mode}");
         let scratch = Scratch::new(WorkloadSpec::standard(s, 20_000), &pipeline(mode, 60, true));
         // Crashes at the named moments of a rewrite: its files written, its commit staged,
         // its commit landed with the response lost.
-        for point in ["compaction-files-written:2", "rewrite-before-swap:3", "rewrite-after-swap:2"] {
+        for point in ["none:1", "compaction-files-written:2", "rewrite-before-swap:3", "rewrite-after-swap:2"] {
             let out = floe(&scratch, &["run"], Some(point)).output().expect("spawn floe");
             let stderr = String::from_utf8_lossy(&out.stderr);
             if out.status.success() {
@@ -224,3 +225,4 @@ fn floe_maintain_compacts_what_a_pipeline_left_and_refuses_while_one_writes() {
     assert!(stderr.contains("compact") && stderr.contains("writ"), "seed {s}: {stderr}");
     drop(holder);
 }
+
