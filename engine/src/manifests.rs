@@ -194,7 +194,8 @@ pub async fn retire(
             continue;
         }
         let manifest = cache.load(target.file_io, &file).await?;
-        let hits = manifest.entries().iter().filter(|e| e.is_alive() && refs.contains(&FileRef::of(e.data_file()))).count();
+        let hits =
+            manifest.entries().iter().filter(|e| e.is_alive() && refs.contains(&FileRef::of(e.data_file()))).count();
         if hits == 0 {
             out.manifests.push(file);
             continue;
@@ -224,7 +225,8 @@ pub const MERGE_TARGET_BYTES: i64 = 8 << 20;
 
 /// Merges the small manifests of each kind (data or deletes, and partition spec) once there
 /// are more than `MERGE_AFTER` of it, as Iceberg's own commits do, so a reader plans over a
-/// bounded number of manifests however many commits ran. Entries keep their snapshot ids
+/// bounded number of manifests however many commits ran; size-tiered, so an entry is
+/// rewritten a logarithmic number of times. Entries keep their snapshot ids
 /// and sequence numbers (they become EXISTING); DELETED entries of earlier snapshots go.
 /// Manifests this snapshot added (its own entries) are not merged.
 pub async fn merge_small(
@@ -236,15 +238,30 @@ pub async fn merge_small(
     for m in manifests {
         groups.entry((m.content == ManifestContentType::Data, m.partition_spec_id)).or_default().push(m);
     }
-    let mergeable = |m: &ManifestFile| m.manifest_length < MERGE_TARGET_BYTES && m.added_snapshot_id != target.snapshot_id;
+    let mergeable =
+        |m: &ManifestFile| m.manifest_length < MERGE_TARGET_BYTES && m.added_snapshot_id != target.snapshot_id;
     let mut out = Vec::new();
     for ((data, spec), group) in groups {
         if group.len() <= MERGE_AFTER || group.iter().filter(|m| mergeable(m)).count() < 2 {
             out.extend(group);
             continue;
         }
-        let (merge, keep): (Vec<ManifestFile>, Vec<ManifestFile>) = group.into_iter().partition(|m| mergeable(m));
+        let (mut merge, keep): (Vec<ManifestFile>, Vec<ManifestFile>) = group.into_iter().partition(|m| mergeable(m));
         out.extend(keep);
+        // Size-tiered: a manifest four times the size of the smaller ones together stays,
+        // so an entry is rewritten a logarithmic number of times.
+        merge.sort_by_key(|m| std::cmp::Reverse(m.manifest_length));
+        while merge.len() >= 2 {
+            let rest: i64 = merge[1..].iter().map(|m| m.manifest_length).sum();
+            if merge[0].manifest_length < 4 * rest {
+                break;
+            }
+            out.push(merge.remove(0));
+        }
+        if merge.len() < 2 {
+            out.extend(merge);
+            continue;
+        }
         let Some(first) = merge.first() else { continue };
         let template = cache.load(target.file_io, first).await?;
         // One file per kind: data and delete manifests of a spec must not share a name.

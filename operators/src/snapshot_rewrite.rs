@@ -109,7 +109,7 @@ fn choose<'a>(
 ) -> Option<(Vec<&'a DataFile>, Vec<&'a DataFile>)> {
     match layout {
         Layout::Cdc => {
-            let small: Vec<&DataFile> = part
+            let mut small: Vec<&DataFile> = part
                 .data
                 .iter()
                 .map(|f| &f.file)
@@ -119,7 +119,19 @@ fn choose<'a>(
                 Due::Thresholds => small.len() > settings.cdc_max_files,
                 Due::All => small.len() > 1,
             };
-            wanted.then_some((small, Vec::new()))
+            if due == Due::Thresholds {
+                // Size-tiered: a file four times the size of the smaller ones together
+                // stays, so a row is rewritten a logarithmic number of times.
+                small.sort_by_key(|f| std::cmp::Reverse(f.file_size_in_bytes()));
+                while small.len() >= 2 {
+                    let rest: u64 = small[1..].iter().map(|f| f.file_size_in_bytes()).sum();
+                    if small[0].file_size_in_bytes() < 4 * rest {
+                        break;
+                    }
+                    small.remove(0);
+                }
+            }
+            (wanted && small.len() >= 2).then_some((small, Vec::new()))
         }
         Layout::Buckets(_) => {
             let wanted = match due {

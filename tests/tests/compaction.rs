@@ -225,4 +225,3 @@ fn floe_maintain_compacts_what_a_pipeline_left_and_refuses_while_one_writes() {
     assert!(stderr.contains("compact") && stderr.contains("writ"), "seed {s}: {stderr}");
     drop(holder);
 }
-
