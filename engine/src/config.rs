@@ -560,8 +560,10 @@ impl PipelineConfig {
                     err(&key_of("deletes"), format!("`{text}` is not a delete mode (position, vector, equality)"))
                 })?,
             };
-            let maintenance =
-                t.maintenance.unwrap_or_default().validate(|k, msg| err(&key_of(&format!("maintenance.{k}")), msg))?;
+            let maintenance = t
+                .maintenance
+                .unwrap_or_default()
+                .validate(deletes, |k, msg| err(&key_of(&format!("maintenance.{k}")), msg))?;
             let table = TableConfig {
                 topic,
                 base,

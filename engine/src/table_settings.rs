@@ -10,8 +10,8 @@
 //! [tables.maintenance]
 //! compaction = true             # default
 //! target_file_size = "128MiB"   # files a rewrite writes
-//! max_data_files = 4            # per bucket: more data files than this starts a rewrite
-//! max_delete_files = 2          # per data file (equality mode: per bucket): more are merged
+//! max_data_files = 3            # per bucket: more data files than this starts a rewrite
+//! max_delete_files = 1          # per data file; equality mode: 2 per bucket (more: a rewrite)
 //! max_delete_ratio = 0.2        # a data file with this share of its rows deleted is rewritten
 //! cdc_max_files = 16            # per CDC partition: more small files than this are merged
 //! ```
@@ -95,8 +95,8 @@ impl Default for MaintenanceSettings {
         MaintenanceSettings {
             compaction: true,
             target_file_size: 128 << 20,
-            max_data_files: 4,
-            max_delete_files: 2,
+            max_data_files: 3,
+            max_delete_files: 1,
             max_delete_ratio: 0.2,
             cdc_max_files: 16,
         }
@@ -104,6 +104,17 @@ impl Default for MaintenanceSettings {
 }
 
 impl MaintenanceSettings {
+    /// The defaults for a table in `mode`: one position-delete file per data file (its
+    /// positions are merged each epoch, as a deletion vector is, so a reader opens one delete
+    /// file per data file), two equality-delete files per bucket (a third starts a rewrite).
+    pub fn for_mode(mode: DeleteMode) -> Self {
+        let max_delete_files = match mode {
+            DeleteMode::Position | DeleteMode::Vector => 1,
+            DeleteMode::Equality => 2,
+        };
+        MaintenanceSettings { max_delete_files, ..MaintenanceSettings::default() }
+    }
+
     /// A data file smaller than this is "small": a candidate for merging.
     pub fn small_file_size(&self) -> u64 {
         self.target_file_size / 4 * 3
@@ -148,8 +159,12 @@ pub fn parse_size(text: &str) -> Option<u64> {
 
 impl RawMaintenance {
     /// Validates; `err(key, message)` builds the error for a key under the table's path.
-    pub(crate) fn validate<E>(self, err: impl Fn(&str, String) -> E) -> Result<MaintenanceSettings, E> {
-        let d = MaintenanceSettings::default();
+    pub(crate) fn validate<E>(
+        self,
+        mode: DeleteMode,
+        err: impl Fn(&str, String) -> E,
+    ) -> Result<MaintenanceSettings, E> {
+        let d = MaintenanceSettings::for_mode(mode);
         let count = |key: &str, v: Option<i64>, default: usize, min: i64| -> Result<usize, E> {
             match v {
                 None => Ok(default),
@@ -213,12 +228,16 @@ mod tests {
     fn invalid_values_name_their_key() {
         let err = |k: &str, m: String| format!("{k}: {m}");
         let raw = RawMaintenance { max_delete_ratio: Some(1.5), ..Default::default() };
-        assert!(raw.validate(err).expect_err("ratio").starts_with("max_delete_ratio"));
+        assert!(raw.validate(DeleteMode::Position, err).expect_err("ratio").starts_with("max_delete_ratio"));
         let raw = RawMaintenance { target_file_size: Some(Size::Text("10k".into())), ..Default::default() };
-        assert!(raw.validate(err).expect_err("size").contains("below 1 MiB"));
+        assert!(raw.validate(DeleteMode::Position, err).expect_err("size").contains("below 1 MiB"));
         let raw = RawMaintenance { max_data_files: Some(0), ..Default::default() };
-        assert!(raw.validate(err).expect_err("files").starts_with("max_data_files"));
-        let ok = RawMaintenance::default().validate(err).expect("defaults");
+        assert!(raw.validate(DeleteMode::Position, err).expect_err("files").starts_with("max_data_files"));
+        let ok = RawMaintenance::default().validate(DeleteMode::Position, err).expect("defaults");
         assert_eq!(ok, MaintenanceSettings::default());
+        let equality = RawMaintenance::default().validate(DeleteMode::Equality, err).expect("defaults");
+        assert_eq!(equality.max_delete_files, 2);
+        let set = RawMaintenance { max_delete_files: Some(4), ..Default::default() };
+        assert_eq!(set.validate(DeleteMode::Equality, err).expect("set").max_delete_files, 4);
     }
 }

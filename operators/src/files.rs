@@ -207,12 +207,17 @@ pub fn compression(properties: &std::collections::HashMap<String, String>) -> Co
     }
 }
 
-/// Parquet writer settings for `target`'s files.
-pub(crate) fn writer_properties(target: &Target) -> WriterProperties {
-    WriterProperties::builder()
+/// Parquet writer settings for `target`'s files; with a `sample` of the rows, columns that
+/// would not shrink with a dictionary are written plain (see [`crate::parquet_encoding`]).
+pub(crate) fn writer_properties(target: &Target, sample: Option<&RecordBatch>) -> WriterProperties {
+    let builder = WriterProperties::builder()
         .set_compression(compression(&target.properties))
-        .set_max_row_group_row_count(Some(1 << 20))
-        .build()
+        .set_max_row_group_row_count(Some(1 << 20));
+    match sample {
+        Some(batch) => crate::parquet_encoding::choose_dictionaries(builder, batch),
+        None => builder,
+    }
+    .build()
 }
 
 fn partition_key(target: &Target, schema: &Arc<Schema>, partition: Option<Struct>) -> Option<PartitionKey> {
@@ -224,9 +229,10 @@ fn rolling(
     target: &Target,
     schema: Arc<Schema>,
     name_prefix: &str,
+    sample: Option<&RecordBatch>,
 ) -> RollingFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator> {
     RollingFileWriterBuilder::new_with_default_file_size(
-        ParquetWriterBuilder::new(writer_properties(target), schema),
+        ParquetWriterBuilder::new(writer_properties(target, sample), schema),
         file_io.clone(),
         DefaultLocationGenerator::with_data_location(format!("{}/data", target.location)),
         DefaultFileNameGenerator::new(
@@ -246,9 +252,10 @@ pub async fn write_data(
     name_prefix: &str,
 ) -> Result<Vec<DataFile>> {
     let schema = Arc::clone(&target.schema);
-    let mut writer = DataFileWriterBuilder::new(rolling(file_io, target, Arc::clone(&schema), name_prefix))
-        .build(partition_key(target, &schema, partition))
-        .await?;
+    let mut writer =
+        DataFileWriterBuilder::new(rolling(file_io, target, Arc::clone(&schema), name_prefix, batches.first()))
+            .build(partition_key(target, &schema, partition))
+            .await?;
     for batch in batches {
         writer.write(batch).await?;
     }
@@ -296,8 +303,10 @@ pub async fn write_equality_deletes(
 ) -> Result<Vec<DataFile>> {
     let key_schema = Arc::new(key_schema(&target.schema, equality_ids)?);
     let config = EqualityDeleteWriterConfig::new(equality_ids.to_vec(), Arc::clone(&key_schema))?;
-    let builder =
-        EqualityDeleteFileWriterBuilder::new(rolling(file_io, target, Arc::clone(&key_schema), name_prefix), config);
+    let builder = EqualityDeleteFileWriterBuilder::new(
+        rolling(file_io, target, Arc::clone(&key_schema), name_prefix, Some(&keys)),
+        config,
+    );
     let mut writer = builder.build(partition_key(target, &target.schema, partition)).await?;
     writer.write(keys).await?;
     Ok(writer.close().await?)

@@ -566,15 +566,18 @@ impl BucketIndex {
             let mut merged: RoaringBitmap = incoming.iter().copied().collect();
             if slots.len() + 1 > max {
                 slots.sort_by_key(|i| std::cmp::Reverse(self.deletes[*i].entries()));
-                while !slots.is_empty() {
-                    let rest: u64 =
-                        slots[1..].iter().map(|i| self.deletes[*i].entries()).sum::<u64>() + incoming.len() as u64;
-                    if self.deletes[slots[0]].entries() < 4 * rest || slots.len() + 1 <= max {
+                // Keep the largest files while each is four times the rest, leaving room
+                // for the merged one: at most `max` files name this data file afterwards.
+                let mut kept = 0;
+                while kept + 2 <= max && kept < slots.len() {
+                    let rest: u64 = slots[kept + 1..].iter().map(|i| self.deletes[*i].entries()).sum::<u64>()
+                        + incoming.len() as u64;
+                    if self.deletes[slots[kept]].entries() < 4 * rest {
                         break;
                     }
-                    slots.remove(0);
+                    kept += 1;
                 }
-                for i in slots {
+                for i in slots.split_off(kept) {
                     if let Some(b) = self.deletes[i].named.get(id) {
                         merged |= b;
                     }
@@ -967,6 +970,30 @@ mod tests {
         assert!(retired.is_empty());
         assert_eq!(positions, BTreeMap::from([(d.file.expect("file"), vec![0])]));
         assert_eq!(t.live().len(), 1000 - 202 + 1);
+    }
+
+    #[test]
+    fn no_data_file_is_named_by_more_than_max_delete_files() {
+        for max in 1..4usize {
+            let mut t = Table::new();
+            t.epoch((0..5000).map(|k| (k, Some(k))).collect());
+            let mut live: Vec<FileRef> = Vec::new();
+            let mut next = 0;
+            // Shrinking epochs: each is small against the files before it, the case where
+            // size-tiering alone would keep every file.
+            for size in [1000, 200, 40, 8, 2, 1, 1, 1] {
+                let d = t.epoch((next..next + size).map(|k| (k, None)).collect());
+                next += size;
+                let (positions, retired) = t.index.epoch_deletes(max, &d);
+                live.retain(|f| !retired.contains(f));
+                let file = FileRef::path(format!("d{next}"));
+                t.index.add_position_deletes(file.clone(), &positions);
+                live.push(file);
+                assert!(live.len() <= max, "max {max}: {} delete files name one data file", live.len());
+            }
+            let named: u64 = t.index.deletes.iter().map(|d| d.entries()).sum();
+            assert_eq!(named, next as u64, "max {max}: every deleted row is named once");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod kafka_source;
 pub mod kcat_line;
 pub mod key_index;
 pub mod key_index_rebuild;
+pub mod parquet_encoding;
 pub mod plan;
 pub mod replay_log;
 pub mod replay_source;
