@@ -14,11 +14,13 @@
 
 pub mod arrow_value;
 pub mod catalog;
+pub mod cleanup;
 pub mod commit;
 pub mod config;
 pub mod deletion_vector;
 pub mod epoch;
 pub mod error;
+pub mod expiry;
 pub mod faults;
 pub mod logging;
 pub mod manifests;

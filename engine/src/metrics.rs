@@ -42,6 +42,12 @@ pub struct TableStats {
     pub rewrite_bytes: u64,
     /// Files retired (rewritten, replaced or dangling).
     pub files_retired: u64,
+    /// Snapshots expired.
+    pub snapshots_expired: u64,
+    /// Files deleted by cleanup (expired, orphaned, old metadata).
+    pub files_cleaned: u64,
+    /// Bytes those files held.
+    pub bytes_cleaned: u64,
 }
 
 /// Process-wide metrics shared by all workers.

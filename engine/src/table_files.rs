@@ -206,6 +206,13 @@ pub async fn positional_deletes(file_io: &FileIO, part: &PartitionFiles) -> Resu
 /// Shared handle to what [`snapshot_files`] read.
 pub type SnapshotFilesRef = Arc<SnapshotFiles>;
 
+/// Every field of `schema` as (field id, Arrow type), in order: the `fields` argument of
+/// [`read_columns`] for whole rows.
+pub fn schema_fields(schema: &iceberg::spec::Schema) -> crate::Result<Vec<(i32, arrow_schema::DataType)>> {
+    let arrow = iceberg::arrow::schema_to_arrow_schema(schema)?;
+    Ok(schema.as_struct().fields().iter().zip(arrow.fields()).map(|(f, a)| (f.id, a.data_type().clone())).collect())
+}
+
 /// Reads the columns `fields` (field id, Arrow type) of a data file, in that order, as
 /// batches; a field the file does not hold (added by a later schema) reads as nulls.
 /// Only the requested column chunks are read.

@@ -14,6 +14,12 @@
 //! max_delete_files = 1          # per data file; equality mode: 2 per bucket (more: a rewrite)
 //! max_delete_ratio = 0.2        # a data file with this share of its rows deleted is rewritten
 //! cdc_max_files = 16            # per CDC partition: more small files than this are merged
+//! expiry = true                 # expire snapshots (then clean up files) every `expire_every` commits
+//! keep_snapshots = 5            # never fewer than this many
+//! snapshot_max_age = "24h"      # older snapshots beyond keep_snapshots are expired
+//! expire_every = 16             # commits of the table between two expiry runs
+//! cleanup = true                # delete files no retained snapshot references
+//! orphan_min_age = "1h"         # unreferenced files younger than this are left (commits in flight)
 //! ```
 //!
 //! # Invariants
@@ -88,6 +94,18 @@ pub struct MaintenanceSettings {
     pub max_delete_ratio: f64,
     /// Per CDC table partition: more small files than this are merged.
     pub cdc_max_files: usize,
+    /// Whether `floe run` expires snapshots.
+    pub expiry: bool,
+    /// Snapshots kept whatever their age.
+    pub keep_snapshots: usize,
+    /// Snapshots younger than this are kept.
+    pub snapshot_max_age: std::time::Duration,
+    /// Commits of a table between two expiry runs.
+    pub expire_every: usize,
+    /// Whether expiry is followed by deleting unreferenced files.
+    pub cleanup: bool,
+    /// Unreferenced files younger than this are not orphans yet.
+    pub orphan_min_age: std::time::Duration,
 }
 
 impl Default for MaintenanceSettings {
@@ -99,6 +117,12 @@ impl Default for MaintenanceSettings {
             max_delete_files: 1,
             max_delete_ratio: 0.2,
             cdc_max_files: 16,
+            expiry: true,
+            keep_snapshots: 5,
+            snapshot_max_age: std::time::Duration::from_secs(24 * 3600),
+            expire_every: 16,
+            cleanup: true,
+            orphan_min_age: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -131,6 +155,12 @@ pub(crate) struct RawMaintenance {
     max_delete_files: Option<i64>,
     max_delete_ratio: Option<f64>,
     cdc_max_files: Option<i64>,
+    expiry: Option<bool>,
+    keep_snapshots: Option<i64>,
+    snapshot_max_age: Option<String>,
+    expire_every: Option<i64>,
+    cleanup: Option<bool>,
+    orphan_min_age: Option<String>,
 }
 
 /// A size: bytes, or a string such as `"128MiB"`, `"64 MB"`, `"1g"`.
@@ -155,6 +185,23 @@ pub fn parse_size(text: &str) -> Option<u64> {
         _ => return None,
     };
     (number >= 0.0).then(|| (number * scale as f64) as u64)
+}
+
+/// Parses `"24h"`, `"90m"`, `"30s"`, `"7d"`, `"500ms"`, `"0s"`.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim().to_ascii_lowercase().as_str() {
+        "ms" => 0.001,
+        "s" | "sec" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => return None,
+    };
+    (number >= 0.0).then(|| std::time::Duration::from_secs_f64(number * seconds))
 }
 
 impl RawMaintenance {
@@ -189,7 +236,18 @@ impl RawMaintenance {
             Some(r) if r > 0.0 && r <= 1.0 => r,
             Some(r) => return Err(err("max_delete_ratio", format!("{r} is not in (0, 1]"))),
         };
+        let duration = |key: &str, v: Option<String>, default| match v {
+            None => Ok(default),
+            Some(t) => parse_duration(&t)
+                .ok_or_else(|| err(key, format!("`{t}` is not a duration (e.g. \"24h\", \"30m\", \"10s\")"))),
+        };
         Ok(MaintenanceSettings {
+            expiry: self.expiry.unwrap_or(d.expiry),
+            keep_snapshots: count("keep_snapshots", self.keep_snapshots, d.keep_snapshots, 1)?,
+            snapshot_max_age: duration("snapshot_max_age", self.snapshot_max_age, d.snapshot_max_age)?,
+            expire_every: count("expire_every", self.expire_every, d.expire_every, 1)?,
+            cleanup: self.cleanup.unwrap_or(d.cleanup),
+            orphan_min_age: duration("orphan_min_age", self.orphan_min_age, d.orphan_min_age)?,
             compaction: self.compaction.unwrap_or(d.compaction),
             target_file_size,
             max_data_files: count("max_data_files", self.max_data_files, d.max_data_files, 1)?,
@@ -222,6 +280,23 @@ mod tests {
         }
         assert_eq!(DeleteMode::default(), DeleteMode::Position);
         assert_eq!(DeleteMode::parse("soft"), None);
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("90m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("24"), None, "a unit is required");
+        assert_eq!(parse_duration("soon"), None);
+        let err = |k: &str, m: String| format!("{k}: {m}");
+        let raw = RawMaintenance { snapshot_max_age: Some("a day".into()), ..Default::default() };
+        assert!(raw.validate(DeleteMode::Position, err).expect_err("age").starts_with("snapshot_max_age"));
+        let raw = RawMaintenance { keep_snapshots: Some(0), ..Default::default() };
+        assert!(raw.validate(DeleteMode::Position, err).expect_err("keep").starts_with("keep_snapshots"));
     }
 
     #[test]

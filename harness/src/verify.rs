@@ -67,18 +67,10 @@ async fn read_v3(
     metadata: &iceberg::spec::TableMetadata,
     columns: Vec<String>,
 ) -> Result<TableRows> {
-    use floe_engine::table_files::{positional_deletes, read_columns, snapshot_files};
+    use floe_engine::table_files::{positional_deletes, read_columns, schema_fields, snapshot_files};
     let file_io = catalog.file_io();
     let files = snapshot_files(file_io, metadata, floe_engine::manifests::ManifestCache::global()).await?;
-    let arrow = iceberg::arrow::schema_to_arrow_schema(metadata.current_schema())?;
-    let fields: Vec<(i32, arrow_schema::DataType)> = metadata
-        .current_schema()
-        .as_struct()
-        .fields()
-        .iter()
-        .zip(arrow.fields())
-        .map(|(f, a)| (f.id, a.data_type().clone()))
-        .collect();
+    let fields = schema_fields(metadata.current_schema())?;
     let mut rows = Vec::new();
     for part in &files.partitions {
         if part.deletes.iter().any(|d| d.file.content_type() == iceberg::spec::DataContentType::EqualityDeletes) {

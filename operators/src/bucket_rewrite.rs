@@ -99,14 +99,7 @@ pub async fn rewrite(
     name: &str,
 ) -> Result<(Vec<(RewriteOutput, DataFile)>, u64)> {
     let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?);
-    let fields: Vec<(i32, arrow_schema::DataType)> = target
-        .schema
-        .as_struct()
-        .fields()
-        .iter()
-        .zip(arrow.fields())
-        .map(|(f, a)| (f.id, a.data_type().clone()))
-        .collect();
+    let fields = floe_engine::table_files::schema_fields(&target.schema)?;
     let rows: u64 = plan.inputs.iter().map(|i| i.rows as u64).sum();
     let per_file = match plan.input_bytes {
         0 => u64::MAX,
@@ -178,12 +171,8 @@ async fn flush(
     name: &str,
     n: usize,
 ) -> Result<(RewriteOutput, DataFile)> {
-    let all = arrow_select::concat::concat_batches(arrow, pending.iter())
-        .map_err(|e| Error::new(ErrorKind::Internal, "joining rewrite batches").with_source(e))?;
-    let take = (rows as usize).min(all.num_rows());
-    let head = all.slice(0, take);
-    let rest = all.slice(take, all.num_rows() - take);
-    *pending = if rest.num_rows() > 0 { vec![rest] } else { Vec::new() };
+    let head = crate::files::take_rows(arrow, pending, rows as usize)?;
+    let take = head.num_rows();
     let path = file_path(target, partition, &format!("{name}-{n}.parquet"));
     let file = write_data_at(file_io, target, partition.clone(), &path, head).await?;
     let out_sources: Vec<Loc> = sources.drain(..take).collect();

@@ -275,6 +275,35 @@ pub fn commit_epochs<'s>(
                                 let _ = wake.activate();
                             });
                         }
+                        Job::Expire(jobs) => {
+                            let metrics = Arc::clone(&plan.metrics);
+                            let names: Vec<String> = jobs.iter().map(|j| j.table.to_string()).collect();
+                            plan.runtime.spawn(async move {
+                                let now = chrono::Utc::now().timestamp_millis();
+                                let mut results = Vec::new();
+                                for (job, name) in jobs.into_iter().zip(names) {
+                                    let result = floe_engine::expiry::expire_and_clean(
+                                        catalog.as_ref(),
+                                        &job.table,
+                                        job.policy,
+                                        now,
+                                        job.cleanup,
+                                        job.orphan_min_age,
+                                    )
+                                    .await;
+                                    if let Ok(r) = &result {
+                                        metrics.table(&name, |s| {
+                                            s.snapshots_expired += r.snapshots_expired;
+                                            s.files_cleaned += r.cleanup.files();
+                                            s.bytes_cleaned += r.cleanup.bytes;
+                                        });
+                                    }
+                                    results.push((job.dest, result));
+                                }
+                                let _ = tx.send(Done::Expire(results));
+                                let _ = wake.activate();
+                            });
+                        }
                         Job::Epoch(epoch, commits, _) => {
                             // Capabilities of earlier epochs are no longer needed.
                             caps.retain(|e, _| *e >= epoch);

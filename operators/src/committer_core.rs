@@ -5,6 +5,8 @@
 //! ```text
 //!   add(Written @e), add_progress(e)        ─► PendingEpochs
 //!   next(passed)          ─► Job::Ahead(schema commits)         between epochs
+//!                         ─► Job::Rewrites(steps)               maintenance rewrites, between epochs
+//!                         ─► Job::Expire(tables)                every `expire_every` commits of a table
 //!                         ─► Job::Epoch(e, commits)             oldest epoch both inputs passed
 //!   done(job result)      ─► CommitReport @e, sequence numbers learned
 //! ```
@@ -177,6 +179,23 @@ pub enum Job {
     Epoch(Epoch, EpochCommits, BTreeMap<Dest, Written1>),
     /// Rewrites found by table maintenance, committed between two epochs.
     Rewrites(Vec<TableSteps>),
+    /// Snapshot expiry and file cleanup of tables, between two epochs.
+    Expire(Vec<ExpireJob>),
+}
+
+/// One table's expiry (and cleanup), due after `expire_every` of its commits.
+#[derive(Clone, Debug)]
+pub struct ExpireJob {
+    /// The table.
+    pub dest: Dest,
+    /// Its identifier.
+    pub table: iceberg::TableIdent,
+    /// What may go.
+    pub policy: floe_engine::expiry::ExpiryPolicy,
+    /// Whether files are cleaned up after.
+    pub cleanup: bool,
+    /// The orphan safety window.
+    pub orphan_min_age: std::time::Duration,
 }
 
 /// What a finished job reports back.
@@ -189,6 +208,8 @@ pub enum Done {
     Rewrites(Result<Vec<(Dest, Vec<(StepKind, CommitOutcome)>)>>),
     /// A maintenance scan of a table found these rewrites (or failed).
     Maintenance(Dest, Result<Vec<RewriteBundle>>),
+    /// An `Expire` job: each table's report (a failure leaves the table as it is).
+    Expire(Vec<(Dest, Result<floe_engine::expiry::ExpiryReport>)>),
 }
 
 /// A table the committer compacts itself (CDC tables, equality-mode base tables), and how.
@@ -250,6 +271,9 @@ pub struct CommitterCore {
     sequences: HashMap<Dest, SequenceLog>,
     maintenance: Maintenance,
     rewrites_inflight: bool,
+    /// Commits per table since its last expiry.
+    since_expiry: HashMap<Dest, usize>,
+    expire_inflight: bool,
 }
 
 impl CommitterCore {
@@ -267,7 +291,41 @@ impl CommitterCore {
             sequences: HashMap::new(),
             maintenance: Maintenance::default(),
             rewrites_inflight: false,
+            since_expiry: HashMap::new(),
+            expire_inflight: false,
         }
+    }
+
+    /// Tables due for expiry: `expire_every` commits since their last one. Their counters
+    /// restart.
+    fn expiry_due(&mut self) -> Vec<ExpireJob> {
+        let plan = Arc::clone(&self.plan);
+        let mut due = Vec::new();
+        for t in &plan.tables {
+            let m = &t.maintenance;
+            if !m.expiry {
+                continue;
+            }
+            for (dest, target) in [(Dest::Base(t.index), t.base.as_ref()), (Dest::Cdc(t.index), t.cdc.as_ref())] {
+                let Some(target) = target else { continue };
+                let count = self.since_expiry.entry(dest).or_default();
+                if *count < m.expire_every {
+                    continue;
+                }
+                *count = 0;
+                due.push(ExpireJob {
+                    dest,
+                    table: target.ident.clone(),
+                    policy: floe_engine::expiry::ExpiryPolicy {
+                        keep_snapshots: m.keep_snapshots,
+                        max_age_ms: m.snapshot_max_age.as_millis().min(i64::MAX as u128) as i64,
+                    },
+                    cleanup: m.cleanup,
+                    orphan_min_age: m.orphan_min_age,
+                });
+            }
+        }
+        due
     }
 
     /// Adds what a writer sent.
@@ -293,7 +351,9 @@ impl CommitterCore {
     /// enough files landed since its last scan, or (`input_done`, a bounded run) it got any
     /// files and had no last look yet.
     pub fn maintenance_due(&mut self, input_done: bool) -> Option<MaintenanceJob> {
-        if self.maintenance.running || self.failed || !self.maintenance.ready.is_empty() {
+        // One scan at a time, and none while its rewrites wait or commit: a scan must read
+        // the table after them, or it plans the same files again.
+        if self.maintenance.running || self.failed || !self.maintenance.ready.is_empty() || self.rewrites_inflight {
             return None;
         }
         let plan = Arc::clone(&self.plan);
@@ -341,7 +401,7 @@ impl CommitterCore {
 
     /// Whether table maintenance is running or has rewrites to commit.
     pub fn maintenance_busy(&self) -> bool {
-        self.maintenance.running || !self.maintenance.ready.is_empty() || self.rewrites_inflight
+        self.maintenance.running || !self.maintenance.ready.is_empty() || self.rewrites_inflight || self.expire_inflight
     }
 
     /// The smallest epoch whose capability is still needed: the one in flight, else the
@@ -363,7 +423,12 @@ impl CommitterCore {
     /// The next job, if one may start: nothing in flight, no failure. Schema versions found
     /// ahead go first; then the oldest epoch, once `passed(epoch)` says both inputs passed it.
     pub fn next(&mut self, is_committer: bool, passed: impl Fn(Epoch) -> bool) -> Result<Option<Job>> {
-        if self.failed || self.inflight.is_some() || self.ahead_inflight || self.rewrites_inflight {
+        if self.failed
+            || self.inflight.is_some()
+            || self.ahead_inflight
+            || self.rewrites_inflight
+            || self.expire_inflight
+        {
             return Ok(None);
         }
         if self.plan.failure.get().is_some() {
@@ -392,6 +457,13 @@ impl CommitterCore {
             }
             self.rewrites_inflight = true;
             return Ok(Some(Job::Rewrites(steps)));
+        }
+        if is_committer {
+            let due = self.expiry_due();
+            if !due.is_empty() {
+                self.expire_inflight = true;
+                return Ok(Some(Job::Expire(due)));
+            }
         }
         while let Some(epoch) = self.oldest() {
             if !passed(epoch) {
@@ -428,6 +500,16 @@ impl CommitterCore {
                     outcomes,
                 )))
             }
+            Done::Expire(results) => {
+                self.expire_inflight = false;
+                for (dest, result) in results {
+                    match result {
+                        Ok(r) => tracing::debug!(?dest, ?r, "expiry and cleanup"),
+                        Err(e) => tracing::warn!(?dest, error = %e, "snapshot expiry or cleanup failed; retried later"),
+                    }
+                }
+                Ok(None)
+            }
             Done::Maintenance(dest, result) => {
                 self.maintenance.running = false;
                 match result {
@@ -449,6 +531,7 @@ impl CommitterCore {
                     for (kind, outcome) in steps {
                         if let (StepKind::Epoch { .. }, Some((_, seq))) = (kind, outcome.snapshot()) {
                             self.log(*dest).record(epoch, seq);
+                            *self.since_expiry.entry(*dest).or_default() += 1;
                             let files = sizes.get(dest).map_or(0, |w| w.data_files);
                             *self.maintenance.added.entry(*dest).or_default() += files;
                         }
@@ -739,6 +822,10 @@ mod tests {
     use crate::schema_versions::SchemaVersions;
 
     fn plan(dir: &std::path::Path) -> PlanRef {
+        plan_with(dir, Default::default())
+    }
+
+    fn plan_with(dir: &std::path::Path, maintenance: floe_engine::table_settings::MaintenanceSettings) -> PlanRef {
         let runtime = floe_engine::runtime::IoRuntime::new(1).expect("runtime");
         let config = CatalogConfig {
             name: "floe".into(),
@@ -778,7 +865,7 @@ mod tests {
             versions: SchemaVersions::new(schema, Default::default()),
             schema_policy: Default::default(),
             deletes: Default::default(),
-            maintenance: Default::default(),
+            maintenance,
         };
         Arc::new(PipelinePlan {
             pipeline_id: "p".into(),
@@ -924,6 +1011,44 @@ mod tests {
         let removed: Vec<&str> = step.request.removed.iter().map(|r| r.path.as_str()).collect();
         assert_eq!(removed, vec!["/x/old1.parquet", "/x/old2.parquet", "/x/old3.parquet"]);
         assert_eq!(step.bases.len(), 1);
+    }
+
+    #[test]
+    fn expiry_runs_between_epochs_every_n_commits_and_alone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = floe_engine::table_settings::MaintenanceSettings { expire_every: 2, ..Default::default() };
+        let plan = plan_with(dir.path(), settings);
+        let mut core = CommitterCore::new(Arc::clone(&plan));
+        for e in 0..4 {
+            core.add(file(&plan, e, &format!("e{e}"), false).into());
+            progress(&mut core, e, 10 * (e as i64 + 1));
+        }
+        for e in 0..2 {
+            let (got, _) = epoch_job(core.next(true, |_| true).expect("next"));
+            assert_eq!(got, e);
+            core.done(ok(e, 8 + e as i64)).expect("done");
+        }
+        let jobs = match core.next(true, |_| true).expect("next") {
+            Some(Job::Expire(jobs)) => jobs,
+            other => panic!("expected an expiry after two commits, got {other:?}"),
+        };
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].dest, Dest::Base(0));
+        assert_eq!(jobs[0].policy.keep_snapshots, 5);
+        assert!(core.next(true, |_| true).expect("next").is_none(), "no epoch commits while expiry runs");
+        assert!(core.maintenance_busy(), "a bounded run waits for it");
+        let failed = Err(Error::new(ErrorKind::Catalog, "gone"));
+        assert!(
+            core.done(Done::Expire(vec![(Dest::Base(0), failed)])).expect("a failed expiry is not fatal").is_none()
+        );
+        let (got, _) = epoch_job(core.next(true, |_| true).expect("next"));
+        assert_eq!(got, 2, "epochs go on after it");
+        core.done(ok(2, 10)).expect("done");
+        let (got, _) = epoch_job(core.next(true, |_| true).expect("next"));
+        assert_eq!(got, 3, "one commit since the last expiry is not enough");
+        core.done(ok(3, 11)).expect("done");
+        assert!(core.next(false, |_| true).expect("next").is_none(), "only the committer expires");
+        assert!(matches!(core.next(true, |_| true).expect("next"), Some(Job::Expire(_))));
     }
 
     #[test]

@@ -262,6 +262,17 @@ pub async fn write_data(
     Ok(writer.close().await?)
 }
 
+/// The first `rows` rows of `pending` (batches in `arrow`) as one batch; `pending` keeps
+/// the rest. How a rewrite cuts its output into files of a target size.
+pub fn take_rows(arrow: &arrow_schema::SchemaRef, pending: &mut Vec<RecordBatch>, rows: usize) -> Result<RecordBatch> {
+    let all = arrow_select::concat::concat_batches(arrow, pending.iter())
+        .map_err(|e| Error::new(ErrorKind::Internal, "joining rewrite batches").with_source(e))?;
+    let take = rows.min(all.num_rows());
+    let rest = all.slice(take, all.num_rows() - take);
+    *pending = if rest.num_rows() > 0 { vec![rest] } else { Vec::new() };
+    Ok(all.slice(0, take))
+}
+
 /// `batch`, built under another schema version, in the Arrow schema `to`: columns match by
 /// position (evolution only appends); a differing type is cast (widening, or narrowing back
 /// values that came from the narrower type; an overflow is an error, never a silent null);

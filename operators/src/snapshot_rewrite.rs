@@ -157,14 +157,7 @@ async fn rewrite_partition(
     name: &str,
 ) -> Result<(Vec<DataFile>, u64)> {
     let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?);
-    let fields: Vec<(i32, arrow_schema::DataType)> = target
-        .schema
-        .as_struct()
-        .fields()
-        .iter()
-        .zip(arrow.fields())
-        .map(|(f, a)| (f.id, a.data_type().clone()))
-        .collect();
+    let fields = floe_engine::table_files::schema_fields(&target.schema)?;
     let positional = match layout {
         Layout::Cdc => Default::default(),
         Layout::Buckets(_) => positional_deletes(file_io, part).await?,
@@ -245,11 +238,7 @@ async fn write_next(
     name: &str,
     n: usize,
 ) -> Result<DataFile> {
-    let all = arrow_select::concat::concat_batches(arrow, pending.iter())
-        .map_err(|e| Error::new(ErrorKind::Internal, "joining rewrite batches").with_source(e))?;
-    let take = rows.min(all.num_rows());
-    let rest = all.slice(take, all.num_rows() - take);
-    *pending = if rest.num_rows() > 0 { vec![rest] } else { Vec::new() };
+    let head = crate::files::take_rows(arrow, pending, rows)?;
     let path = crate::base_index::file_path(target, &part.partition, &format!("{name}-{n}.parquet"));
-    write_data_at(file_io, target, part.partition.clone(), &path, all.slice(0, take)).await
+    write_data_at(file_io, target, part.partition.clone(), &path, head).await
 }

@@ -36,31 +36,41 @@ use crate::bench::{RunStats, run_measured};
 const READER: &str = include_str!("../../harness/python/floe_reader.py");
 const RACE: &str = include_str!("../../harness/python/floe_race.py");
 
-/// What to run.
-#[derive(Clone, Debug)]
+/// What to run (also `floe bench spark`'s arguments).
+#[derive(Clone, Debug, clap::Args)]
 pub struct SparkBenchOptions {
     /// Rows of the initial table (R).
+    #[arg(long, default_value_t = 1_000_000)]
     pub rows: u64,
     /// Change events (C).
+    #[arg(long, default_value_t = 1_000_000)]
     pub changes: u64,
-    /// Seed.
+    /// Workload seed.
+    #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Scratch folder (replaced).
+    #[arg(long, default_value = "floe-bench-spark")]
     pub dir: PathBuf,
     /// Records per partition per floe epoch.
+    #[arg(long, default_value_t = 25_000)]
     pub commit_every: u64,
     /// Buckets of both base tables.
+    #[arg(long, default_value_t = 16)]
     pub buckets: u32,
-    /// Spark driver memory, e.g. `6g`.
+    /// Spark driver memory.
+    #[arg(long, default_value = "6g")]
     pub spark_memory: String,
-    /// Timed rounds per side (each from the same post-bootstrap state); the median is reported.
+    /// Timed rounds per side, each from the same post-bootstrap state (median reported).
+    #[arg(long, default_value_t = 1)]
     pub repeat: usize,
-    /// floe's delete mode for its base table (`position`, `vector`, `equality`).
+    /// floe's delete mode: position, vector or equality.
+    #[arg(long, default_value = "position")]
     pub deletes: String,
-    /// Timed full scans of each final table (read cost); 0 skips the read-cost measurement.
+    /// Timed Spark full scans of each final table (read cost; 0: skip).
+    #[arg(long, default_value_t = 3)]
     pub scan_rounds: usize,
-    /// Also compact floe's final table with `floe maintain` and, from the same state, with
-    /// Spark's `rewrite_data_files`, and compare.
+    /// Also compare `floe maintain` with Spark's rewrite_data_files on floe's final table.
+    #[arg(long)]
     pub compaction: bool,
 }
 
@@ -356,13 +366,14 @@ fn read_cost(options: &SparkBenchOptions, wh: &str) -> Result<String> {
 
 /// `floe maintain` against Spark's `rewrite_data_files`, each from the same table state.
 fn compaction(options: &SparkBenchOptions, warehouse: &Path, wh: &str) -> Result<String> {
+    // Spark first: its process has exited (its catalog connections closed) before the
+    // catalog is restored for floe, which runs in this process.
     let saved = save_catalog(warehouse)?;
-    let config = floe_engine::config::PipelineConfig::load(&options.dir.join("changes.toml"))?;
-    let ours = crate::maintain::maintain(&config, Some("floe.accounts"))?;
-    let t = ours.tables.first().cloned().unwrap_or_default();
-    restore_catalog(warehouse, &saved)?;
     let theirs: Rewritten = spark(options, &["rewrite", wh, "floe", "floe.accounts"])?;
     restore_catalog(warehouse, &saved)?;
+    let config = floe_engine::config::PipelineConfig::load(&options.dir.join("changes.toml"))?;
+    let ours = crate::maintain::maintain(&config, Some("floe.accounts"), None)?;
+    let t = ours.tables.first().cloned().unwrap_or_default();
     let mut r = String::from(
         "compaction of floe's final table, from the same state (every bucket rewritten, deletes applied):\n",
     );
@@ -413,6 +424,9 @@ fn restore_catalog(warehouse: &Path, saved: &[(PathBuf, PathBuf)]) -> Result<()>
         let _ = std::fs::remove_file(warehouse.join(format!("catalog.db{suffix}")));
     }
     for (path, copy) in saved {
+        // A new file, not the old one overwritten: a connection still open on the old one
+        // cannot write into the restored state.
+        let _ = std::fs::remove_file(path);
         std::fs::copy(copy, path)?;
     }
     Ok(())

@@ -100,7 +100,9 @@ enum Command {
         command: SchemaCommand,
     },
     /// Per table: source schema version, Iceberg schema id, the plan's schema, whether data
-    /// after the last change is committed, and how long the change took to converge.
+    /// after the last change is committed, and how long the change took to converge; then
+    /// its health: data and delete files, bytes, snapshots, metadata size, delete entries
+    /// per live row, and when it was last compacted, expired and cleaned up.
     Status {
         /// The pipeline file.
         pipeline: PathBuf,
@@ -115,6 +117,10 @@ enum Command {
         /// Only this table: its base or CDC table name, or its topic.
         #[arg(long)]
         table: Option<String>,
+        /// Delete unreferenced files older than this (e.g. "10m", "0s"), instead of the
+        /// tables' `orphan_min_age`.
+        #[arg(long, value_parser = parse_duration_arg)]
+        orphan_min_age: Option<std::time::Duration>,
     },
     /// Generate a seeded workload, run it on embedded defaults, and verify the tables.
     Demo {
@@ -190,41 +196,12 @@ enum BenchAgainst {
     },
     /// Race floe against Spark `MERGE INTO` on Iceberg (needs harness/scripts/spark.sh):
     /// R initial rows, then C changes; both final tables are compared through Spark.
-    Spark {
-        /// Rows of the initial table (R).
-        #[arg(long, default_value_t = 1_000_000)]
-        rows: u64,
-        /// Change events (C).
-        #[arg(long, default_value_t = 1_000_000)]
-        changes: u64,
-        /// Workload seed.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-        /// Scratch folder (replaced).
-        #[arg(long, default_value = "floe-bench-spark")]
-        dir: PathBuf,
-        /// Records per partition per floe epoch.
-        #[arg(long, default_value_t = 25_000)]
-        commit_every: u64,
-        /// Buckets of both base tables.
-        #[arg(long, default_value_t = 16)]
-        buckets: u32,
-        /// Spark driver memory.
-        #[arg(long, default_value = "6g")]
-        spark_memory: String,
-        /// Timed rounds per side, each from the same post-bootstrap state (median reported).
-        #[arg(long, default_value_t = 1)]
-        repeat: usize,
-        /// floe's delete mode: position, vector or equality.
-        #[arg(long, default_value = "position")]
-        deletes: String,
-        /// Timed Spark full scans of each final table (read cost; 0: skip).
-        #[arg(long, default_value_t = 3)]
-        scan_rounds: usize,
-        /// Also compare `floe maintain` with Spark's rewrite_data_files on floe's final table.
-        #[arg(long)]
-        compaction: bool,
-    },
+    Spark(SparkBenchOptions),
+}
+
+fn parse_duration_arg(text: &str) -> std::result::Result<std::time::Duration, String> {
+    floe_engine::table_settings::parse_duration(text)
+        .ok_or_else(|| format!("`{text}` is not a duration (e.g. \"10m\", \"1h\", \"0s\")"))
 }
 
 /// Parses arguments and runs the command.
@@ -241,37 +218,9 @@ pub fn main() -> ExitCode {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             record(&options, &mut out).map(|n| eprintln!("floe: recorded {n} records")).map_err(anyhow::Error::from)
         }
-        Command::Bench {
-            against:
-                Some(BenchAgainst::Spark {
-                    rows,
-                    changes,
-                    seed,
-                    dir,
-                    commit_every,
-                    buckets,
-                    spark_memory,
-                    repeat,
-                    deletes,
-                    scan_rounds,
-                    compaction,
-                }),
-            ..
-        } => bench_spark(&SparkBenchOptions {
-            rows,
-            changes,
-            seed,
-            dir,
-            commit_every,
-            buckets,
-            spark_memory,
-            repeat,
-            deletes,
-            scan_rounds,
-            compaction,
-        })
-        .map(|report| print!("{report}"))
-        .map_err(anyhow::Error::from),
+        Command::Bench { against: Some(BenchAgainst::Spark(options)), .. } => {
+            bench_spark(&options).map(|report| print!("{report}")).map_err(anyhow::Error::from)
+        }
         Command::Bench { against: Some(BenchAgainst::Index { rows, seed, dir, rounds, buckets }), .. } => {
             crate::bench_index::bench_index(&crate::bench_index::IndexBenchOptions { rows, seed, dir, rounds, buckets })
                 .map(|report| print!("{report}"))
@@ -287,8 +236,8 @@ pub fn main() -> ExitCode {
             .and_then(|c| crate::schema_cli::status(&c))
             .map(|r| print!("{r}"))
             .map_err(anyhow::Error::from),
-        Command::Maintain { pipeline, table } => PipelineConfig::load(&pipeline)
-            .and_then(|c| crate::maintain::maintain(&c, table.as_deref()))
+        Command::Maintain { pipeline, table, orphan_min_age } => PipelineConfig::load(&pipeline)
+            .and_then(|c| crate::maintain::maintain(&c, table.as_deref(), orphan_min_age))
             .map(|r| print!("{r}"))
             .map_err(anyhow::Error::from),
         Command::Demo { events, seed, dir, workers } => {

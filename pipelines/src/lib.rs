@@ -26,3 +26,4 @@ pub mod runner;
 pub mod schema_cli;
 pub mod schema_watch;
 pub mod signals;
+pub mod table_health;

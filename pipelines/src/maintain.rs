@@ -1,11 +1,14 @@
-//! `floe maintain PIPELINE.toml [--table T]`: compacts a pipeline's tables while no pipeline
-//! writes them. Every base-table bucket with more than one data file or any delete is
-//! rewritten with its deletes applied; every CDC partition's small files are merged.
+//! `floe maintain PIPELINE.toml [--table T] [--orphan-min-age D]`: compacts a pipeline's
+//! tables while no pipeline writes them, then expires their snapshots and deletes the files
+//! no retained snapshot references. Every base-table bucket with more than one data file or
+//! any delete is rewritten with its deletes applied; every CDC partition's small files are
+//! merged.
 //!
 //! ```text
 //!   leases (refuse if a pipeline holds one) ─► per table: compact_table(Due::All)
 //!     ─► one `replace` snapshot per partition (data sequence number of the snapshot read)
-//!     ─► report: partitions, files before → after, bytes, MB/s
+//!     ─► expire_and_clean (keep_snapshots, snapshot_max_age; orphans past the window)
+//!     ─► report: partitions, files before → after, bytes, MB/s, expired, cleaned
 //! ```
 //!
 //! # Invariants
@@ -45,8 +48,10 @@ pub struct Maintained {
     pub bytes_read: u64,
     /// Bytes written.
     pub bytes_written: u64,
-    /// Wall seconds.
+    /// Wall seconds of the compaction.
     pub seconds: f64,
+    /// Expiry and cleanup after the compaction.
+    pub expiry: floe_engine::expiry::ExpiryReport,
 }
 
 /// What `floe maintain` did.
@@ -60,13 +65,22 @@ impl std::fmt::Display for MaintainReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<28} {:>10} {:>16} {:>16} {:>10} {:>10} {:>8} {:>9}",
-            "table", "partitions", "data files", "delete files", "read", "written", "seconds", "MB/s read"
+            "{:<28} {:>10} {:>16} {:>16} {:>10} {:>10} {:>8} {:>9} {:>8} {:>8}",
+            "table",
+            "partitions",
+            "data files",
+            "delete files",
+            "read",
+            "written",
+            "seconds",
+            "MB/s read",
+            "expired",
+            "cleaned"
         )?;
         for t in &self.tables {
             writeln!(
                 f,
-                "{:<28} {:>10} {:>16} {:>16} {:>10} {:>10} {:>8.2} {:>9.1}",
+                "{:<28} {:>10} {:>16} {:>16} {:>10} {:>10} {:>8.2} {:>9.1} {:>8} {:>8}",
                 t.table,
                 t.partitions,
                 format!("{} -> {}", t.data_files.0, t.data_files.1),
@@ -75,6 +89,8 @@ impl std::fmt::Display for MaintainReport {
                 human_bytes(t.bytes_written),
                 t.seconds,
                 t.bytes_read as f64 / 1e6 / t.seconds.max(1e-9),
+                t.expiry.snapshots_expired,
+                t.expiry.cleanup.files(),
             )?;
         }
         Ok(())
@@ -82,8 +98,14 @@ impl std::fmt::Display for MaintainReport {
 }
 
 /// Compacts the tables of `config` (or only those `table` names: a base or CDC table
-/// name, or a topic).
-pub fn maintain(config: &PipelineConfig, table: Option<&str>) -> Result<MaintainReport> {
+/// name, or a topic), then expires snapshots and cleans up files; `orphan_min_age`
+/// overrides the tables' safety window for unreferenced files (no commit is in flight
+/// while the leases are held).
+pub fn maintain(
+    config: &PipelineConfig,
+    table: Option<&str>,
+    orphan_min_age: Option<std::time::Duration>,
+) -> Result<MaintainReport> {
     let runtime = IoRuntime::new(2)?;
     let catalog: Arc<dyn TableCatalog> = Arc::new(runtime.block_on(SqlTableCatalog::open(&config.catalog))?);
     let mut work: Vec<(TableName, bool, floe_engine::table_settings::MaintenanceSettings)> = Vec::new();
@@ -158,6 +180,19 @@ pub fn maintain(config: &PipelineConfig, table: Option<&str>) -> Result<Maintain
                 partitions += 1;
             }
         }
+        let seconds = started.elapsed().as_secs_f64();
+        let policy = floe_engine::expiry::ExpiryPolicy {
+            keep_snapshots: settings.keep_snapshots,
+            max_age_ms: settings.snapshot_max_age.as_millis().min(i64::MAX as u128) as i64,
+        };
+        let expiry = runtime.block_on(floe_engine::expiry::expire_and_clean(
+            catalog.as_ref(),
+            &state.ident,
+            policy,
+            chrono::Utc::now().timestamp_millis(),
+            true,
+            orphan_min_age.unwrap_or(settings.orphan_min_age),
+        ))?;
         let after = match runtime.block_on(catalog.load(&ident(&name)))? {
             Some(s) => runtime.block_on(count_files(catalog.as_ref(), &s.metadata))?,
             None => (0, 0),
@@ -169,7 +204,8 @@ pub fn maintain(config: &PipelineConfig, table: Option<&str>) -> Result<Maintain
             delete_files: (before.1, after.1),
             bytes_read: read,
             bytes_written: written,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds,
+            expiry,
         });
     }
     Ok(report)

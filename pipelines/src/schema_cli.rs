@@ -301,6 +301,14 @@ pub fn status(config: &PipelineConfig) -> Result<String> {
             );
         }
     }
+    let mut health = Vec::new();
+    for t in session.tables(config)? {
+        for state in [&t.base, &t.cdc].into_iter().flatten() {
+            health.push(session.runtime.block_on(crate::table_health::health(session.catalog.file_io(), state))?);
+        }
+    }
+    let _ = writeln!(out);
+    out.push_str(&crate::table_health::render(&health, chrono::Utc::now().timestamp_millis()));
     Ok(out)
 }
 
