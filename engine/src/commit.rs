@@ -194,6 +194,8 @@ impl Default for RetryPolicy {
 }
 
 /// What one attempt decided, given the table as it is now.
+// One value per attempt, moved once: boxing the metadata would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Attempt<T> {
     /// Nothing to write (already committed, or dropped).
     Done(T),

@@ -184,7 +184,7 @@ pub fn parse_size(text: &str) -> Option<u64> {
         "g" | "gb" | "gib" => 1 << 30,
         _ => return None,
     };
-    (number >= 0.0).then(|| (number * scale as f64) as u64)
+    (number >= 0.0).then_some((number * scale as f64) as u64)
 }
 
 /// Parses `"24h"`, `"90m"`, `"30s"`, `"7d"`, `"500ms"`, `"0s"`.

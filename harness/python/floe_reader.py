@@ -93,6 +93,16 @@ def spark_main(warehouse, catalog, request_path):
             {"snapshot_id": r["snapshot_id"], "parent_id": r["parent_id"], "operation": r["operation"], "summary": dict(r["summary"])}
             for r in snaps
         ]
+    for table in request.get("read_snapshots", []):
+        # Every retained snapshot read in full (every column, deletes applied): a file a
+        # snapshot references and cleanup removed fails the read.
+        reads = []
+        ids = [r["snapshot_id"] for r in spark.sql(f"select snapshot_id from {catalog}.{table}.snapshots").collect()]
+        for sid in ids:
+            df = spark.read.option("snapshot-id", sid).table(f"{catalog}.{table}")
+            df.write.format("noop").mode("overwrite").save()
+            reads.append({"snapshot_id": sid, "rows": df.count()})
+        answer.setdefault("snapshot_reads", {})[table] = reads
     json.dump(answer, sys.stdout, default=str)
     spark.stop()
 

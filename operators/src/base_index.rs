@@ -44,6 +44,9 @@ pub fn file_path(target: &Target, partition: &Struct, name: &str) -> String {
     }
 }
 
+/// Positions to delete, per data file path.
+pub type PositionsByFile = Vec<(Arc<str>, Vec<u32>)>;
+
 /// Deletes to write for a bucket, decided but not written.
 #[derive(Debug, Default)]
 pub enum DeleteWrite {
@@ -53,7 +56,7 @@ pub enum DeleteWrite {
     /// Position-delete files: where, and per data file path the positions.
     Positions {
         /// The files.
-        files: Vec<(String, Vec<(Arc<str>, Vec<u32>)>)>,
+        files: Vec<(String, PositionsByFile)>,
     },
     /// One Puffin file of deletion vectors.
     Vectors {

@@ -36,7 +36,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 pub use crate::committer_core::{CommitReport, SourceProgress, target};
-use crate::committer_core::{CommitterCore, Done, EpochCommits, Job, Step, StepKind, TableSteps, Written1};
+use crate::committer_core::{CommitterCore, Done, EpochCommits, Job, Outcomes, Step, StepKind, TableSteps, Written1};
 use crate::files::{Dest, RewriteBase, Written};
 use crate::plan::{PipelinePlan, PlanRef};
 use crate::snapshot_rewrite::{Due, compact_table};
@@ -47,9 +47,6 @@ pub fn committer_worker(pipeline_id: &str, peers: usize) -> usize {
     pipeline_id.hash(&mut h);
     (h.finish() % peers.max(1) as u64) as usize
 }
-
-/// Each table's steps' outcomes.
-type Outcomes = Vec<(Dest, Vec<(StepKind, CommitOutcome)>)>;
 
 /// Runs one epoch's commits.
 async fn run_epoch(catalog: Arc<dyn TableCatalog>, epoch: Epoch, commits: EpochCommits) -> Result<Outcomes> {

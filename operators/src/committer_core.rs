@@ -170,6 +170,12 @@ struct EpochContent {
     progress: Vec<SourceProgress>,
 }
 
+/// Each table's step outcomes of a job.
+pub type Outcomes = Vec<(Dest, Vec<(StepKind, CommitOutcome)>)>;
+
+/// A finished job's report, the sizes its epoch wrote, and its outcomes.
+pub type Finished = (CommitReport, BTreeMap<Dest, Written1>, Outcomes);
+
 /// A job for the IO runtime.
 #[derive(Debug)]
 pub enum Job {
@@ -203,9 +209,9 @@ pub enum Done {
     /// An `Ahead` job.
     Ahead(Result<()>),
     /// An `Epoch` job: each step's outcome, per table.
-    Epoch(Epoch, Result<Vec<(Dest, Vec<(StepKind, CommitOutcome)>)>>),
+    Epoch(Epoch, Result<Outcomes>),
     /// A `Rewrites` job.
-    Rewrites(Result<Vec<(Dest, Vec<(StepKind, CommitOutcome)>)>>),
+    Rewrites(Result<Outcomes>),
     /// A maintenance scan of a table found these rewrites (or failed).
     Maintenance(Dest, Result<Vec<RewriteBundle>>),
     /// An `Expire` job: each table's report (a failure leaves the table as it is).
@@ -482,10 +488,7 @@ impl CommitterCore {
 
     /// Takes a finished job's result: learns sequence numbers, and returns the epoch's
     /// report with the sizes written (or records the failure and returns the error).
-    pub fn done(
-        &mut self,
-        done: Done,
-    ) -> Result<Option<(CommitReport, BTreeMap<Dest, Written1>, Vec<(Dest, Vec<(StepKind, CommitOutcome)>)>)>> {
+    pub fn done(&mut self, done: Done) -> Result<Option<Finished>> {
         match done {
             Done::Ahead(result) => {
                 self.ahead_inflight = false;

@@ -137,7 +137,7 @@ mod tests {
             Arc::new(Int64Array::from_iter_values(0..1000)),
             Arc::new(StringArray::from_iter_values((0..1000).map(|i| if i % 2 == 0 { "a" } else { "b" }))),
         ];
-        let batch = RecordBatch::try_new(schema, columns).unwrap();
+        let batch = RecordBatch::try_new(schema, columns).expect("batch");
         let props: WriterProperties = choose_dictionaries(WriterProperties::builder(), &batch).build();
         assert!(!props.dictionary_enabled(&ColumnPath::from("id")));
         assert!(props.dictionary_enabled(&ColumnPath::from("status")));
