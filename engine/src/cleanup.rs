@@ -171,7 +171,8 @@ pub async fn cleanup(
     Ok(report)
 }
 
-async fn remove(file_io: &FileIO, path: &str) -> Result<u64> {
+/// Deletes `path` (a local file directly, anything else through `file_io`); its length.
+pub async fn remove(file_io: &FileIO, path: &str) -> Result<u64> {
     let local = Path::new(local_path(path));
     if local.is_absolute() {
         let len = std::fs::metadata(local).map(|m| m.len()).unwrap_or(0);

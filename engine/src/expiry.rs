@@ -181,6 +181,19 @@ pub async fn expire_and_clean(
             .to_string();
             let set = HashMap::from([(PROPERTY_LAST_CLEANUP.to_string(), record)]);
             crate::commit::commit_metadata(catalog, table, None, set, &[]).await?;
+            // That commit pushed the oldest logged metadata file off the log: it goes now,
+            // not at the next cleanup.
+            if let Some(now) = catalog.load(table).await? {
+                let logged: BTreeSet<&str> =
+                    now.metadata.metadata_log().iter().map(|l| l.metadata_file.as_str()).collect();
+                for old in metadata.metadata_log() {
+                    let path = old.metadata_file.as_str();
+                    if !logged.contains(path) && path != now.metadata_location && path != location {
+                        report.cleanup.bytes += crate::cleanup::remove(catalog.file_io(), path).await?;
+                        report.cleanup.metadata_files += 1;
+                    }
+                }
+            }
         }
     }
     Ok(report)

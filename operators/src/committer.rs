@@ -28,6 +28,7 @@ use floe_engine::catalog::TableCatalog;
 use floe_engine::commit::{CommitOutcome, RetryPolicy, commit, commit_metadata};
 use floe_engine::epoch::Epoch;
 use floe_engine::error::{Error, ErrorKind, Result};
+use floe_engine::manifests::FileRef;
 use floe_engine::metrics::Metrics;
 use floe_engine::schema_audit::PENDING_PROPERTY;
 use timely::dataflow::Stream;
@@ -75,7 +76,7 @@ async fn run_table(
     let retry = RetryPolicy::default();
     let mut this_epoch: Option<i64> = None;
     let mut out = Vec::with_capacity(table.steps.len());
-    for Step { mut request, bases, bytes_read } in table.steps {
+    for Step { mut request, bases, bytes_read, transient } in table.steps {
         request.data_sequence_numbers = bases
             .into_iter()
             .map(|base| match base {
@@ -95,6 +96,18 @@ async fn run_table(
         };
         if request.rewrite.is_none() {
             this_epoch = outcome.snapshot().map(|(_, seq)| seq);
+        }
+        // Files the step netted out were in no snapshot, nor were a dropped step's own:
+        // nothing can reference them. (A deletion vector shares its Puffin file with
+        // others; those wait for cleanup.)
+        let mut unreferenced: Vec<FileRef> = transient;
+        if matches!(outcome, CommitOutcome::Dropped { .. }) {
+            unreferenced.extend(request.data_files.iter().chain(&request.delete_files).map(FileRef::of));
+        }
+        for f in unreferenced.iter().filter(|f| f.content_offset.is_none()) {
+            if let Err(e) = floe_engine::cleanup::remove(catalog.file_io(), &f.path).await {
+                tracing::warn!(file = %f.path, error = %e, "could not delete a file no snapshot holds");
+            }
         }
         out.push((kind, outcome));
     }
@@ -203,6 +216,9 @@ pub fn commit_epochs<'s>(
                     }
                 }
 
+                if files_frontier.frontier().is_empty() && progress_frontier.frontier().is_empty() {
+                    core.inputs_done();
+                }
                 loop {
                     let passed = |epoch: Epoch| {
                         !files_frontier.frontier().less_equal(&epoch)

