@@ -192,8 +192,9 @@ fn remove_local(path: &Path, len: u64) -> Result<u64> {
     }
 }
 
-/// Regular files below `dir`, recursively, with their modification time and length.
-fn list_files(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
+/// Regular files below `dir`, recursively and sorted, with their modification time and
+/// length (nothing for a folder that does not exist).
+pub fn list_files(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -41,6 +41,16 @@ pub struct ExpiryPolicy {
     pub max_age_ms: i64,
 }
 
+impl ExpiryPolicy {
+    /// The policy a table's `[tables.maintenance]` sets.
+    pub fn of(settings: &crate::table_settings::MaintenanceSettings) -> ExpiryPolicy {
+        ExpiryPolicy {
+            keep_snapshots: settings.keep_snapshots,
+            max_age_ms: settings.snapshot_max_age.as_millis().min(i64::MAX as u128) as i64,
+        }
+    }
+}
+
 /// The ids of the snapshots of `metadata` that `policy` expires at `now_ms`, ascending.
 pub fn plan_expiry(metadata: &TableMetadata, policy: ExpiryPolicy, now_ms: i64) -> Result<Vec<i64>> {
     let mut kept: BTreeSet<i64> = BTreeSet::new();

@@ -2,6 +2,8 @@
 //! catalog wrapped in one fault-injecting catalog ([`Unreliable`]): lost responses,
 //! transient failures and racing commits, for epoch, rewrite and metadata commits.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,39 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use floe_engine::catalog::{SqlTableCatalog, TableCatalog, TableState};
 use floe_engine::commit::{CommitOutcome, CommitRequest, RetryPolicy, RewriteCommit, commit, commit_metadata};
-use floe_engine::config::CatalogConfig;
 use floe_engine::error::{Error, ErrorKind, Result};
 use floe_engine::manifests::{FileRef, ManifestCache, live_entries};
 use floe_engine::offsets::{SourceOffsets, committed_progress};
-use floe_engine::schema::{Column, ColumnType, TableSchema};
 use iceberg::io::FileIO;
-use iceberg::spec::{
-    DataContentType, DataFile, DataFileBuilder, DataFileFormat, ManifestList, Operation, Struct, UnboundPartitionSpec,
-};
+use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat, ManifestList, Operation, Struct};
 use iceberg::table::Table;
 use iceberg::{TableCreation, TableIdent};
-
-fn catalog_config(dir: &std::path::Path) -> CatalogConfig {
-    CatalogConfig {
-        name: "floe".into(),
-        uri: format!("sqlite://{}/catalog.db", dir.display()),
-        warehouse: dir.join("warehouse").display().to_string(),
-    }
-}
-
-async fn create_table(catalog: &dyn TableCatalog) -> TableIdent {
-    let schema =
-        TableSchema::new(vec![Column { name: "id".into(), ty: ColumnType::Long, nullable: false }], &["id".into()])
-            .expect("schema")
-            .base_schema()
-            .expect("iceberg schema");
-    let creation = TableCreation::builder()
-        .name("t".into())
-        .schema(schema)
-        .partition_spec(UnboundPartitionSpec::builder().with_spec_id(0).build())
-        .build();
-    catalog.create("ns", creation).await.expect("create").ident
-}
+use support::{catalog_config, create_table};
 
 fn data_file(name: &str) -> DataFile {
     DataFileBuilder::default()
@@ -174,7 +151,7 @@ impl TableCatalog for Unreliable {
 async fn setup() -> (tempfile::TempDir, Arc<SqlTableCatalog>, Unreliable, TableIdent) {
     let dir = tempfile::tempdir().expect("tmp");
     let inner = Arc::new(SqlTableCatalog::open(&catalog_config(dir.path())).await.expect("catalog"));
-    let table = create_table(inner.as_ref()).await;
+    let table = create_table(inner.as_ref()).await.ident;
     let catalog = Unreliable::new(Arc::clone(&inner));
     (dir, inner, catalog, table)
 }
@@ -232,7 +209,7 @@ async fn concurrent_committers_on_two_connections_lose_nothing() {
     let config = catalog_config(dir.path());
     let a: Arc<dyn TableCatalog> = Arc::new(SqlTableCatalog::open(&config).await.expect("catalog a"));
     let b: Arc<dyn TableCatalog> = Arc::new(SqlTableCatalog::open(&config).await.expect("catalog b"));
-    let table = create_table(a.as_ref()).await;
+    let table = create_table(a.as_ref()).await.ident;
     // Sixteen epochs on distinct partitions, committed concurrently from two connections.
     let tasks: Vec<_> = (0..16)
         .map(|i| {

@@ -2,20 +2,21 @@
 //! the retained snapshots reference stays, what only expired snapshots referenced goes,
 //! orphans go once past the safety window, and the offsets a restart needs survive.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use floe_engine::catalog::{SqlTableCatalog, TableCatalog};
-use floe_engine::cleanup::{local_path, retained};
+use floe_engine::cleanup::{list_files, local_path, retained};
 use floe_engine::commit::{CommitRequest, RetryPolicy, RewriteCommit, commit};
-use floe_engine::config::CatalogConfig;
 use floe_engine::expiry::{ExpiryPolicy, expire_and_clean, plan_expiry};
 use floe_engine::manifests::{FileRef, ManifestCache};
 use floe_engine::offsets::{SourceOffsets, committed_progress};
-use floe_engine::schema::{Column, ColumnType, TableSchema};
-use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat, Struct, UnboundPartitionSpec};
-use iceberg::{TableCreation, TableIdent};
+use iceberg::TableIdent;
+use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat, Struct};
+use support::{catalog_config, create_table};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -26,23 +27,8 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tmp");
-    let config = CatalogConfig {
-        name: "floe".into(),
-        uri: format!("sqlite://{}/catalog.db", dir.path().display()),
-        warehouse: dir.path().join("warehouse").display().to_string(),
-    };
-    let catalog = Arc::new(SqlTableCatalog::open(&config).await.expect("catalog"));
-    let schema =
-        TableSchema::new(vec![Column { name: "id".into(), ty: ColumnType::Long, nullable: false }], &["id".into()])
-            .expect("schema")
-            .base_schema()
-            .expect("iceberg schema");
-    let creation = TableCreation::builder()
-        .name("t".into())
-        .schema(schema)
-        .partition_spec(UnboundPartitionSpec::builder().with_spec_id(0).build())
-        .build();
-    let state = catalog.create("ns", creation).await.expect("create");
+    let catalog = Arc::new(SqlTableCatalog::open(&catalog_config(dir.path())).await.expect("catalog"));
+    let state = create_table(catalog.as_ref()).await;
     let location = PathBuf::from(local_path(state.metadata.location()));
     Fixture { _dir: dir, catalog, table: state.ident, location }
 }
@@ -85,19 +71,7 @@ fn rewrite(f: &Fixture, id: &str, inputs: &[String], output: &str, seq: i64) -> 
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
+    list_files(dir).into_iter().map(|(path, _, _)| path).collect()
 }
 
 /// Every file any snapshot of the table references exists.

@@ -28,7 +28,6 @@ use floe_engine::catalog::TableCatalog;
 use floe_engine::commit::{CommitOutcome, RetryPolicy, commit, commit_metadata};
 use floe_engine::epoch::Epoch;
 use floe_engine::error::{Error, ErrorKind, Result};
-use floe_engine::manifests::FileRef;
 use floe_engine::metrics::Metrics;
 use floe_engine::schema_audit::PENDING_PROPERTY;
 use timely::dataflow::Stream;
@@ -37,7 +36,9 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 pub use crate::committer_core::{CommitReport, SourceProgress, target};
-use crate::committer_core::{CommitterCore, Done, EpochCommits, Job, Outcomes, Step, StepKind, TableSteps, Written1};
+use crate::committer_core::{
+    CommitterCore, Done, EpochCommits, Job, Outcomes, Step, StepKind, TableSteps, Written1, unreferenced_after,
+};
 use crate::files::{Dest, RewriteBase, Written};
 use crate::plan::{PipelinePlan, PlanRef};
 use crate::snapshot_rewrite::{Due, compact_table};
@@ -97,14 +98,7 @@ async fn run_table(
         if request.rewrite.is_none() {
             this_epoch = outcome.snapshot().map(|(_, seq)| seq);
         }
-        // Files the step netted out were in no snapshot, nor were a dropped step's own:
-        // nothing can reference them. (A deletion vector shares its Puffin file with
-        // others; those wait for cleanup.)
-        let mut unreferenced: Vec<FileRef> = transient;
-        if matches!(outcome, CommitOutcome::Dropped { .. }) {
-            unreferenced.extend(request.data_files.iter().chain(&request.delete_files).map(FileRef::of));
-        }
-        for f in unreferenced.iter().filter(|f| f.content_offset.is_none()) {
+        for f in unreferenced_after(transient, &request, &outcome) {
             if let Err(e) = floe_engine::cleanup::remove(catalog.file_io(), &f.path).await {
                 tracing::warn!(file = %f.path, error = %e, "could not delete a file no snapshot holds");
             }

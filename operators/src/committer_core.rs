@@ -358,10 +358,7 @@ impl CommitterCore {
                 due.push(ExpireJob {
                     dest,
                     table: target.ident.clone(),
-                    policy: floe_engine::expiry::ExpiryPolicy {
-                        keep_snapshots: m.keep_snapshots,
-                        max_age_ms: m.snapshot_max_age.as_millis().min(i64::MAX as u128) as i64,
-                    },
+                    policy: floe_engine::expiry::ExpiryPolicy::of(m),
                     cleanup: m.cleanup,
                     orphan_min_age: m.orphan_min_age,
                 });
@@ -793,6 +790,18 @@ impl CommitterCore {
     }
 }
 
+/// The files no snapshot can reference once a step's commit returned `outcome`: those it
+/// netted out (`transient`), and a dropped step's own. Whole files only: a deletion
+/// vector shares its Puffin file with others, which wait for cleanup.
+pub fn unreferenced_after(transient: Vec<FileRef>, request: &CommitRequest, outcome: &CommitOutcome) -> Vec<FileRef> {
+    let mut out = transient;
+    if matches!(outcome, CommitOutcome::Dropped { .. }) {
+        out.extend(request.data_files.iter().chain(&request.delete_files).map(FileRef::of));
+    }
+    out.retain(|f| f.content_offset.is_none());
+    out
+}
+
 /// Folds a rewrite step into an epoch's step: one snapshot with both.
 fn merge_into(step: &mut Step, rewrite: Step) {
     let r = rewrite.request;
@@ -1057,6 +1066,13 @@ mod tests {
         assert_eq!(removed, vec!["/x/old1.parquet", "/x/old2.parquet", "/x/old3.parquet"]);
         assert_eq!(step.bases.len(), 1);
         assert_eq!(step.transient, vec![FileRef::path("/x/a.parquet")], "deleted once the step lands");
+        let landed = CommitOutcome::Committed { snapshot_id: 1, sequence_number: 1, attempts: 1 };
+        let transient = step.transient.clone();
+        assert_eq!(unreferenced_after(transient.clone(), &step.request, &landed), transient);
+        let dropped = CommitOutcome::Dropped { reason: "inputs gone".into() };
+        let gone: Vec<String> =
+            unreferenced_after(transient, &step.request, &dropped).into_iter().map(|f| f.path).collect();
+        assert_eq!(gone, vec!["/x/a.parquet", "/x/b.parquet"], "a dropped step's own files too");
     }
 
     #[test]

@@ -33,49 +33,25 @@ pub fn dictionary_pays(column: &dyn Array) -> Option<bool> {
         return None;
     }
     let sample = column.slice(0, n);
-    let mut distinct: HashSet<&[u8]> = HashSet::new();
-    let mut raw = 0usize;
-    let mut present = 0usize;
     let data = sample.to_data();
-    match sample.data_type() {
-        DataType::Utf8 => {
-            let s = sample.as_string::<i32>();
-            for v in s.iter().flatten() {
-                raw += v.len() + 4;
-                present += 1;
-                distinct.insert(v.as_bytes());
-            }
-        }
-        DataType::LargeUtf8 => {
-            let s = sample.as_string::<i64>();
-            for v in s.iter().flatten() {
-                raw += v.len() + 4;
-                present += 1;
-                distinct.insert(v.as_bytes());
-            }
-        }
-        DataType::Binary => {
-            let s = sample.as_binary::<i32>();
-            for v in s.iter().flatten() {
-                raw += v.len() + 4;
-                present += 1;
-                distinct.insert(v);
-            }
-        }
+    // The sample's non-null values as bytes, and what each costs plain beyond its bytes
+    // (the 4-byte length of a variable-width value).
+    let (values, prefix): (Vec<&[u8]>, usize) = match sample.data_type() {
+        DataType::Utf8 => (sample.as_string::<i32>().iter().flatten().map(str::as_bytes).collect(), 4),
+        DataType::LargeUtf8 => (sample.as_string::<i64>().iter().flatten().map(str::as_bytes).collect(), 4),
+        DataType::Binary => (sample.as_binary::<i32>().iter().flatten().collect(), 4),
         DataType::Boolean => return None,
         t => {
             let width = t.primitive_width()?;
-            let values = data.buffers().first()?;
-            let bytes = &values.as_slice()[data.offset() * width..(data.offset() + n) * width];
-            for (i, v) in bytes.chunks_exact(width).enumerate() {
-                if sample.is_valid(i) {
-                    raw += width;
-                    present += 1;
-                    distinct.insert(v);
-                }
-            }
+            let buffer = data.buffers().first()?;
+            let bytes = &buffer.as_slice()[data.offset() * width..(data.offset() + n) * width];
+            let valid = bytes.chunks_exact(width).enumerate().filter(|(i, _)| sample.is_valid(*i));
+            (valid.map(|(_, v)| v).collect(), 0)
         }
-    }
+    };
+    let present = values.len();
+    let raw: usize = values.iter().map(|v| v.len() + prefix).sum();
+    let distinct: HashSet<&[u8]> = values.into_iter().collect();
     if present < 64 {
         return None;
     }

@@ -181,10 +181,7 @@ pub fn maintain(
             }
         }
         let seconds = started.elapsed().as_secs_f64();
-        let policy = floe_engine::expiry::ExpiryPolicy {
-            keep_snapshots: settings.keep_snapshots,
-            max_age_ms: settings.snapshot_max_age.as_millis().min(i64::MAX as u128) as i64,
-        };
+        let policy = floe_engine::expiry::ExpiryPolicy::of(&settings);
         let expiry = runtime.block_on(floe_engine::expiry::expire_and_clean(
             catalog.as_ref(),
             &state.ident,

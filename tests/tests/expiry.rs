@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use floe_engine::catalog::{SqlTableCatalog, TableCatalog, ident};
-use floe_engine::cleanup::{local_path, retained};
+use floe_engine::cleanup::{list_files, local_path, retained};
 use floe_engine::config::TableName;
 use floe_engine::manifests::ManifestCache;
 use floe_engine::runtime::IoRuntime;
@@ -78,18 +78,7 @@ fn tables(scratch: &Scratch) -> Vec<TableName> {
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
+    list_files(dir).into_iter().map(|(path, _, _)| path).collect()
 }
 
 /// (table, snapshots, referenced files, files on disk, metadata file bytes).
