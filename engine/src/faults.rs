@@ -14,6 +14,8 @@
 //!   only for commits that also evolve the table's schema.
 //! - `schema-before-swap` / `schema-after-swap`: the same for metadata-only schema commits
 //!   (at start, or by `floe schema approve`).
+//! - `erase-rewritten`: `floe erase` wrote a table's rewritten files, not yet committed;
+//!   `erase-before-proof`: it expired and cleaned up, the proof has not run.
 //!
 //! # Invariants
 //! - Inert unless `FLOE_FAULTS` is set; never used by the pipeline's logic.

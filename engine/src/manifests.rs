@@ -206,7 +206,9 @@ pub async fn retire(
                 found.insert(FileRef::of(entry.data_file()));
                 out.removed.push((*entry).clone());
                 let (seq, file_seq) = sequence_numbers(&entry)?;
-                writer.add_delete_file(data_file, seq, Some(file_seq))?;
+                // A DELETED entry keeps no column metrics: no reader plans with it, and
+                // its bounds would keep values of rows an erasure removed.
+                writer.add_delete_file(without_metrics(&data_file, file.partition_spec_id)?, seq, Some(file_seq))?;
             } else {
                 add_existing(&mut writer, &entry, data_file, file.added_snapshot_id)?;
             }
@@ -308,8 +310,18 @@ fn add_existing(writer: &mut ManifestWriter, entry: &ManifestEntry, file: DataFi
     Ok(())
 }
 
+/// `file` without its column metrics (sizes, counts, bounds): what a DELETED entry keeps.
+/// `spec_id` is the partition spec of the manifest that lists it.
+pub fn without_metrics(file: &DataFile, spec_id: i32) -> Result<DataFile> {
+    rebuild(file, file.first_row_id(), spec_id, false)
+}
+
 /// `file` with an explicit `first_row_id` (the struct's fields are crate-private upstream).
 fn with_first_row_id(file: &DataFile, first_row_id: i64, spec_id: i32) -> Result<DataFile> {
+    rebuild(file, Some(first_row_id), spec_id, true)
+}
+
+fn rebuild(file: &DataFile, first_row_id: Option<i64>, spec_id: i32, metrics: bool) -> Result<DataFile> {
     let mut b = DataFileBuilder::default();
     b.content(file.content_type())
         .file_path(file.file_path().to_string())
@@ -317,20 +329,22 @@ fn with_first_row_id(file: &DataFile, first_row_id: i64, spec_id: i32) -> Result
         .partition(file.partition().clone())
         .record_count(file.record_count())
         .file_size_in_bytes(file.file_size_in_bytes())
-        .column_sizes(file.column_sizes().clone())
-        .value_counts(file.value_counts().clone())
-        .null_value_counts(file.null_value_counts().clone())
-        .nan_value_counts(file.nan_value_counts().clone())
-        .lower_bounds(file.lower_bounds().clone())
-        .upper_bounds(file.upper_bounds().clone())
         .key_metadata(file.key_metadata().map(<[u8]>::to_vec))
         .split_offsets(file.split_offsets().map(<[i64]>::to_vec))
         .equality_ids(file.equality_ids())
-        .first_row_id(Some(first_row_id))
+        .first_row_id(first_row_id)
         .partition_spec_id(spec_id)
         .referenced_data_file(file.referenced_data_file())
         .content_offset(file.content_offset())
         .content_size_in_bytes(file.content_size_in_bytes());
+    if metrics {
+        b.column_sizes(file.column_sizes().clone())
+            .value_counts(file.value_counts().clone())
+            .null_value_counts(file.null_value_counts().clone())
+            .nan_value_counts(file.nan_value_counts().clone())
+            .lower_bounds(file.lower_bounds().clone())
+            .upper_bounds(file.upper_bounds().clone());
+    }
     if let Some(id) = file.sort_order_id() {
         b.sort_order_id(id);
     }

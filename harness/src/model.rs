@@ -45,6 +45,8 @@ pub struct TableModel {
     pub rows: BTreeMap<Row, Row>,
     /// CDC table: (partition, offset) → fingerprint of (op, source ts, image).
     pub cdc: HashMap<(i32, i64), u64>,
+    /// The key of each CDC event: what an erasure removes.
+    pub cdc_keys: HashMap<(i32, i64), Row>,
     /// Dead letters: (partition, offset).
     pub dead_letters: BTreeSet<(i32, i64)>,
 }
@@ -75,6 +77,7 @@ impl TableModel {
             schema,
             rows: BTreeMap::new(),
             cdc: HashMap::new(),
+            cdc_keys: HashMap::new(),
             dead_letters: BTreeSet::new(),
         }
     }
@@ -82,6 +85,7 @@ impl TableModel {
     /// Applies a change event.
     pub fn apply(&mut self, change: Change<'_>) {
         let Change { partition, offset, op, source_ts_ms, key, before, after } = change;
+        self.cdc_keys.insert((partition, offset), key.clone());
         match after {
             Some(row) if op != "d" => {
                 self.rows.insert(key, row.clone());
@@ -92,6 +96,17 @@ impl TableModel {
         }
         let image: &[Value] = after.or(before).map(|r| &r.0[..]).unwrap_or(&[]);
         self.cdc.insert((partition, offset), fingerprint(op, source_ts_ms, image));
+    }
+
+    /// Forgets every row and event of `keys` (a compliance erasure).
+    pub fn erase(&mut self, keys: &BTreeSet<Row>) {
+        self.rows.retain(|k, _| !keys.contains(k));
+        let gone: Vec<(i32, i64)> =
+            self.cdc_keys.iter().filter(|(_, k)| keys.contains(*k)).map(|(at, _)| *at).collect();
+        for at in gone {
+            self.cdc.remove(&at);
+            self.cdc_keys.remove(&at);
+        }
     }
 
     /// Records a bad record.

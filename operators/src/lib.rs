@@ -23,6 +23,8 @@ pub mod debezium;
 pub mod decode;
 pub mod delete_files;
 pub mod epoch_writer;
+pub mod erase;
+pub mod erase_proof;
 pub mod files;
 pub mod kafka_client;
 pub mod kafka_source;

@@ -80,7 +80,8 @@ pub async fn compact_table(
     for (n, part) in files.partitions.iter().enumerate() {
         let Some((inputs, retired_deletes)) = choose(part, layout, settings, due) else { continue };
         let name = format!("{name}-p{n}");
-        let (outputs, bytes_read) = rewrite_partition(file_io, &target, part, &inputs, layout, settings, &name).await?;
+        let (outputs, bytes_read, _) =
+            rewrite_partition(file_io, &target, part, &inputs, layout, settings, None, &name).await?;
         let mut removed: Vec<FileRef> = inputs.iter().map(|f| FileRef::of(f)).collect();
         removed.extend(retired_deletes.iter().map(|f| FileRef::of(f)));
         let added =
@@ -146,16 +147,37 @@ fn choose<'a>(
     }
 }
 
-/// Reads the live rows of `inputs` and writes them in files of the target size.
-async fn rewrite_partition(
+/// Rows a rewrite drops whatever their deletes say: the keys an erasure removes.
+#[derive(Clone, Debug)]
+pub struct KeyFilter {
+    /// The key columns, `(field id, Arrow type)` in key order.
+    pub fields: Vec<(i32, arrow_schema::DataType)>,
+    /// Whether keys are stored unboxed ([`KeyShape::int_keys`]).
+    pub int_keys: bool,
+    /// The keys.
+    pub keys: HashSet<IndexKey>,
+}
+
+impl KeyFilter {
+    /// Which rows of a batch of the key columns (in `fields` order) hold one of the keys.
+    pub fn hits(&self, keys: &RecordBatch) -> Result<Vec<bool>> {
+        Ok(batch_keys(keys, self.int_keys)?.iter().map(|k| self.keys.contains(k)).collect())
+    }
+}
+
+/// Reads the live rows of `inputs` (less the rows `erase` names) and writes them in files
+/// of the target size; the files, the bytes read and the rows erased.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn rewrite_partition(
     file_io: &FileIO,
     target: &Target,
     part: &PartitionFiles,
     inputs: &[&DataFile],
     layout: &Layout,
     settings: &MaintenanceSettings,
+    erase: Option<&KeyFilter>,
     name: &str,
-) -> Result<(Vec<DataFile>, u64)> {
+) -> Result<(Vec<DataFile>, u64, u64)> {
     let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?);
     let fields = floe_engine::table_files::schema_fields(&target.schema)?;
     let positional = match layout {
@@ -176,6 +198,10 @@ async fn rewrite_partition(
             equality.push((d.seq, keys));
         }
     }
+    let erase_at: Vec<usize> = erase
+        .map(|e| e.fields.iter().map(|(id, _)| fields.iter().position(|(f, _)| f == id).unwrap_or_default()).collect())
+        .unwrap_or_default();
+    let mut erased = 0u64;
     let seq_of = |path: &str| part.data.iter().find(|f| f.file.file_path() == path).map_or(0, |f| f.seq);
     let rows: u64 = inputs.iter().map(|f| f.record_count()).sum();
     let bytes: u64 = inputs.iter().map(|f| f.file_size_in_bytes()).sum();
@@ -199,11 +225,23 @@ async fn rewrite_partition(
                 }
                 _ => None,
             };
+            let erasing = match erase {
+                Some(filter) => Some(
+                    filter.hits(
+                        &batch
+                            .project(&erase_at)
+                            .map_err(|e| Error::new(ErrorKind::Internal, "projecting key columns").with_source(e))?,
+                    )?,
+                ),
+                None => None,
+            };
             let keep: BooleanArray = (0..n)
                 .map(|i| {
                     let gone = deleted.is_some_and(|d| d.contains(pos + i as u64))
                         || keys.as_ref().is_some_and(|k| applicable.iter().any(|set| set.contains(&k[i])));
-                    Some(!gone)
+                    let erased_here = erasing.as_ref().is_some_and(|hits| hits[i]);
+                    erased += erased_here as u64;
+                    Some(!gone && !erased_here)
                 })
                 .collect();
             pos += n as u64;
@@ -224,7 +262,7 @@ async fn rewrite_partition(
     if pending_rows > 0 {
         outputs.push(write_next(file_io, target, part, &arrow, &mut pending, pending_rows, name, outputs.len()).await?);
     }
-    Ok((outputs, bytes))
+    Ok((outputs, bytes, erased))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -122,6 +122,23 @@ enum Command {
         #[arg(long, value_parser = parse_duration_arg)]
         orphan_min_age: Option<std::time::Duration>,
     },
+    /// Remove the rows of primary keys physically from a source table's base and CDC
+    /// tables (compliance erasure): rewrite the files that hold them, expire the snapshots
+    /// that reference the old files, delete those files, then read every file under the
+    /// tables' locations to prove no row of the keys is left, and record an audit entry
+    /// (`floe.erasure.<id>`) in each table's properties.
+    Erase {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The table: its base or CDC table name, or its topic.
+        table: String,
+        /// Keys to erase: the value for a one-column key, a JSON array for a composite key.
+        #[arg(long = "key", num_args = 1..)]
+        keys: Vec<String>,
+        /// A file of keys, one per line.
+        #[arg(long = "keys")]
+        keys_file: Option<PathBuf>,
+    },
     /// Generate a seeded workload, run it on embedded defaults, and verify the tables.
     Demo {
         /// Records to generate.
@@ -238,6 +255,13 @@ pub fn main() -> ExitCode {
             .map_err(anyhow::Error::from),
         Command::Maintain { pipeline, table, orphan_min_age } => PipelineConfig::load(&pipeline)
             .and_then(|c| crate::maintain::maintain(&c, table.as_deref(), orphan_min_age))
+            .map(|r| print!("{r}"))
+            .map_err(anyhow::Error::from),
+        Command::Erase { pipeline, table, keys, keys_file } => PipelineConfig::load(&pipeline)
+            .and_then(|c| {
+                let keys = crate::erase::read_keys(&keys, keys_file.as_deref())?;
+                crate::erase::erase(&c, &table, &keys)
+            })
             .map(|r| print!("{r}"))
             .map_err(anyhow::Error::from),
         Command::Demo { events, seed, dir, workers } => {

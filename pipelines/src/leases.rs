@@ -5,11 +5,14 @@
 //!   floe run      ── take "pipeline:<id>" (waits while floe maintain holds a table) ── renew ─┐
 //!                                                                                  release ◄─┘
 //!   floe maintain ── take "maintain:<host>:<pid>" ── held by a pipeline? refuse, naming it
+//!   floe erase    ── take "erase:<host>:<pid>"    ── (the same)
 //! ```
 //!
 //! # Invariants
 //! - A lease expires [`TTL`] after its last renewal, so a killed process blocks `floe
-//!   maintain` for at most that long; a restarted pipeline takes its own lease back at once.
+//!   maintain` for at most that long; a restarted pipeline takes its own lease back at once,
+//!   and an offline command takes over one whose owner was a process of this host that is
+//!   gone.
 //! - Leases only guard file rewrites; the commit protocol's compare-and-swap still decides
 //!   every commit.
 
@@ -89,17 +92,38 @@ pub fn take_for_run(
 
 /// Takes the leases `floe maintain` needs, or says who writes the table.
 pub fn take_for_maintain(catalog: Arc<dyn TableCatalog>, runtime: IoRuntime, tables: Vec<TableIdent>) -> Result<Held> {
+    take_offline(catalog, runtime, tables, "floe maintain")
+}
+
+/// Takes the leases an offline command (`command`, e.g. "floe erase") needs, or says who
+/// writes the table.
+pub fn take_offline(
+    catalog: Arc<dyn TableCatalog>,
+    runtime: IoRuntime,
+    tables: Vec<TableIdent>,
+    command: &str,
+) -> Result<Held> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let owner = format!("maintain:{}:{}", host.trim(), std::process::id());
+    let owner = format!("{}:{}:{}", command.trim_start_matches("floe "), host.trim(), std::process::id());
     let mut taken = Vec::new();
     for t in &tables {
-        if let Some(l) = runtime.block_on(catalog.lease(t, &owner, TTL))? {
+        let mut refused = runtime.block_on(catalog.lease(t, &owner, TTL))?;
+        if let Some(l) = &refused
+            && dead_here(&l.owner, host.trim())
+        {
+            // An offline command on this machine that died (kill -9) holds it: no need to
+            // wait out its lease.
+            info!(table = %t, owner = %l.owner, "taking over the lease of a process that is gone");
+            runtime.block_on(catalog.release(t, &l.owner))?;
+            refused = runtime.block_on(catalog.lease(t, &owner, TTL))?;
+        }
+        if let Some(l) = refused {
             let held = renewed(Arc::clone(&catalog), runtime.clone(), taken, owner.clone());
             drop(held);
             return Err(Error::new(
                 ErrorKind::Config,
                 format!(
-                    "{t} is being written by {}: a running pipeline compacts its own tables ([tables.maintenance]); stop it to run floe maintain",
+                    "{t} is being written by {}: a running pipeline maintains its own tables ([tables.maintenance]); stop it to run {command}",
                     describe(&l)
                 ),
             ));
@@ -107,6 +131,17 @@ pub fn take_for_maintain(catalog: Arc<dyn TableCatalog>, runtime: IoRuntime, tab
         taken.push(t.clone());
     }
     Ok(renewed(catalog, runtime, taken, owner))
+}
+
+/// Whether `owner` (`<command>:<host>:<pid>`) is a process of this host that no longer runs.
+fn dead_here(owner: &str, host: &str) -> bool {
+    let mut parts = owner.rsplitn(3, ':');
+    let (pid, owner_host) = (parts.next(), parts.next());
+    parts.next().is_some()
+        && owner_host == Some(host)
+        && pid
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
 }
 
 fn renewed(catalog: Arc<dyn TableCatalog>, runtime: IoRuntime, tables: Vec<TableIdent>, owner: String) -> Held {
@@ -122,4 +157,16 @@ fn renewed(catalog: Arc<dyn TableCatalog>, runtime: IoRuntime, tables: Vec<Table
         }
     });
     Held { catalog, runtime, tables, owner, renewal }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_a_gone_process_of_this_host_loses_its_lease() {
+        let me = std::process::id();
+        assert!(!super::dead_here(&format!("erase:box:{me}"), "box"));
+        assert!(super::dead_here(&format!("erase:box:{}", u32::MAX - 1), "box"));
+        assert!(!super::dead_here(&format!("erase:other:{}", u32::MAX - 1), "box"));
+        assert!(!super::dead_here("pipeline:erase", "box"));
+    }
 }

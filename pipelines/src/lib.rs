@@ -17,6 +17,7 @@ pub mod bench_spark;
 pub mod cli;
 pub mod dataflow;
 pub mod demo;
+pub mod erase;
 pub mod kafka_run;
 pub mod leases;
 pub mod maintain;

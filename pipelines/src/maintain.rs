@@ -136,21 +136,8 @@ pub fn maintain(
             true => (Layout::Cdc, Dest::Cdc(0)),
             false => (Layout::Buckets(KeyShape::from_schema(metadata.current_schema())?), Dest::Base(0)),
         };
-        let target = Target {
-            name: name.clone(),
-            ident: state.ident.clone(),
-            schema: Arc::clone(metadata.current_schema()),
-            spec: Arc::clone(metadata.default_partition_spec()),
-            location: metadata.location().to_string(),
-            committed: Default::default(),
-            properties: metadata.properties().clone(),
-            sequence_number: metadata.last_sequence_number(),
-        };
-        let pipeline_id = committed_progress(metadata)?.map(|p| p.pipeline_id).unwrap_or(config.pipeline.id.clone());
-        let epoch: u64 = metadata
-            .current_snapshot()
-            .and_then(|s| s.summary().additional_properties.get(SUMMARY_EPOCH).and_then(|e| e.parse().ok()))
-            .unwrap_or_default();
+        let target = target_of(&name, &state);
+        let (pipeline_id, epoch) = last_commit(metadata, &config.pipeline.id)?;
         let name_prefix = format!("m{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let bundles = runtime.block_on(compact_table(
             catalog.as_ref(),
@@ -162,24 +149,8 @@ pub fn maintain(
             epoch,
             &name_prefix,
         ))?;
-        let (mut read, mut written, mut partitions) = (0u64, 0u64, 0usize);
-        for bundle in bundles {
-            let RewriteBase::Sequence(seq) = bundle.base else { continue };
-            let mut request = CommitRequest::epoch(state.ident.clone(), &pipeline_id, epoch, Default::default());
-            request.removed = bundle.removed;
-            for f in &bundle.added {
-                written += f.bytes;
-                request.data_files.push(f.data_file(&target)?);
-            }
-            request.data_sequence_numbers = vec![Some(seq); request.data_files.len()];
-            request.rewrite = Some(RewriteCommit { id: bundle.id.clone(), strict: false });
-            read += bundle.bytes_read;
-            if let CommitOutcome::Committed { .. } | CommitOutcome::AlreadyCommitted { .. } =
-                runtime.block_on(commit(catalog.as_ref(), &request, RetryPolicy::default()))?
-            {
-                partitions += 1;
-            }
-        }
+        let committed = commit_bundles(&runtime, catalog.as_ref(), &target, &pipeline_id, epoch, bundles)?;
+        let (read, written, partitions) = (committed.bytes_read, committed.bytes_written, committed.partitions);
         let seconds = started.elapsed().as_secs_f64();
         let policy = floe_engine::expiry::ExpiryPolicy::of(&settings);
         let expiry = runtime.block_on(floe_engine::expiry::expire_and_clean(
@@ -206,6 +177,74 @@ pub fn maintain(
         });
     }
     Ok(report)
+}
+
+/// What [`commit_bundles`] committed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Committed {
+    /// Partitions whose rewrite is in the table.
+    pub partitions: usize,
+    /// Bytes the rewrites read.
+    pub bytes_read: u64,
+    /// Bytes they wrote.
+    pub bytes_written: u64,
+}
+
+/// Commits offline rewrites (no pipeline writes the table): one `replace` snapshot per
+/// bundle, with the data sequence number of the snapshot it read and the parent's offsets.
+pub fn commit_bundles(
+    runtime: &IoRuntime,
+    catalog: &dyn TableCatalog,
+    target: &Target,
+    pipeline_id: &str,
+    epoch: u64,
+    bundles: Vec<floe_operators::files::RewriteBundle>,
+) -> Result<Committed> {
+    let mut out = Committed::default();
+    for bundle in bundles {
+        let RewriteBase::Sequence(seq) = bundle.base else { continue };
+        let mut request = CommitRequest::epoch(target.ident.clone(), pipeline_id, epoch, Default::default());
+        request.removed = bundle.removed;
+        for f in &bundle.added {
+            out.bytes_written += f.bytes;
+            request.data_files.push(f.data_file(target)?);
+        }
+        request.data_sequence_numbers = vec![Some(seq); request.data_files.len()];
+        request.rewrite = Some(RewriteCommit { id: bundle.id.clone(), strict: false });
+        out.bytes_read += bundle.bytes_read;
+        if let CommitOutcome::Committed { .. } | CommitOutcome::AlreadyCommitted { .. } =
+            runtime.block_on(commit(catalog, &request, RetryPolicy::default()))?
+        {
+            out.partitions += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The pipeline id and epoch a table's offline rewrites are committed under: those of its
+/// last commit.
+pub fn last_commit(metadata: &iceberg::spec::TableMetadata, fallback_id: &str) -> Result<(String, u64)> {
+    let pipeline_id = committed_progress(metadata)?.map(|p| p.pipeline_id).unwrap_or(fallback_id.to_string());
+    let epoch: u64 = metadata
+        .current_snapshot()
+        .and_then(|s| s.summary().additional_properties.get(SUMMARY_EPOCH).and_then(|e| e.parse().ok()))
+        .unwrap_or_default();
+    Ok((pipeline_id, epoch))
+}
+
+/// The rewrite target of a table as it is now.
+pub fn target_of(name: &TableName, state: &floe_engine::catalog::TableState) -> Target {
+    let metadata = &state.metadata;
+    Target {
+        name: name.clone(),
+        ident: state.ident.clone(),
+        schema: Arc::clone(metadata.current_schema()),
+        spec: Arc::clone(metadata.default_partition_spec()),
+        location: metadata.location().to_string(),
+        committed: Default::default(),
+        properties: metadata.properties().clone(),
+        sequence_number: metadata.last_sequence_number(),
+    }
 }
 
 /// `(data files, delete files)` of a table's current snapshot.

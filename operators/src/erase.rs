@@ -1,0 +1,335 @@
+//! Compliance erasure at a snapshot: the rows of given primary keys removed physically from
+//! a base table and its CDC table, by rewriting the files that hold them.
+//!
+//! ```text
+//!   --key text ─► EraseKeys (typed by the base table's identifier fields)
+//!     base table: partition holds the key (a data file's or an equality delete's rows)
+//!                 ─► every data file of it rewritten, deletes applied, the keys' rows
+//!                    dropped; every delete file of it retired
+//!     CDC table:  each data file holding the key ─► rewritten without those rows
+//!   ─► RewriteBundle per partition (data sequence number of the snapshot read)
+//! ```
+//!
+//! # Invariants
+//! - A base-table partition that holds a key is rewritten whole, so no delete file of it
+//!   (an equality delete names the key; a position delete names a retired file) survives,
+//!   and no row of the key, live or deleted, is carried over.
+//! - Outputs keep the data sequence number of the snapshot read, as compaction's do, so
+//!   deletes committed after it still apply.
+//! - Keys are matched as the key index matches them ([`IndexKey`]): the typed values of the
+//!   identifier fields, in field-id order; the CDC table's columns are found by name.
+//! - What this leaves behind (older snapshots, the retired files, DELETED manifest entries'
+//!   metrics) is the caller's to expire and delete; [`crate::erase_proof`] checks the result.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, StringArray};
+use arrow_schema::DataType;
+use floe_engine::arrow_value::value_at;
+use floe_engine::catalog::TableCatalog;
+use floe_engine::epoch::Epoch;
+use floe_engine::error::{Error, ErrorKind, Result};
+use floe_engine::manifests::{FileRef, ManifestCache};
+use floe_engine::schema::ColumnType;
+use floe_engine::table_files::{PartitionFiles, read_columns, snapshot_files};
+use floe_engine::table_settings::MaintenanceSettings;
+use floe_engine::value::Value;
+use iceberg::spec::{DataContentType, DataFile, Datum, Schema};
+use sha2::Digest;
+
+use crate::files::{Dest, RewriteBase, RewriteBundle, WrittenFile};
+use crate::key_index::IndexKey;
+use crate::key_index_rebuild::KeyShape;
+use crate::plan::Target;
+use crate::snapshot_rewrite::{KeyFilter, Layout, rewrite_partition};
+
+/// The keys to erase, typed by a base table's identifier fields.
+#[derive(Clone, Debug)]
+pub struct EraseKeys {
+    /// Key column names, in key (field-id) order.
+    pub names: Vec<String>,
+    /// Each key's values, in key order.
+    pub values: Vec<Vec<Value>>,
+    /// The base table's key shape.
+    pub shape: KeyShape,
+    /// The key columns' types.
+    pub types: Vec<ColumnType>,
+}
+
+impl EraseKeys {
+    /// Parses `texts`: one value per key for a one-column key; a JSON array of the values
+    /// (in `names` order) for a composite key.
+    pub fn parse(base: &Schema, texts: &[String]) -> Result<EraseKeys> {
+        let shape = KeyShape::from_schema(base)?;
+        let mut names = Vec::new();
+        let mut types = Vec::new();
+        for (id, _) in &shape.fields {
+            let field = base.field_by_id(*id).ok_or_else(|| Error::new(ErrorKind::Data, "key field vanished"))?;
+            names.push(field.name.clone());
+            let ty = match field.field_type.as_ref() {
+                iceberg::spec::Type::Primitive(p) => ColumnType::from_iceberg(p),
+                _ => None,
+            };
+            types.push(ty.ok_or_else(|| {
+                Error::new(ErrorKind::Data, format!("key column `{}` has a type floe cannot erase by", field.name))
+            })?);
+        }
+        let mut values = Vec::with_capacity(texts.len());
+        for text in texts {
+            let parts: Vec<String> = match shape.fields.len() {
+                1 => vec![text.clone()],
+                n => {
+                    let parsed: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| {
+                        Error::new(
+                            ErrorKind::Config,
+                            format!(
+                                "key `{text}`: the key has {n} columns ({}); give a JSON array: {e}",
+                                names.join(", ")
+                            ),
+                        )
+                    })?;
+                    if parsed.len() != n {
+                        return Err(Error::new(
+                            ErrorKind::Config,
+                            format!("key `{text}` has {} values; the key has {n} ({})", parsed.len(), names.join(", ")),
+                        ));
+                    }
+                    parsed
+                        .into_iter()
+                        .map(|v| match v {
+                            serde_json::Value::String(s) => s,
+                            other => other.to_string(),
+                        })
+                        .collect()
+                }
+            };
+            let mut key = Vec::with_capacity(parts.len());
+            for ((part, (_, ty)), name) in parts.iter().zip(&shape.fields).zip(&names) {
+                key.push(typed(part, ty).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("key `{text}`: `{part}` is not a {ty} for column `{name}`: {e}"),
+                    )
+                })?);
+            }
+            values.push(key);
+        }
+        Ok(EraseKeys { names, values, shape, types })
+    }
+
+    /// The filter over a table whose key columns are `fields` (by id, in key order).
+    pub fn filter(&self, fields: Vec<(i32, DataType)>) -> KeyFilter {
+        KeyFilter {
+            fields,
+            int_keys: self.shape.int_keys,
+            keys: self.values.iter().map(|v| IndexKey::of(v)).collect::<HashSet<_>>(),
+        }
+    }
+
+    /// The filter over the base table.
+    pub fn base_filter(&self) -> KeyFilter {
+        self.filter(self.shape.fields.clone())
+    }
+
+    /// The filter over a CDC table: its columns named like the key.
+    pub fn cdc_filter(&self, cdc: &Schema) -> Result<KeyFilter> {
+        let arrow = iceberg::arrow::schema_to_arrow_schema(cdc)?;
+        let mut fields = Vec::new();
+        for name in &self.names {
+            let field = cdc
+                .field_by_name(name)
+                .ok_or_else(|| Error::new(ErrorKind::Data, format!("the CDC table has no key column `{name}`")))?;
+            let ty = arrow.field_with_name(name).map(|f| f.data_type().clone()).map_err(|_| {
+                Error::new(ErrorKind::Data, format!("the CDC table's column `{name}` has no Arrow type"))
+            })?;
+            fields.push((field.id, ty));
+        }
+        Ok(self.filter(fields))
+    }
+
+    /// Each key as Iceberg values (what manifest bounds hold), in key order.
+    pub fn datums(&self) -> Vec<Vec<Option<Datum>>> {
+        self.values
+            .iter()
+            .map(|key| key.iter().zip(&self.types).map(|(v, ty)| crate::bucket::datum(v, *ty)).collect())
+            .collect()
+    }
+
+    /// A digest of the keys (SHA-256 over their sorted canonical text), for the audit entry:
+    /// it identifies the request without writing the keys into the table's metadata.
+    pub fn digest(&self) -> String {
+        let mut texts: Vec<String> = self.values.iter().map(|k| format!("{k:?}")).collect();
+        texts.sort();
+        let mut hasher = sha2::Sha256::new();
+        for t in texts {
+            hasher.update(t.as_bytes());
+            hasher.update(b"\n");
+        }
+        hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// `text` as a value of Arrow type `ty`.
+fn typed(text: &str, ty: &DataType) -> Result<Value> {
+    let strings: ArrayRef = Arc::new(StringArray::from(vec![text]));
+    let options = arrow_cast::CastOptions { safe: false, ..Default::default() };
+    let cast = arrow_cast::cast_with_options(&strings, ty, &options)
+        .map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?;
+    if cast.is_null(0) {
+        return Err(Error::new(ErrorKind::Config, "a key value cannot be null"));
+    }
+    value_at(cast.as_ref(), 0)
+}
+
+/// What an erasure rewrote in one table.
+#[derive(Clone, Debug, Default)]
+pub struct Erased {
+    /// One bundle per partition rewritten, to commit as `replace` snapshots.
+    pub bundles: Vec<RewriteBundle>,
+    /// Files that held a row of a key.
+    pub files_with_keys: u64,
+    /// Rows of the keys dropped (live or deleted ones).
+    pub rows: u64,
+}
+
+/// Rewrites the files of `target` (its current snapshot) that hold rows of `filter`'s keys:
+/// in a base table (`layout` [`Layout::Buckets`]) every partition holding one, whole; in a
+/// CDC table each file holding one. Bundles are committed with `epoch`.
+#[allow(clippy::too_many_arguments)]
+pub async fn erase_table(
+    catalog: &dyn TableCatalog,
+    dest: Dest,
+    target: &Target,
+    layout: &Layout,
+    filter: &KeyFilter,
+    settings: &MaintenanceSettings,
+    epoch: Epoch,
+    name: &str,
+) -> Result<Erased> {
+    let state = catalog
+        .load(&target.ident)
+        .await?
+        .ok_or_else(|| Error::new(ErrorKind::Catalog, format!("{} does not exist", target.ident)))?;
+    let file_io = catalog.file_io();
+    let files = snapshot_files(file_io, &state.metadata, ManifestCache::global()).await?;
+    let target = Target { schema: Arc::clone(state.metadata.current_schema()), ..target.clone() };
+    let mut out = Erased::default();
+    for (n, part) in files.partitions.iter().enumerate() {
+        let (hit_data, hit_deletes) = holders(file_io, part, layout, filter).await?;
+        out.files_with_keys += (hit_data.len() + hit_deletes.len()) as u64;
+        let (inputs, retired): (Vec<&DataFile>, Vec<&DataFile>) = match layout {
+            _ if hit_data.is_empty() && hit_deletes.is_empty() => continue,
+            Layout::Buckets(_) => {
+                (part.data.iter().map(|f| &f.file).collect(), part.deletes.iter().map(|f| &f.file).collect())
+            }
+            Layout::Cdc => (hit_data, Vec::new()),
+        };
+        let name = format!("{name}-p{n}");
+        let (outputs, bytes_read, rows) =
+            rewrite_partition(file_io, &target, part, &inputs, layout, settings, Some(filter), &name).await?;
+        out.rows += rows;
+        let mut removed: Vec<FileRef> = inputs.iter().map(|f| FileRef::of(f)).collect();
+        removed.extend(retired.iter().map(|f| FileRef::of(f)));
+        let added =
+            outputs.into_iter().map(|f| WrittenFile::new(dest, epoch, &target, f, None)).collect::<Result<Vec<_>>>()?;
+        out.bundles.push(RewriteBundle {
+            dest,
+            epoch,
+            id: uuid::Uuid::new_v4().to_string(),
+            after_epoch: None,
+            base: RewriteBase::Sequence(files.sequence_number),
+            strict: false,
+            added,
+            removed,
+            bytes_read,
+        });
+    }
+    Ok(out)
+}
+
+/// The data files of a partition, and (base tables) its equality-delete files, holding a
+/// row of a key.
+async fn holders<'a>(
+    file_io: &iceberg::io::FileIO,
+    part: &'a PartitionFiles,
+    layout: &Layout,
+    filter: &KeyFilter,
+) -> Result<(Vec<&'a DataFile>, Vec<&'a DataFile>)> {
+    let mut data = Vec::new();
+    for f in &part.data {
+        if file_holds(file_io, f.file.file_path(), filter).await? > 0 {
+            data.push(&f.file);
+        }
+    }
+    let mut deletes = Vec::new();
+    if let Layout::Buckets(_) = layout {
+        for f in part.deletes.iter().filter(|d| d.file.content_type() == DataContentType::EqualityDeletes) {
+            if file_holds(file_io, f.file.file_path(), filter).await? > 0 {
+                deletes.push(&f.file);
+            }
+        }
+    }
+    Ok((data, deletes))
+}
+
+/// How many rows of the Parquet file at `path` hold one of `filter`'s keys (a file without
+/// the key columns holds none).
+pub async fn file_holds(file_io: &iceberg::io::FileIO, path: &str, filter: &KeyFilter) -> Result<u64> {
+    let mut hits = 0;
+    for batch in read_columns(file_io, path, &filter.fields).await? {
+        if batch.columns().iter().all(|c| c.null_count() == c.len()) {
+            continue;
+        }
+        hits += filter.hits(&batch)?.iter().filter(|h| **h).count() as u64;
+    }
+    Ok(hits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iceberg::spec::{NestedField, PrimitiveType, Type};
+
+    fn schema(composite: bool) -> Schema {
+        let mut fields = vec![
+            Arc::new(NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long))),
+            Arc::new(NestedField::optional(2, "name", Type::Primitive(PrimitiveType::String))),
+        ];
+        let mut ids = vec![1];
+        if composite {
+            fields.push(Arc::new(NestedField::required(3, "region", Type::Primitive(PrimitiveType::String))));
+            ids.push(3);
+        }
+        Schema::builder().with_fields(fields).with_identifier_field_ids(ids).build().expect("schema")
+    }
+
+    #[test]
+    fn keys_are_typed_by_the_identifier_fields() {
+        let keys = EraseKeys::parse(&schema(false), &["42".into(), "7".into()]).expect("keys");
+        assert_eq!(keys.values, vec![vec![Value::Long(42)], vec![Value::Long(7)]]);
+        assert!(keys.base_filter().keys.contains(&IndexKey::of(&[Value::Long(42)])));
+        let composite = EraseKeys::parse(&schema(true), &[r#"[42, "eu"]"#.into()]).expect("keys");
+        assert_eq!(composite.names, vec!["id", "region"]);
+        assert_eq!(composite.values, vec![vec![Value::Long(42), Value::String("eu".into())]]);
+    }
+
+    #[test]
+    fn a_bad_key_names_the_value_and_the_column() {
+        let e = EraseKeys::parse(&schema(false), &["forty-two".into()]).expect_err("not a long");
+        assert!(e.to_string().contains("`forty-two`") && e.to_string().contains("`id`"), "{e}");
+        let e = EraseKeys::parse(&schema(true), &["42".into()]).expect_err("composite needs an array");
+        assert!(e.to_string().contains("JSON array"), "{e}");
+        let e = EraseKeys::parse(&schema(true), &["[42]".into()]).expect_err("one value short");
+        assert!(e.to_string().contains("has 1 values"), "{e}");
+    }
+
+    #[test]
+    fn the_digest_ignores_order_and_hides_the_keys() {
+        let a = EraseKeys::parse(&schema(false), &["1".into(), "2".into()]).expect("keys");
+        let b = EraseKeys::parse(&schema(false), &["2".into(), "1".into()]).expect("keys");
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.digest().len(), 64);
+        assert!(!a.digest().contains("Long"));
+    }
+}

@@ -1,0 +1,324 @@
+//! Compliance erasure (`floe erase`): the rows of chosen keys go from the base and CDC
+//! tables, and no byte of their values is left in any file under the tables' locations,
+//! whichever delete mode wrote them; the tables equal the model less those keys; a crash at
+//! any moment of the erasure loses nothing, and running it again finishes it; the pipeline
+//! restarts after it exactly-once.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::process::Command;
+
+use floe_engine::catalog::{SqlTableCatalog, TableCatalog, ident};
+use floe_engine::cleanup::{list_files, local_path, retained};
+use floe_engine::config::TableName;
+use floe_engine::manifests::ManifestCache;
+use floe_engine::runtime::IoRuntime;
+use floe_engine::value::{Row, Value};
+use floe_harness::WorkloadSpec;
+use floe_harness::tables::GenTable;
+use floe_harness::verify::batch_rows;
+use floe_tests::{Scratch, seed};
+use iceberg::spec::{Manifest, PrimitiveLiteral};
+use rand::SeedableRng;
+use rand::seq::IteratorRandom;
+
+const FLOE: &str = env!("CARGO_BIN_EXE_floe-under-test");
+
+fn spec(seed: u64, events: u64) -> WorkloadSpec {
+    WorkloadSpec { tables: vec![GenTable::order_lines(), GenTable::accounts()], ..WorkloadSpec::standard(seed, events) }
+}
+
+/// `accounts` in position mode, `order_lines` (composite key) in equality mode; many
+/// snapshots kept, so the erasure has old snapshots to expire.
+fn pipeline(commit_every: u64) -> String {
+    let table = |name: &str, deletes: &str| {
+        format!(
+            r#"
+[[tables]]
+topic = "shop.inventory.{name}"
+base = "shop.{name}"
+cdc = "shop_cdc.{name}"
+buckets = 4
+deletes = "{deletes}"
+
+[tables.maintenance]
+keep_snapshots = 40
+snapshot_max_age = "24h"
+"#
+        )
+    };
+    format!(
+        r#"[pipeline]
+id = "erase"
+commit_every = {commit_every}
+workers = 2
+
+[source]
+kind = "replay"
+path = "changes.jsonl"
+{}{}"#,
+        table("accounts", "position"),
+        table("order_lines", "equality")
+    )
+}
+
+/// A key to erase: its model row and its `--key` text.
+struct Chosen {
+    topic: String,
+    table: TableName,
+    keys: Vec<(Row, String)>,
+}
+
+/// Keys of each table: some live at the end, some deleted by then.
+fn choose(scratch: &Scratch, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<Chosen> {
+    let mut out = Vec::new();
+    for t in &scratch.config().tables {
+        let model = scratch.model.table(&t.topic).expect("model");
+        let all: BTreeSet<&Row> = model.cdc_keys.values().collect();
+        let live: Vec<&Row> = all.iter().copied().filter(|k| model.rows.contains_key(*k)).collect();
+        let gone: Vec<&Row> = all.iter().copied().filter(|k| !model.rows.contains_key(*k)).collect();
+        assert!(live.len() >= 3 && !gone.is_empty(), "seed {}: the workload has too few keys", scratch.seed);
+        let mut keys: Vec<&Row> = live.into_iter().choose_multiple(rng, 3);
+        keys.extend(gone.into_iter().choose_multiple(rng, 2));
+        let text = |k: &Row| match &k.0[..] {
+            [Value::Long(v)] => v.to_string(),
+            [Value::String(region), Value::Int(line)] => serde_json::json!([region, line]).to_string(),
+            other => panic!("unexpected key {other:?}"),
+        };
+        out.push(Chosen {
+            topic: t.topic.clone(),
+            table: t.base.clone().expect("base"),
+            keys: keys.into_iter().map(|k| (k.clone(), text(k))).collect(),
+        });
+    }
+    out
+}
+
+fn tables(scratch: &Scratch) -> Vec<TableName> {
+    scratch.config().tables.iter().flat_map(|t| t.base.clone().into_iter().chain(t.cdc.clone())).collect()
+}
+
+/// Strings that only rows of the erased keys ever held (in the CDC table's full history,
+/// read before the erasure), six bytes or longer.
+fn unique_strings(scratch: &Scratch, chosen: &[Chosen]) -> HashSet<String> {
+    let mut mine = HashSet::new();
+    let mut others = HashSet::new();
+    for (t, c) in scratch.config().tables.iter().zip(chosen) {
+        let model = scratch.model.table(&t.topic).expect("model");
+        let read = scratch.read(t.cdc.as_ref().expect("cdc"));
+        let key_at: Vec<usize> =
+            model.schema.key.iter().map(|&k| read.position(&model.schema.columns[k].name).expect("key")).collect();
+        let erased: BTreeSet<&Row> = c.keys.iter().map(|(k, _)| k).collect();
+        for row in &read.rows {
+            let key = Row::new(key_at.iter().map(|&i| row.0[i].clone()).collect());
+            let set = if erased.contains(&key) { &mut mine } else { &mut others };
+            set.extend(row.0.iter().filter_map(|v| match v {
+                Value::String(s) if s.len() >= 6 => Some(s.clone()),
+                _ => None,
+            }));
+        }
+    }
+    mine.retain(|s| !others.contains(s));
+    mine
+}
+
+/// Scans every file under every table's location, referenced or not: Parquet files cell by
+/// cell (a row whose key columns hold an erased key; any cell holding a unique string),
+/// manifests bound by bound, everything else byte by byte. Returns what it found.
+fn traces(scratch: &Scratch, chosen: &[Chosen], unique: &HashSet<String>) -> Vec<String> {
+    let config = scratch.config();
+    let runtime = IoRuntime::new(1).expect("runtime");
+    let catalog = runtime.block_on(SqlTableCatalog::open(&config.catalog)).expect("catalog");
+    let mut found = Vec::new();
+    for (t, c) in config.tables.iter().zip(chosen) {
+        let model = scratch.model.table(&t.topic).expect("model");
+        let key_names: Vec<&str> = model.schema.key.iter().map(|&k| model.schema.columns[k].name.as_str()).collect();
+        let erased: BTreeSet<&Row> = c.keys.iter().map(|(k, _)| k).collect();
+        for name in t.base.iter().chain(t.cdc.iter()) {
+            let state = runtime.block_on(catalog.load(&ident(name))).expect("load").expect("table");
+            for (path, _, _) in list_files(Path::new(local_path(state.metadata.location()))) {
+                let text = path.to_string_lossy().to_string();
+                if text.ends_with(".parquet") {
+                    let file = std::fs::File::open(&path).expect("open");
+                    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .expect("parquet")
+                        .build()
+                        .expect("reader");
+                    for batch in reader {
+                        let batch = batch.expect("batch");
+                        let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+                        let key_at: Option<Vec<usize>> =
+                            key_names.iter().map(|k| names.iter().position(|n| n == k)).collect();
+                        for row in batch_rows(&batch).expect("rows") {
+                            if let Some(at) = &key_at {
+                                let key = Row::new(at.iter().map(|&i| row.0[i].clone()).collect());
+                                if erased.contains(&key) {
+                                    found.push(format!("{text}: a row of key {key}"));
+                                }
+                            }
+                            for v in row.0.iter() {
+                                if let Value::String(s) = v
+                                    && unique.contains(s)
+                                {
+                                    found.push(format!("{text}: the value {s:?}"));
+                                }
+                            }
+                        }
+                    }
+                } else if text.ends_with(".avro") {
+                    let bytes = std::fs::read(&path).expect("read");
+                    let Ok(manifest) = Manifest::parse_avro(&bytes) else { continue };
+                    for entry in manifest.entries() {
+                        let f = entry.data_file();
+                        for d in f.lower_bounds().values().chain(f.upper_bounds().values()) {
+                            if let PrimitiveLiteral::String(s) = d.literal()
+                                && unique.contains(s)
+                            {
+                                found.push(format!("{text}: a bound {s:?}"));
+                            }
+                        }
+                        for (key, _) in &c.keys {
+                            if let [Value::Long(id)] = &key.0[..] {
+                                let bound = |m: &std::collections::HashMap<i32, iceberg::spec::Datum>| {
+                                    m.values().any(|d| d.literal() == &PrimitiveLiteral::Long(*id))
+                                };
+                                if bound(f.lower_bounds()) || bound(f.upper_bounds()) {
+                                    found.push(format!("{text}: a bound {id}"));
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    let bytes = std::fs::read(&path).expect("read");
+                    for s in unique {
+                        if bytes.windows(s.len()).any(|w| w == s.as_bytes()) {
+                            found.push(format!("{text}: the bytes of {s:?}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+fn erase(scratch: &Scratch, chosen: &Chosen, faults: Option<&str>) -> std::process::Output {
+    let mut c = Command::new(FLOE);
+    c.arg("erase").arg(scratch.pipeline()).arg(chosen.table.to_string()).arg("--key");
+    for (_, text) in &chosen.keys {
+        c.arg(text);
+    }
+    c.env("RUST_LOG", "error");
+    if let Some(f) = faults {
+        c.env("FLOE_FAULTS", f);
+    }
+    c.output().expect("spawn floe erase")
+}
+
+/// Every file a retained snapshot (or the metadata log) references exists.
+fn assert_nothing_referenced_is_gone(scratch: &Scratch, context: &str) {
+    let config = scratch.config();
+    let runtime = IoRuntime::new(1).expect("runtime");
+    let catalog = runtime.block_on(SqlTableCatalog::open(&config.catalog)).expect("catalog");
+    for name in tables(scratch) {
+        let state = runtime.block_on(catalog.load(&ident(&name))).expect("load").expect("table");
+        let keep = runtime
+            .block_on(retained(catalog.file_io(), &state.metadata, &state.metadata_location, ManifestCache::global()))
+            .expect("retained");
+        for f in keep {
+            assert!(Path::new(&f).exists(), "seed {}: {context}: {name}: {f} is referenced but gone", scratch.seed);
+        }
+    }
+}
+
+fn erase_from_model(scratch: &mut Scratch, chosen: &[Chosen]) {
+    for c in chosen {
+        let keys: BTreeSet<Row> = c.keys.iter().map(|(k, _)| k.clone()).collect();
+        let table = scratch.model.tables.iter_mut().find(|t| t.topic == c.topic).expect("model");
+        table.erase(&keys);
+    }
+}
+
+#[test]
+fn erasure_leaves_no_byte_of_the_keys_in_any_file_and_the_tables_equal_the_model_less_them() {
+    let s = seed();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s);
+    let mut scratch = Scratch::new(spec(s, 6_000), &pipeline(40));
+    scratch.run();
+    scratch.assert_tables_equal_model();
+    let chosen = choose(&scratch, &mut rng);
+    let unique = unique_strings(&scratch, &chosen);
+    assert!(!unique.is_empty(), "seed {s}: the erased keys hold no value of their own to look for");
+    assert!(!traces(&scratch, &chosen, &unique).is_empty(), "seed {s}: the scan finds the keys before the erasure");
+    for c in &chosen {
+        let out = erase(&scratch, c, None);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "seed {s}: floe erase failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!("{stdout}");
+        assert!(stdout.contains("floe.erasure.") && stdout.contains("\"clean\":true"), "seed {s}: {stdout}");
+    }
+    let left = traces(&scratch, &chosen, &unique);
+    assert!(left.is_empty(), "seed {s}: erased values are left: {left:#?}");
+    erase_from_model(&mut scratch, &chosen);
+    scratch.assert_tables_equal_model();
+    assert_nothing_referenced_is_gone(&scratch, "after the erasure");
+    // The audit entry is in the table's properties, without the keys.
+    for c in &chosen {
+        let metadata = scratch.table_metadata(&c.table);
+        let audit: Vec<&String> =
+            metadata.properties().iter().filter(|(k, _)| k.starts_with("floe.erasure.")).map(|(_, v)| v).collect();
+        assert_eq!(audit.len(), 1, "seed {s}: one audit entry");
+        assert!(audit[0].contains("\"rows_found\":0") && audit[0].contains("\"keys\":5"), "{}", audit[0]);
+        for (_, text) in &c.keys {
+            assert!(!audit[0].contains(text.as_str()), "seed {s}: the audit names a key");
+        }
+    }
+    // A restart resumes exactly-once from the offsets the erasure's snapshots carried.
+    scratch.run();
+    scratch.assert_tables_equal_model();
+}
+
+#[test]
+fn a_crash_at_any_moment_of_an_erasure_loses_nothing_and_a_rerun_finishes_it() {
+    let s = seed();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s);
+    let mut scratch = Scratch::new(spec(s, 3_000), &pipeline(50));
+    scratch.run();
+    let chosen = choose(&scratch, &mut rng);
+    let unique = unique_strings(&scratch, &chosen);
+    let points = [
+        "erase-rewritten:1",
+        "rewrite-before-swap:1",
+        "rewrite-after-swap:1",
+        "expire-before-cleanup:1",
+        "cleanup-midway:1",
+        "erase-before-proof:1",
+    ];
+    let mut crashed = 0;
+    for point in points {
+        for c in &chosen {
+            let out = erase(&scratch, c, Some(point));
+            if out.status.success() {
+                continue;
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(point.split(':').next().unwrap_or_default()), "seed {s}: {point}: {stderr}");
+            crashed += 1;
+            assert_nothing_referenced_is_gone(&scratch, point);
+        }
+    }
+    assert!(crashed >= 2 * 3, "seed {s}: only {crashed} crashes");
+    // Whatever the crashes left, the tables hold the model's rows (erased or not yet).
+    for t in tables(&scratch) {
+        let _ = scratch.read(&t);
+    }
+    for c in &chosen {
+        let out = erase(&scratch, c, None);
+        assert!(out.status.success(), "seed {s}: the rerun failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let left = traces(&scratch, &chosen, &unique);
+    assert!(left.is_empty(), "seed {s}: erased values are left: {left:#?}");
+    erase_from_model(&mut scratch, &chosen);
+    scratch.assert_tables_equal_model();
+    assert_nothing_referenced_is_gone(&scratch, "after the rerun");
+}
