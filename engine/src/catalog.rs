@@ -12,7 +12,9 @@
 //!
 //! Beside the JDBC schema, floe keeps one table of its own in the catalog database,
 //! `floe_writer_leases`: which process may change a table's files (a pipeline, or
-//! `floe maintain`), so two of them never compact the same table at once.
+//! `floe maintain`), so two of them never compact the same table at once; and
+//! `floe_requests`: work an offline command hands to the pipeline that holds a table (a
+//! compliance erasure), which the pipeline's committer carries out and answers.
 //!
 //! # Invariants
 //! - `swap_metadata` succeeds only if the pointer still equals `expected`: it is the
@@ -77,6 +79,49 @@ pub trait TableCatalog: Send + Sync + Debug {
     async fn release(&self, _ident: &TableIdent, _owner: &str) -> Result<()> {
         Ok(())
     }
+    /// Queues a request of `kind` for the pipeline that writes `ident`; its id.
+    async fn submit_request(&self, _ident: &TableIdent, _kind: &str, _payload: &str) -> Result<String> {
+        Err(Error::new(ErrorKind::Catalog, "this catalog cannot pass requests to a running pipeline"))
+    }
+    /// The pending requests of `kind` for any of `tables`, oldest first.
+    async fn pending_requests(&self, _tables: &[TableIdent], _kind: &str) -> Result<Vec<Request>> {
+        Ok(Vec::new())
+    }
+    /// Answers a request: `state` is `done` or `failed`; its payload is cleared.
+    async fn finish_request(&self, _id: &str, _state: &str, _result: &str) -> Result<()> {
+        Ok(())
+    }
+    /// A request as it is now.
+    async fn request(&self, _id: &str) -> Result<Option<Request>> {
+        Ok(None)
+    }
+}
+
+/// Work handed to the pipeline that writes a table (`floe_requests`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// Its id.
+    pub id: String,
+    /// The table.
+    pub table: TableIdent,
+    /// What it asks (e.g. `erase`).
+    pub kind: String,
+    /// Its arguments (JSON); cleared once answered.
+    pub payload: String,
+    /// `pending`, `done` or `failed`.
+    pub state: String,
+    /// The answer (JSON or a message).
+    pub result: String,
+}
+
+type RequestRow = (String, String, String, String, String, String, String);
+
+impl Request {
+    fn from_row((id, namespace, name, kind, payload, state, result): RequestRow) -> Request {
+        // One namespace level holding the dotted name, as [`ident`] makes it.
+        let table = TableIdent::new(NamespaceIdent::new(namespace), name);
+        Request { id, table, kind, payload, state, result }
+    }
 }
 
 /// A table's writer lease: who may change the table's files, until when.
@@ -134,6 +179,14 @@ impl SqlTableCatalog {
             "CREATE TABLE IF NOT EXISTS floe_writer_leases (catalog_name TEXT NOT NULL, table_namespace TEXT NOT NULL, \
              table_name TEXT NOT NULL, owner TEXT NOT NULL, expires_ms INTEGER NOT NULL, \
              PRIMARY KEY (catalog_name, table_namespace, table_name))",
+        )
+        .execute(&pool)
+        .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS floe_requests (catalog_name TEXT NOT NULL, id TEXT NOT NULL, \
+             table_namespace TEXT NOT NULL, table_name TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL, \
+             state TEXT NOT NULL, result TEXT NOT NULL, created_ms INTEGER NOT NULL, \
+             PRIMARY KEY (catalog_name, id))",
         )
         .execute(&pool)
         .await?;
@@ -267,6 +320,56 @@ impl TableCatalog for SqlTableCatalog {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|(owner, expires_ms)| Lease { owner, expires_ms }))
+    }
+
+    async fn submit_request(&self, ident: &TableIdent, kind: &str, payload: &str) -> Result<String> {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        sqlx::query("INSERT INTO floe_requests VALUES (?, ?, ?, ?, ?, ?, 'pending', '', ?)")
+            .bind(&self.name)
+            .bind(&id)
+            .bind(ident.namespace().join("."))
+            .bind(ident.name())
+            .bind(kind)
+            .bind(payload)
+            .bind(chrono::Utc::now().timestamp_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    async fn pending_requests(&self, tables: &[TableIdent], kind: &str) -> Result<Vec<Request>> {
+        let rows: Vec<RequestRow> = sqlx::query_as(
+            "SELECT id, table_namespace, table_name, kind, payload, state, result FROM floe_requests \
+             WHERE catalog_name = ? AND kind = ? AND state = 'pending' ORDER BY created_ms, id",
+        )
+        .bind(&self.name)
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Request::from_row).filter(|r| tables.contains(&r.table)).collect())
+    }
+
+    async fn finish_request(&self, id: &str, state: &str, result: &str) -> Result<()> {
+        sqlx::query("UPDATE floe_requests SET state = ?, result = ?, payload = '' WHERE catalog_name = ? AND id = ?")
+            .bind(state)
+            .bind(result)
+            .bind(&self.name)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn request(&self, id: &str) -> Result<Option<Request>> {
+        let row: Option<RequestRow> = sqlx::query_as(
+            "SELECT id, table_namespace, table_name, kind, payload, state, result FROM floe_requests \
+             WHERE catalog_name = ? AND id = ?",
+        )
+        .bind(&self.name)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Request::from_row))
     }
 
     async fn release(&self, ident: &TableIdent, owner: &str) -> Result<()> {

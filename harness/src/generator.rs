@@ -566,6 +566,9 @@ impl Generator {
         if let Some(fp) = m.cdc.get(&(last.partition, last.offset)).copied() {
             m.cdc.insert((last.partition, offset), fp);
         }
+        if let Some(key) = m.cdc_keys.get(&(last.partition, last.offset)).cloned() {
+            m.cdc_keys.insert((last.partition, offset), key);
+        }
         if m.dead_letters.contains(&(last.partition, last.offset)) {
             m.dead_letter(last.partition, offset);
         }

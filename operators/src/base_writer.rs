@@ -40,7 +40,7 @@ use crate::files::{
     Dest, RewriteBase, RewriteBundle, Written, WrittenFile, key_schema, write_data, write_equality_deletes,
 };
 use crate::key_index::{BucketIndex, FileId};
-use crate::plan::{PlanRef, TablePlan};
+use crate::plan::{BucketErased, EraseOrder, PlanRef, TablePlan};
 use crate::upsert::{Action, BucketKey, Upsert};
 
 /// Rows and deleted keys of one bucket in one epoch (equality mode).
@@ -74,12 +74,18 @@ pub struct BaseStage {
     wake: Option<Waker>,
     last_flushed: Option<Epoch>,
     final_pass: bool,
+    /// Workers of the dataflow (bucket ownership).
+    peers: usize,
+    /// Erasure orders for this worker's buckets, waiting for the bucket to be free.
+    erase_queue: Vec<EraseOrder>,
 }
 
 impl BaseStage {
     /// Staging for worker `worker`.
-    pub fn new(plan: PlanRef, worker: usize) -> BaseStage {
+    pub fn new(plan: PlanRef, worker: usize, peers: usize) -> BaseStage {
         BaseStage {
+            peers: peers.max(1),
+            erase_queue: Vec::new(),
             plan,
             worker,
             staged: BTreeMap::new(),
@@ -130,22 +136,29 @@ impl BaseStage {
         let Some(rewrite_plan) = index.plan_rewrite(&t.maintenance) else { return Ok(()) };
         index.begin_rewrite(&rewrite_plan);
         tracing::debug!(table = %target.name, bucket, inputs = rewrite_plan.inputs.len(), "bucket rewrite started");
-        let started = Started { table, bucket, plan: rewrite_plan, base_epoch, version: version.number };
-        let file_io = plan.catalog.file_io().clone();
-        let size = t.maintenance.target_file_size;
-        let name = format!("c{}-w{}-b{bucket}", short_id(), self.worker);
+        let started = Started { table, bucket, plan: rewrite_plan, base_epoch, version: version.number, erase: None };
+        self.spawn_rewrite(started, target, t.maintenance.target_file_size);
+        Ok(())
+    }
+
+    /// Runs a started rewrite in the background; it reports through `rewrites`.
+    fn spawn_rewrite(&mut self, started: Started, target: crate::plan::Target, size: u64) {
+        let file_io = self.plan.catalog.file_io().clone();
+        let bucket = started.bucket;
+        let kind = if started.erase.is_some() { "x" } else { "c" };
+        let name = format!("{kind}{}-w{}-b{bucket}", short_id(), self.worker);
         let tx = self.rewrites.sender();
         let wake = self.wake.clone();
         self.rewrites.running += 1;
-        plan.runtime.spawn(async move {
+        self.plan.runtime.spawn(async move {
             let partition = bucket_partition(bucket);
-            let result = rewrite(&file_io, &target, partition, &started.plan, size, &name).await;
+            let erase = started.erase.as_ref().map(|o| Arc::clone(&o.filter));
+            let result = rewrite(&file_io, &target, partition, &started.plan, size, erase.as_deref(), &name).await;
             let _ = tx.send(Finished { started, result });
             if let Some(w) = wake {
                 w();
             }
         });
-        Ok(())
     }
 
     /// Turns a finished rewrite into the job that writes its deletes and sends it on, at
@@ -161,6 +174,9 @@ impl BaseStage {
             Err(e) => {
                 tracing::warn!(table = table, bucket, error = %e, "bucket rewrite failed; its files stay as they are");
                 self.index(table, bucket)?.abort_rewrite(&started.plan);
+                if let Some(order) = &started.erase {
+                    self.erased(order, Err(e.to_string()));
+                }
                 return Ok(None);
             }
         };
@@ -171,11 +187,15 @@ impl BaseStage {
         let (sources, files): (Vec<_>, Vec<_>) = outputs.into_iter().unzip();
         let name = format!("c{}-w{}-b{bucket}-carry", short_id(), self.worker);
         let index = self.index(table, bucket)?;
-        let applied = index.finish_rewrite(&started.plan, sources, mode)?;
+        let erased = started.erase.as_ref().map(|o| o.filter.keys.clone()).unwrap_or_default();
+        let applied = index.finish_rewrite(&started.plan, sources, mode, &erased)?;
         let (deletes, replaced) = plan_deletes(index, mode, &target, &partition, &applied.deletes, &name);
         let mut removed = applied.removed;
         removed.extend(replaced);
         let at = at.max(self.last_flushed.unwrap_or(at));
+        if let Some(order) = &started.erase {
+            self.erased(order, Ok(Some(at)));
+        }
         let bundle = RewriteBundle {
             dest: Dest::Base(table),
             epoch: at,
@@ -203,6 +223,77 @@ impl BaseStage {
                 Ok(vec![Written::Rewrite(bundle)])
             }),
         )))
+    }
+}
+
+impl BaseStage {
+    /// Reports an erasure order's outcome to the committer.
+    fn erased(&self, order: &EraseOrder, result: std::result::Result<Option<Epoch>, String>) {
+        self.plan.erasures.report(BucketErased {
+            id: order.id.clone(),
+            table: order.table,
+            bucket: order.bucket,
+            result,
+        });
+        self.plan.committer_wake.wake();
+    }
+
+    /// Takes this worker's erasure orders, and starts the next one when no rewrite runs and
+    /// its bucket has no file still being written.
+    fn start_erasures(&mut self) -> Result<()> {
+        let peers = self.peers as u64;
+        let worker = self.worker as u64;
+        let mine = self.plan.erasures.take(|t, b| crate::consolidate::route_of(t, b) % peers == worker);
+        self.erase_queue.extend(mine);
+        let mut i = 0;
+        while self.rewrites.running == 0 && i < self.erase_queue.len() {
+            let order = self.erase_queue[i].clone();
+            let plan = Arc::clone(&self.plan);
+            let t = &plan.tables[order.table as usize];
+            if t.versions.pause_state().is_some() {
+                i += 1;
+                continue;
+            }
+            let has_index = self.indexes.contains_key(&(order.table, order.bucket))
+                || self
+                    .plan
+                    .indexes
+                    .take(order.table, order.bucket)
+                    .map(|ix| {
+                        self.indexes.insert((order.table, order.bucket), ix);
+                    })
+                    .is_some();
+            if !has_index {
+                // Nothing was ever written to the bucket.
+                self.erase_queue.remove(i);
+                self.erased(&order, Ok(None));
+                continue;
+            }
+            let base_epoch = self.last_flushed;
+            let version = t.versions.at(base_epoch.map_or(0, |e| e + 1));
+            let Some(target) = t.base_at(&version)? else {
+                self.erase_queue.remove(i);
+                self.erased(&order, Ok(None));
+                continue;
+            };
+            let Some(rewrite_plan) = self.index(order.table, order.bucket)?.plan_erase() else {
+                // A file of the bucket is still being written: next time.
+                i += 1;
+                continue;
+            };
+            self.erase_queue.remove(i);
+            if rewrite_plan.inputs.is_empty() {
+                self.erased(&order, Ok(None));
+                continue;
+            }
+            self.index(order.table, order.bucket)?.begin_rewrite(&rewrite_plan);
+            tracing::info!(table = %target.name, bucket = order.bucket, erasure = %order.id, "erasing keys from a bucket");
+            let (table, bucket) = (order.table, order.bucket);
+            let started =
+                Started { table, bucket, plan: rewrite_plan, base_epoch, version: version.number, erase: Some(order) };
+            self.spawn_rewrite(started, target, t.maintenance.target_file_size);
+        }
+        Ok(())
     }
 }
 
@@ -287,6 +378,7 @@ impl StageCore for BaseStage {
         for done in self.rewrites.finished() {
             jobs.extend(self.finish(done, at)?);
         }
+        self.start_erasures()?;
         if input_done && !self.plan.maintain_at_end {
             return Ok(jobs);
         }
@@ -309,6 +401,7 @@ impl StageCore for BaseStage {
     }
 
     fn attach(&mut self, wake: Waker) {
+        self.plan.erasures.register(Arc::clone(&wake));
         self.wake = Some(wake);
     }
 }
@@ -413,6 +506,6 @@ pub fn write_base<'s>(
     upserts: Stream<'s, Epoch, Vec<(BucketKey, Epoch, Upsert)>>,
     plan: PlanRef,
 ) -> Stream<'s, Epoch, Vec<Written>> {
-    let worker = upserts.scope().index();
-    write_epochs(upserts, Pipeline, "BaseWriter", BaseStage::new(Arc::clone(&plan), worker), plan)
+    let (worker, peers) = (upserts.scope().index(), upserts.scope().peers());
+    write_epochs(upserts, Pipeline, "BaseWriter", BaseStage::new(Arc::clone(&plan), worker, peers), plan)
 }

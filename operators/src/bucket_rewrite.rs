@@ -34,6 +34,7 @@ use crate::delete_files::write_data_at;
 use crate::files::conform_batch;
 use crate::key_index::{Loc, RewriteOutput, RewritePlan};
 use crate::plan::Target;
+use crate::snapshot_rewrite::KeyFilter;
 
 /// A rewrite the worker started.
 #[derive(Debug)]
@@ -48,6 +49,8 @@ pub struct Started {
     pub base_epoch: Option<Epoch>,
     /// The schema version its files are written under.
     pub version: u32,
+    /// Set for an erasure: the order whose keys it leaves out.
+    pub erase: Option<crate::plan::EraseOrder>,
 }
 
 /// A finished rewrite job.
@@ -88,18 +91,23 @@ impl Rewrites {
     }
 }
 
-/// Reads the rows of `plan`'s inputs that were live when it started, and writes them to
-/// new files of about `target_file_size` bytes at paths named `name`-N.
+/// Reads the rows of `plan`'s inputs that were live when it started (less the rows of
+/// `erase`'s keys), and writes them to new files of about `target_file_size` bytes at paths
+/// named `name`-N.
 pub async fn rewrite(
     file_io: &FileIO,
     target: &Target,
     partition: Struct,
     plan: &RewritePlan,
     target_file_size: u64,
+    erase: Option<&KeyFilter>,
     name: &str,
 ) -> Result<(Vec<(RewriteOutput, DataFile)>, u64)> {
     let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&target.schema)?);
     let fields = floe_engine::table_files::schema_fields(&target.schema)?;
+    let erase_at: Vec<usize> = erase
+        .map(|e| e.fields.iter().map(|(id, _)| fields.iter().position(|(f, _)| f == id).unwrap_or_default()).collect())
+        .unwrap_or_default();
     let rows: u64 = plan.inputs.iter().map(|i| i.rows as u64).sum();
     let per_file = match plan.input_bytes {
         0 => u64::MAX,
@@ -114,10 +122,18 @@ pub async fn rewrite(
         let mut pos: u32 = 0;
         for batch in read_columns(file_io, &input.path, &fields).await? {
             let n = batch.num_rows() as u32;
-            let keep: BooleanArray = (pos..pos + n).map(|p| Some(!input.deleted.contains(p))).collect();
-            sources.extend(
-                (pos..pos + n).filter(|p| !input.deleted.contains(*p)).map(|p| Loc { file: input.file, pos: p }),
-            );
+            let erased = match erase {
+                Some(filter) => filter.hits(
+                    &batch
+                        .project(&erase_at)
+                        .map_err(|e| Error::new(ErrorKind::Internal, "projecting key columns").with_source(e))?,
+                )?,
+                None => Vec::new(),
+            };
+            let kept_at =
+                |p: u32| !input.deleted.contains(p) && !erased.get((p - pos) as usize).copied().unwrap_or(false);
+            let keep: BooleanArray = (pos..pos + n).map(|p| Some(kept_at(p))).collect();
+            sources.extend((pos..pos + n).filter(|p| kept_at(*p)).map(|p| Loc { file: input.file, pos: p }));
             pos += n;
             let kept = arrow_select::filter::filter_record_batch(&batch, &keep)
                 .map_err(|e| Error::new(ErrorKind::Internal, "filtering deleted rows").with_source(e))?;

@@ -39,6 +39,7 @@ pub use crate::committer_core::{CommitReport, SourceProgress, target};
 use crate::committer_core::{
     CommitterCore, Done, EpochCommits, Job, Outcomes, Step, StepKind, TableSteps, Written1, unreferenced_after,
 };
+use crate::erasure_requests::{Action, Coordinator, finalize};
 use crate::files::{Dest, RewriteBase, Written};
 use crate::plan::{PipelinePlan, PlanRef};
 use crate::snapshot_rewrite::{Due, compact_table};
@@ -108,6 +109,48 @@ async fn run_table(
     Ok((table.dest, out))
 }
 
+/// Polls the catalog for erasure requests to this pipeline's tables, until dropped.
+struct Poller(tokio::task::JoinHandle<()>);
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn poll_requests(
+    plan: &PipelinePlan,
+    tx: mpsc::Sender<Vec<floe_engine::catalog::Request>>,
+    wake: Arc<timely::scheduling::SyncActivator>,
+) -> Poller {
+    let catalog = Arc::clone(&plan.catalog);
+    let tables: Vec<iceberg::TableIdent> =
+        plan.tables.iter().flat_map(|t| t.base.iter().chain(t.cdc.iter()).map(|x| x.ident.clone())).collect();
+    Poller(plan.runtime.spawn(async move {
+        loop {
+            match catalog.pending_requests(&tables, crate::erasure_requests::KIND).await {
+                Ok(requests) if !requests.is_empty() => {
+                    if tx.send(requests).is_err() {
+                        return;
+                    }
+                    let _ = wake.activate();
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "polling the catalog for requests"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }))
+}
+
+/// Answers a request in the catalog (a failure to answer is logged: `floe erase` then
+/// times out and says so).
+async fn answer(catalog: &dyn TableCatalog, id: &str, state: &str, result: &str) {
+    if let Err(e) = catalog.finish_request(id, state, result).await {
+        tracing::warn!(erasure = %id, error = %e, "could not answer the erasure request");
+    }
+}
+
 fn record_metrics(plan: &PipelinePlan, sizes: &BTreeMap<Dest, Written1>, outcomes: &Outcomes) {
     for (dest, steps) in outcomes {
         let Some(target) = target(plan, *dest) else { continue };
@@ -164,11 +207,17 @@ pub fn commit_epochs<'s>(
             }
             let (done_tx, done_rx) = mpsc::channel::<Done>();
             let mut core = CommitterCore::new(Arc::clone(&plan));
+            // Erasures asked through the catalog (`floe erase` while this pipeline runs).
+            let mut erasures = Coordinator::default();
+            let (requests_tx, requests_rx) = mpsc::channel::<Vec<floe_engine::catalog::Request>>();
+            let poller = is_committer.then(|| poll_requests(&plan, requests_tx, Arc::clone(&activator)));
             let mut caps: BTreeMap<Epoch, Capability<Epoch>> = BTreeMap::new();
             // Held at the inputs' frontier while table maintenance runs, so a bounded run
             // waits for it.
             let mut held: Option<Capability<Epoch>> = Some(default);
             move |(files_in, files_frontier), (progress_in, progress_frontier), output| {
+                // The poller lives as long as the operator.
+                let _ = &poller;
                 files_in.for_each(|cap, data| {
                     if let Some(&e) = cap.least()
                         && !caps.contains_key(&e)
@@ -193,6 +242,9 @@ pub fn commit_epochs<'s>(
                 });
 
                 while let Ok(done) = done_rx.try_recv() {
+                    if matches!(done, Done::Erase) {
+                        erasures.finished();
+                    }
                     match core.done(done) {
                         Ok(Some((report, sizes, outcomes))) => {
                             record_metrics(&plan, &sizes, &outcomes);
@@ -210,6 +262,27 @@ pub fn commit_epochs<'s>(
                     }
                 }
 
+                if is_committer {
+                    while let Ok(requests) = requests_rx.try_recv() {
+                        erasures.offer(requests);
+                    }
+                    for report in plan.erasures.reports() {
+                        erasures.report(report);
+                    }
+                    for action in erasures.step(&plan, core.closed_through(), core.holds_from()) {
+                        match action {
+                            Action::Post(orders) => plan.erasures.post(orders),
+                            Action::Finalize(job) => core.queue_erase(job),
+                            Action::Answer { id, reason } => {
+                                tracing::warn!(erasure = %id, %reason, "erasure refused");
+                                let catalog = Arc::clone(&plan.catalog);
+                                plan.runtime.spawn(async move {
+                                    answer(catalog.as_ref(), &id, "failed", &reason).await;
+                                });
+                            }
+                        }
+                    }
+                }
                 if files_frontier.frontier().is_empty() && progress_frontier.frontier().is_empty() {
                     core.inputs_done();
                 }
@@ -308,6 +381,24 @@ pub fn commit_epochs<'s>(
                                     results.push((job.dest, result));
                                 }
                                 let _ = tx.send(Done::Expire(results));
+                                let _ = wake.activate();
+                            });
+                        }
+                        Job::Erase(job) => {
+                            plan.runtime.spawn(async move {
+                                tracing::info!(erasure = %job.id, "erasure: rewriting, expiring, cleaning up, proving");
+                                match finalize(catalog.as_ref(), &job).await {
+                                    Ok((result, clean)) => {
+                                        let state = if clean { "done" } else { "failed" };
+                                        tracing::info!(erasure = %job.id, state, "erasure answered");
+                                        answer(catalog.as_ref(), &job.id, state, &result).await;
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(erasure = %job.id, error = %e, "erasure failed");
+                                        answer(catalog.as_ref(), &job.id, "failed", &e.to_string()).await;
+                                    }
+                                }
+                                let _ = tx.send(Done::Erase);
                                 let _ = wake.activate();
                             });
                         }

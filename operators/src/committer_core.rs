@@ -190,6 +190,9 @@ pub enum Job {
     Rewrites(Vec<TableSteps>),
     /// Snapshot expiry and file cleanup of tables, between two epochs.
     Expire(Vec<ExpireJob>),
+    /// The last part of an erasure, between two epochs
+    /// ([`crate::erasure_requests::finalize`]).
+    Erase(Box<crate::erasure_requests::FinalizeJob>),
 }
 
 /// One table's expiry (and cleanup), due after `expire_every` of its commits.
@@ -219,6 +222,8 @@ pub enum Done {
     Maintenance(Dest, Result<Vec<RewriteBundle>>),
     /// An `Expire` job: each table's report (a failure leaves the table as it is).
     Expire(Vec<(Dest, Result<floe_engine::expiry::ExpiryReport>)>),
+    /// An `Erase` job ended (its request is answered either way).
+    Erase,
 }
 
 /// A table the committer compacts itself (CDC tables, equality-mode base tables), and how.
@@ -287,6 +292,9 @@ pub struct CommitterCore {
     /// committed since its last one, before the committer lets go.
     inputs_done: bool,
     final_expiry_done: bool,
+    /// An erasure's last part, waiting for its turn; and whether it runs.
+    erase_queued: Option<Box<crate::erasure_requests::FinalizeJob>>,
+    erase_inflight: bool,
 }
 
 impl CommitterCore {
@@ -308,7 +316,20 @@ impl CommitterCore {
             expire_inflight: false,
             inputs_done: false,
             final_expiry_done: false,
+            erase_queued: None,
+            erase_inflight: false,
         }
+    }
+
+    /// The newest epoch closed so far.
+    pub fn closed_through(&self) -> Option<Epoch> {
+        self.closed_through
+    }
+
+    /// Queues an erasure's last part: it runs alone, before the next epoch's commits, once
+    /// no maintenance scan runs or waits to commit.
+    pub fn queue_erase(&mut self, job: Box<crate::erasure_requests::FinalizeJob>) {
+        self.erase_queued = Some(job);
     }
 
     /// Both inputs are done: the run is ending.
@@ -392,7 +413,13 @@ impl CommitterCore {
     pub fn maintenance_due(&mut self, input_done: bool) -> Option<MaintenanceJob> {
         // One scan at a time, and none while its rewrites wait or commit: a scan must read
         // the table after them, or it plans the same files again.
-        if self.maintenance.running || self.failed || !self.maintenance.ready.is_empty() || self.rewrites_inflight {
+        if self.maintenance.running
+            || self.failed
+            || !self.maintenance.ready.is_empty()
+            || self.rewrites_inflight
+            || self.erase_queued.is_some()
+            || self.erase_inflight
+        {
             return None;
         }
         let plan = Arc::clone(&self.plan);
@@ -471,6 +498,7 @@ impl CommitterCore {
             || self.ahead_inflight
             || self.rewrites_inflight
             || self.expire_inflight
+            || self.erase_inflight
         {
             return Ok(None);
         }
@@ -500,6 +528,12 @@ impl CommitterCore {
             }
             self.rewrites_inflight = true;
             return Ok(Some(Job::Rewrites(steps)));
+        }
+        // An erasure waits for a maintenance scan that runs (its outputs may hold the keys)
+        // and for its rewrites to commit; none starts meanwhile.
+        if self.erase_queued.is_some() && !self.maintenance.running && self.maintenance.ready.is_empty() {
+            self.erase_inflight = true;
+            return Ok(self.erase_queued.take().map(Job::Erase));
         }
         if is_committer {
             let due = self.expiry_due();
@@ -548,6 +582,10 @@ impl CommitterCore {
                         Err(e) => tracing::warn!(?dest, error = %e, "snapshot expiry or cleanup failed; retried later"),
                     }
                 }
+                Ok(None)
+            }
+            Done::Erase => {
+                self.erase_inflight = false;
                 Ok(None)
             }
             Done::Maintenance(dest, result) => {
@@ -933,6 +971,7 @@ mod tests {
             failure: Default::default(),
             committer_wake: Default::default(),
             indexes: Default::default(),
+            erasures: Default::default(),
             maintain_at_end: false,
         })
     }

@@ -22,7 +22,13 @@ use crate::upsert::{BucketKey, Upsert};
 
 /// The exchange route of a key: spreads `(table, bucket)` pairs over workers.
 pub fn route(key: &BucketKey) -> u64 {
-    key.bucket as u64 + key.table as u64
+    route_of(key.table, key.bucket)
+}
+
+/// The route of a `(table, bucket)`: its writer is worker `route_of(..) % peers` (timely's
+/// exchange).
+pub fn route_of(table: u32, bucket: u32) -> u64 {
+    bucket as u64 + table as u64
 }
 
 /// Consolidates upserts per key and epoch; the output lives on the bucket's worker.

@@ -28,8 +28,11 @@ use arrow_array::{Array, ArrayRef, StringArray};
 use arrow_schema::DataType;
 use floe_engine::arrow_value::value_at;
 use floe_engine::catalog::TableCatalog;
+use floe_engine::cleanup::{list_files, local_path, remove, retained};
+use floe_engine::commit::{CommitOutcome, CommitRequest, RetryPolicy, RewriteCommit, commit, commit_metadata};
 use floe_engine::epoch::Epoch;
 use floe_engine::error::{Error, ErrorKind, Result};
+use floe_engine::expiry::{ExpiryPolicy, ExpiryReport, expire_and_clean};
 use floe_engine::manifests::{FileRef, ManifestCache};
 use floe_engine::schema::ColumnType;
 use floe_engine::table_files::{PartitionFiles, read_columns, snapshot_files};
@@ -38,6 +41,7 @@ use floe_engine::value::Value;
 use iceberg::spec::{DataContentType, DataFile, Datum, Schema};
 use sha2::Digest;
 
+use crate::erase_proof::{Proof, prove_erased};
 use crate::files::{Dest, RewriteBase, RewriteBundle, WrittenFile};
 use crate::key_index::IndexKey;
 use crate::key_index_rebuild::KeyShape;
@@ -285,6 +289,141 @@ pub async fn file_holds(file_io: &iceberg::io::FileIO, path: &str, filter: &KeyF
     }
     Ok(hits)
 }
+
+/// What [`commit_rewrites`] committed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Committed {
+    /// Partitions whose rewrite is in the table.
+    pub partitions: usize,
+    /// Bytes the rewrites read.
+    pub bytes_read: u64,
+    /// Bytes they wrote.
+    pub bytes_written: u64,
+}
+
+/// Commits rewrites made at a snapshot (by [`erase_table`] or
+/// [`crate::snapshot_rewrite::compact_table`]) where no other commit races them: one
+/// `replace` snapshot per bundle, with the data sequence number of the snapshot it read and
+/// the parent's offsets.
+pub async fn commit_rewrites(
+    catalog: &dyn TableCatalog,
+    target: &Target,
+    pipeline_id: &str,
+    epoch: Epoch,
+    bundles: Vec<RewriteBundle>,
+) -> Result<Committed> {
+    let mut out = Committed::default();
+    for bundle in bundles {
+        let RewriteBase::Sequence(seq) = bundle.base else { continue };
+        let mut request = CommitRequest::epoch(target.ident.clone(), pipeline_id, epoch, Default::default());
+        request.removed = bundle.removed;
+        for f in &bundle.added {
+            out.bytes_written += f.bytes;
+            request.data_files.push(f.data_file(target)?);
+        }
+        request.data_sequence_numbers = vec![Some(seq); request.data_files.len()];
+        request.rewrite = Some(RewriteCommit { id: bundle.id.clone(), strict: false });
+        out.bytes_read += bundle.bytes_read;
+        if let CommitOutcome::Committed { .. } | CommitOutcome::AlreadyCommitted { .. } =
+            commit(catalog, &request, RetryPolicy::default()).await?
+        {
+            out.partitions += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The audit of one table's erasure: what was rewritten, expired, deleted and proven.
+#[derive(Clone, Debug, Default)]
+pub struct Audit {
+    /// Expiry and cleanup.
+    pub expiry: ExpiryReport,
+    /// Unreferenced files holding a key that were deleted (older than the request).
+    pub stray_holders: u64,
+    /// The proof.
+    pub proof: Proof,
+    /// The table property it was recorded under.
+    pub key: String,
+    /// The entry (JSON).
+    pub entry: String,
+}
+
+/// After a table's rewrites are committed: expires every snapshot but the current one,
+/// deletes what they alone referenced (and orphans older than `orphan_min_age`, and
+/// unreferenced files holding a key that were written before `requested_ms`), proves that
+/// no file under the table's location holds a key, and records the audit entry
+/// `floe.erasure.<id>` in the table's properties.
+#[allow(clippy::too_many_arguments)]
+pub async fn expire_prove_record(
+    catalog: &dyn TableCatalog,
+    target: &Target,
+    keys: &EraseKeys,
+    filter: &KeyFilter,
+    id: &str,
+    erased: Option<(u64, u64)>,
+    orphan_min_age: std::time::Duration,
+    requested_ms: i64,
+) -> Result<Audit> {
+    let file_io = catalog.file_io();
+    let everything = ExpiryPolicy { keep_snapshots: 1, max_age_ms: 0 };
+    let now = chrono::Utc::now().timestamp_millis();
+    let expiry = expire_and_clean(catalog, &target.ident, everything, now, true, orphan_min_age).await?;
+    // Files nothing references that hold a key, written before the request: a crash's
+    // leftovers. (Younger ones may be a commit in flight; the proof reports them.)
+    let mut stray_holders = 0;
+    if let Some(state) = catalog.load(&target.ident).await? {
+        let keep = retained(file_io, &state.metadata, &state.metadata_location, ManifestCache::global()).await?;
+        for (path, modified, _) in list_files(std::path::Path::new(local_path(&target.location))) {
+            let text = path.to_string_lossy().to_string();
+            let modified_ms = modified.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+            if keep.contains(&text) || !text.ends_with(".parquet") || modified_ms >= requested_ms {
+                continue;
+            }
+            if file_holds(file_io, &text, filter).await? > 0 {
+                remove(file_io, &text).await?;
+                stray_holders += 1;
+            }
+        }
+    }
+    floe_engine::faults::point("erase-before-proof");
+    let proof = prove_erased(file_io, &target.location, filter, &keys.datums()).await?;
+    let entry = serde_json::json!({
+        "at_ms": chrono::Utc::now().timestamp_millis(),
+        "keys": keys.values.len(),
+        "keys_sha256": keys.digest(),
+        // Unknown here when the bucket writers rewrote the table (indexed modes).
+        "rows_erased": erased.map(|e| e.1),
+        "files_rewritten": erased.map(|e| e.0),
+        "snapshots_expired": expiry.snapshots_expired,
+        "files_deleted": expiry.cleanup.files() + stray_holders,
+        "files_scanned": proof.files,
+        "rows_found": proof.rows_found,
+        "bounds_found": proof.bounds_found,
+        "clean": proof.clean(),
+    })
+    .to_string();
+    let key = format!("{PROPERTY_ERASURE_PREFIX}{id}");
+    let set = std::collections::HashMap::from([(key.clone(), entry.clone())]);
+    commit_metadata(catalog, &target.ident, None, set, &[]).await?;
+    Ok(Audit { expiry, stray_holders, proof, key, entry })
+}
+
+/// The pipeline id and epoch a table's rewrites made outside an epoch are committed under:
+/// those of its last commit.
+pub fn last_commit(metadata: &iceberg::spec::TableMetadata, fallback_id: &str) -> Result<(String, u64)> {
+    let pipeline_id =
+        floe_engine::offsets::committed_progress(metadata)?.map(|p| p.pipeline_id).unwrap_or(fallback_id.to_string());
+    let epoch: u64 = metadata
+        .current_snapshot()
+        .and_then(|s| {
+            s.summary().additional_properties.get(floe_engine::offsets::SUMMARY_EPOCH).and_then(|e| e.parse().ok())
+        })
+        .unwrap_or_default();
+    Ok((pipeline_id, epoch))
+}
+
+/// Table property prefix of erasure audit entries: `floe.erasure.<id>`.
+pub const PROPERTY_ERASURE_PREFIX: &str = "floe.erasure.";
 
 #[cfg(test)]
 mod tests {

@@ -26,7 +26,7 @@
 //! Keys of one integer-like column (int, long, date, time, timestamps) are stored as
 //! themselves; any other key as canonical bytes. A data file holds at most 2^32 rows.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use floe_engine::error::{Error, ErrorKind, Result};
@@ -598,6 +598,29 @@ impl BucketIndex {
         (out, retired)
     }
 
+    /// A rewrite of every data file of the bucket (an erasure: the rows of its keys, live or
+    /// deleted, may be in any of them), with every delete file retired; `None` while a file
+    /// is still being written or rewritten (ask again later).
+    pub fn plan_erase(&self) -> Option<RewritePlan> {
+        if self.files.values().any(|f| f.rewriting || !f.written) {
+            return None;
+        }
+        Some(RewritePlan {
+            inputs: self
+                .files
+                .iter()
+                .map(|(id, f)| RewriteInput {
+                    file: *id,
+                    path: Arc::clone(&f.path),
+                    rows: f.rows,
+                    deleted: f.deleted.clone(),
+                })
+                .collect(),
+            input_bytes: self.files.values().map(|f| f.bytes).sum(),
+            retire_equality: true,
+        })
+    }
+
     /// Marks a plan's inputs as being rewritten.
     pub fn begin_rewrite(&mut self, plan: &RewritePlan) {
         for i in &plan.inputs {
@@ -617,12 +640,14 @@ impl BucketIndex {
     }
 
     /// Applies a finished rewrite: remaps keys to the outputs, carries over rows deleted
-    /// while it ran, and says what its commit retires and which deletes it writes.
+    /// while it ran, and says what its commit retires and which deletes it writes. Keys in
+    /// `erased` whose live row the rewrite left out (an erasure) are forgotten.
     pub fn finish_rewrite(
         &mut self,
         plan: &RewritePlan,
         outputs: Vec<RewriteOutput>,
         mode: DeleteMode,
+        erased: &HashSet<IndexKey>,
     ) -> Result<RewriteApplied> {
         let mut applied = RewriteApplied::default();
         // Old (file, pos) → new location.
@@ -652,6 +677,14 @@ impl BucketIndex {
                 },
             );
             applied.new_files.push(id);
+        }
+        // Erased keys whose row was left out.
+        for key in erased {
+            if let Some(loc) = self.keys.get(key)
+                && moved.get(&loc.file).is_some_and(|v| v.get(loc.pos as usize).copied().flatten().is_none())
+            {
+                self.keys.remove(key);
+            }
         }
         // Keys.
         self.keys.remap(|loc| {
@@ -775,10 +808,21 @@ mod tests {
         /// Runs a rewrite the way the base writer does: reads the inputs' rows live at the
         /// start, writes them in outputs of `per_file` rows.
         fn rewrite_outputs(&mut self, plan: &RewritePlan, per_file: usize) -> Vec<RewriteOutput> {
+            self.erasing_outputs(plan, per_file, &HashSet::new())
+        }
+
+        /// The same, leaving out every row of the `erased` keys.
+        fn erasing_outputs(
+            &mut self,
+            plan: &RewritePlan,
+            per_file: usize,
+            erased: &HashSet<i64>,
+        ) -> Vec<RewriteOutput> {
             let mut sources = Vec::new();
             for input in &plan.inputs {
                 for pos in 0..input.rows {
-                    if !input.deleted.contains(pos) {
+                    let Value::Long(k) = &self.contents[&input.file][pos as usize].0[0] else { panic!("row") };
+                    if !input.deleted.contains(pos) && !erased.contains(k) {
                         sources.push(Loc { file: input.file, pos });
                     }
                 }
@@ -821,12 +865,19 @@ mod tests {
             );
         }
 
-        fn finish(&mut self, plan: &RewritePlan, outputs: Vec<RewriteOutput>, mode: DeleteMode) -> RewriteApplied {
+        fn finish(
+            &mut self,
+            plan: &RewritePlan,
+            outputs: Vec<RewriteOutput>,
+            mode: DeleteMode,
+            erased: &HashSet<i64>,
+        ) -> RewriteApplied {
             let rows: Vec<Vec<Row>> = outputs
                 .iter()
                 .map(|o| o.sources.iter().map(|l| self.contents[&l.file][l.pos as usize].clone()).collect())
                 .collect();
-            let applied = self.index.finish_rewrite(plan, outputs, mode).expect("finish");
+            let erased: HashSet<IndexKey> = erased.iter().map(|k| key(*k)).collect();
+            let applied = self.index.finish_rewrite(plan, outputs, mode, &erased).expect("finish");
             for (id, rows) in applied.new_files.iter().zip(rows) {
                 self.contents.insert(*id, rows);
             }
@@ -874,7 +925,10 @@ mod tests {
             let settings = MaintenanceSettings { max_data_files: 3, max_delete_files: 2, ..Default::default() };
             let _ = &settings;
             let mode = if seed % 2 == 0 { DeleteMode::Position } else { DeleteMode::Vector };
-            let mut running: Option<(RewritePlan, usize)> = None;
+            // A running rewrite: its plan, epochs left, and for an erasure its keys; and the
+            // keys changed since it started (they keep their new rows).
+            let mut running: Option<(RewritePlan, usize, HashSet<i64>)> = None;
+            let mut touched: HashSet<i64> = HashSet::new();
             for step in 0..60 {
                 let mut changes = BTreeMap::new();
                 for _ in 0..rng.random_range(1..12) {
@@ -882,6 +936,7 @@ mod tests {
                     let v = if rng.random_bool(0.25) { None } else { Some(rng.random_range(0..1000)) };
                     changes.insert(k, v);
                 }
+                touched.extend(changes.keys().copied());
                 for (k, v) in &changes {
                     match v {
                         Some(v) => model.insert(*k, *v),
@@ -906,12 +961,33 @@ mod tests {
                 }
                 // A rewrite runs for a few epochs, then finishes.
                 match running.take() {
-                    Some((plan, 0)) => {
-                        let outputs = t.rewrite_outputs(&plan, 7);
-                        let before: u64 =
-                            plan.inputs.iter().map(|i| t.index.file(i.file).map_or(0, |f| f.deleted.len())).sum();
-                        let carried_expected: u64 = before - plan.inputs.iter().map(|i| i.deleted.len()).sum::<u64>();
-                        let applied = t.finish(&plan, outputs, mode);
+                    Some((plan, 0, erased)) => {
+                        let outputs = t.erasing_outputs(&plan, 7, &erased);
+                        // Rows of erased keys deleted while it ran have nowhere to be carried.
+                        let dropped = |i: &RewriteInput, pos: u32| {
+                            let Value::Long(k) = &t.contents[&i.file][pos as usize].0[0] else { panic!("row") };
+                            erased.contains(k)
+                        };
+                        let carried_expected: u64 = plan
+                            .inputs
+                            .iter()
+                            .map(|i| {
+                                let now = t.index.file(i.file).map(|f| f.deleted.clone()).unwrap_or_default();
+                                (&now - &i.deleted).iter().filter(|p| !dropped(i, *p)).count() as u64
+                            })
+                            .sum();
+                        let applied = t.finish(&plan, outputs, mode, &erased);
+                        for k in &erased {
+                            if !touched.contains(k) {
+                                model.remove(k);
+                            }
+                        }
+                        for k in &erased {
+                            assert!(
+                                t.index.lookup(&key(*k)).is_some() == model.contains_key(k),
+                                "seed {seed}: erased key {k} is indexed iff it came back"
+                            );
+                        }
                         if mode == DeleteMode::Position {
                             for (id, ps) in &applied.deletes {
                                 let one = BTreeMap::from([(*id, ps.clone())]);
@@ -931,11 +1007,20 @@ mod tests {
                             );
                         }
                     }
-                    Some((plan, n)) => running = Some((plan, n - 1)),
+                    Some((plan, n, erased)) => running = Some((plan, n - 1, erased)),
                     None => {
-                        if let Some(plan) = t.index.plan_rewrite(&settings) {
+                        touched.clear();
+                        if rng.random_bool(0.3) {
+                            // An erasure of a few keys, live or not.
+                            if let Some(plan) = t.index.plan_erase() {
+                                let erased: HashSet<i64> =
+                                    (0..rng.random_range(1..4)).map(|_| rng.random_range(0..40)).collect();
+                                t.index.begin_rewrite(&plan);
+                                running = Some((plan, rng.random_range(0..3), erased));
+                            }
+                        } else if let Some(plan) = t.index.plan_rewrite(&settings) {
                             t.index.begin_rewrite(&plan);
-                            running = Some((plan, rng.random_range(0..3)));
+                            running = Some((plan, rng.random_range(0..3), HashSet::new()));
                         }
                     }
                 }
@@ -1019,7 +1104,7 @@ mod tests {
         let settings = MaintenanceSettings { max_delete_ratio: 0.5, ..Default::default() };
         let plan = t.index.plan_rewrite(&settings).expect("half deleted");
         let outputs = t.rewrite_outputs(&plan, 10);
-        let applied = t.finish(&plan, outputs, DeleteMode::Position);
+        let applied = t.finish(&plan, outputs, DeleteMode::Position, &HashSet::new());
         assert!(applied.removed.contains(&FileRef::path("d1")), "{applied:?}");
         assert_eq!(t.live(), BTreeMap::from([(2, 2)]));
     }

@@ -25,6 +25,7 @@ pub mod delete_files;
 pub mod epoch_writer;
 pub mod erase;
 pub mod erase_proof;
+pub mod erasure_requests;
 pub mod files;
 pub mod kafka_client;
 pub mod kafka_source;

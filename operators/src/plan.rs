@@ -203,6 +203,84 @@ pub struct PipelinePlan {
     /// Whether writers finish due compactions when the input ends (a bounded run), rather
     /// than abandon them (a stop).
     pub maintain_at_end: bool,
+    /// Erasure orders from the committer to the buckets' writers, and their reports.
+    pub erasures: Arc<ErasureBoard>,
+}
+
+/// An order to erase keys from one bucket of a base table (position and vector modes: the
+/// bucket's writer rewrites it, as it compacts).
+#[derive(Clone, Debug)]
+pub struct EraseOrder {
+    /// The erasure's id.
+    pub id: String,
+    /// Table index.
+    pub table: u32,
+    /// Bucket.
+    pub bucket: u32,
+    /// The keys.
+    pub filter: Arc<crate::snapshot_rewrite::KeyFilter>,
+}
+
+/// A bucket writer's answer to an [`EraseOrder`].
+#[derive(Clone, Debug)]
+pub struct BucketErased {
+    /// The erasure's id.
+    pub id: String,
+    /// Table index.
+    pub table: u32,
+    /// Bucket.
+    pub bucket: u32,
+    /// `Ok(Some(e))`: the rewrite goes to the committer with epoch `e`; `Ok(None)`: the
+    /// bucket holds nothing; `Err`: why the rewrite failed.
+    pub result: std::result::Result<Option<Epoch>, String>,
+}
+
+/// Where the committer posts erasure orders and the writers report (one process).
+#[derive(Default)]
+pub struct ErasureBoard {
+    orders: std::sync::Mutex<Vec<EraseOrder>>,
+    reports: std::sync::Mutex<Vec<BucketErased>>,
+    wakers: std::sync::Mutex<Vec<crate::epoch_writer::Waker>>,
+}
+
+impl std::fmt::Debug for ErasureBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ErasureBoard").finish_non_exhaustive()
+    }
+}
+
+impl ErasureBoard {
+    /// Posts orders and wakes the writers.
+    pub fn post(&self, orders: Vec<EraseOrder>) {
+        self.orders.lock().unwrap_or_else(|p| p.into_inner()).extend(orders);
+        for w in self.wakers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            w();
+        }
+    }
+
+    /// Takes the orders for the buckets `owns` says are this writer's.
+    pub fn take(&self, owns: impl Fn(u32, u32) -> bool) -> Vec<EraseOrder> {
+        let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
+        let (mine, rest): (Vec<EraseOrder>, Vec<EraseOrder>) =
+            std::mem::take(&mut *orders).into_iter().partition(|o| owns(o.table, o.bucket));
+        *orders = rest;
+        mine
+    }
+
+    /// A writer's report.
+    pub fn report(&self, report: BucketErased) {
+        self.reports.lock().unwrap_or_else(|p| p.into_inner()).push(report);
+    }
+
+    /// The reports so far (taken).
+    pub fn reports(&self) -> Vec<BucketErased> {
+        std::mem::take(&mut *self.reports.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Registers a writer to wake when orders arrive.
+    pub fn register(&self, wake: crate::epoch_writer::Waker) {
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner()).push(wake);
+    }
 }
 
 /// Rebuilt key indexes, by `(table, bucket)`, until their writer takes them.

@@ -138,6 +138,9 @@ enum Command {
         /// A file of keys, one per line.
         #[arg(long = "keys")]
         keys_file: Option<PathBuf>,
+        /// While a pipeline writes the table, its committer erases; wait this long for it.
+        #[arg(long, default_value = "10m", value_parser = parse_duration_arg)]
+        wait: std::time::Duration,
     },
     /// Generate a seeded workload, run it on embedded defaults, and verify the tables.
     Demo {
@@ -257,10 +260,10 @@ pub fn main() -> ExitCode {
             .and_then(|c| crate::maintain::maintain(&c, table.as_deref(), orphan_min_age))
             .map(|r| print!("{r}"))
             .map_err(anyhow::Error::from),
-        Command::Erase { pipeline, table, keys, keys_file } => PipelineConfig::load(&pipeline)
+        Command::Erase { pipeline, table, keys, keys_file, wait } => PipelineConfig::load(&pipeline)
             .and_then(|c| {
                 let keys = crate::erase::read_keys(&keys, keys_file.as_deref())?;
-                crate::erase::erase(&c, &table, &keys)
+                crate::erase::erase(&c, &table, &keys, wait)
             })
             .map(|r| print!("{r}"))
             .map_err(anyhow::Error::from),

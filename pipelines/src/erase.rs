@@ -20,7 +20,6 @@
 //!   (nothing left to rewrite, then expiry, cleanup and the proof).
 //! - The proof failing is an error, and its audit entry says so.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,18 +27,100 @@ use std::time::{Duration, Instant};
 use floe_engine::catalog::{SqlTableCatalog, TableCatalog, ident};
 use floe_engine::config::{PipelineConfig, TableName};
 use floe_engine::error::{Error, ErrorKind, Result};
-use floe_engine::expiry::{ExpiryPolicy, expire_and_clean};
 use floe_engine::runtime::IoRuntime;
-use floe_operators::erase::{EraseKeys, erase_table};
-use floe_operators::erase_proof::{Proof, prove_erased};
+use floe_operators::erase::{EraseKeys, erase_table, expire_prove_record};
+use floe_operators::erase_proof::Proof;
+use floe_operators::erasure_requests::{KIND, Payload};
 use floe_operators::files::Dest;
 use floe_operators::key_index_rebuild::KeyShape;
 use floe_operators::snapshot_rewrite::Layout;
 
-use crate::maintain::{commit_bundles, last_commit, target_of};
+use crate::maintain::{commit_bundles, target_of};
+use floe_operators::erase::last_commit;
 
-/// Table property prefix of erasure audit entries: `floe.erasure.<id>`.
-pub const PROPERTY_ERASURE_PREFIX: &str = "floe.erasure.";
+/// Hands the erasure to the pipeline that holds `table` (through the catalog) and waits up
+/// to `wait` for its answer.
+#[allow(clippy::too_many_arguments)]
+fn erase_online(
+    catalog: &dyn TableCatalog,
+    runtime: &IoRuntime,
+    base: &iceberg::TableIdent,
+    held: &iceberg::TableIdent,
+    owner: &str,
+    keys: Vec<String>,
+    wait: Duration,
+    started: Instant,
+) -> Result<EraseReport> {
+    let count = keys.len();
+    let payload = Payload { keys, requested_ms: chrono::Utc::now().timestamp_millis() };
+    let payload = serde_json::to_string(&payload)
+        .map_err(|e| Error::new(ErrorKind::Internal, "encoding the request").with_source(e))?;
+    let id = runtime.block_on(catalog.submit_request(base, KIND, &payload))?;
+    eprintln!("floe erase: `{owner}` writes {held}; its committer carries out request {id}");
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let Some(request) = runtime.block_on(catalog.request(&id))? else {
+            return Err(Error::new(ErrorKind::Catalog, format!("request {id} vanished from the catalog")));
+        };
+        match request.state.as_str() {
+            "done" => return answer_report(&request.result, count, started),
+            "failed" => {
+                return Err(Error::new(ErrorKind::Data, format!("the pipeline could not erase: {}", request.result)));
+            }
+            _ if started.elapsed() > wait => {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "request {id} was not answered within {wait:?}; it stays queued, and the pipeline carries it out when it runs"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The report of a pipeline's answer (`{"property": .., "tables": {name: audit entry}}`).
+fn answer_report(result: &str, keys: usize, started: Instant) -> Result<EraseReport> {
+    let answer: serde_json::Value = serde_json::from_str(result)
+        .map_err(|e| Error::new(ErrorKind::Data, format!("the pipeline's answer cannot be read: {e}: {result}")))?;
+    let property = answer["property"].as_str().unwrap_or_default().to_string();
+    let mut report = EraseReport { keys, ..Default::default() };
+    for (table, entry) in answer["tables"].as_object().into_iter().flatten() {
+        let n = |k: &str| entry[k].as_u64().unwrap_or_default();
+        report.tables.push(ErasedTable {
+            table: table.clone(),
+            files_with_keys: n("files_rewritten"),
+            rows: n("rows_erased"),
+            partitions: 0,
+            snapshots_expired: n("snapshots_expired"),
+            files_deleted: n("files_deleted"),
+            proof: Proof {
+                files: n("files_scanned"),
+                rows_found: n("rows_found"),
+                bounds_found: n("bounds_found"),
+                ..Default::default()
+            },
+            audit_key: property.clone(),
+            audit: entry.to_string(),
+        });
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The error of a proof that found something.
+fn unclean(table: &TableName, proof: &Proof) -> Error {
+    Error::new(
+        ErrorKind::Data,
+        format!(
+            "{table}: the erasure proof found {} row(s) and {} manifest bound(s) of the keys, in {}",
+            proof.rows_found,
+            proof.bounds_found,
+            proof.holders.join(", ")
+        ),
+    )
+}
 
 /// What an erasure did to one table.
 #[derive(Clone, Debug, Default)]
@@ -125,7 +206,8 @@ pub fn read_keys(keys: &[String], file: Option<&Path>) -> Result<Vec<String>> {
 
 /// Erases `keys` from the base and CDC tables of the source table `table` (its base or CDC
 /// table name, or its topic) of `config`.
-pub fn erase(config: &PipelineConfig, table: &str, keys: &[String]) -> Result<EraseReport> {
+pub fn erase(config: &PipelineConfig, table: &str, keys: &[String], wait: Duration) -> Result<EraseReport> {
+    let keys_text = keys;
     let started = Instant::now();
     let source = config
         .tables
@@ -150,10 +232,23 @@ pub fn erase(config: &PipelineConfig, table: &str, keys: &[String]) -> Result<Er
         .block_on(catalog.load(&ident(&base)))?
         .ok_or_else(|| Error::new(ErrorKind::Catalog, format!("{base} does not exist: nothing to erase")))?;
     let keys = EraseKeys::parse(base_state.metadata.current_schema(), keys)?;
-    let mut names: Vec<(TableName, bool)> = vec![(base, false)];
+    let mut names: Vec<(TableName, bool)> = vec![(base.clone(), false)];
     names.extend(source.cdc.clone().map(|n| (n, true)));
     let idents = names.iter().map(|(n, _)| ident(n)).collect();
-    let _leases = crate::leases::take_offline(Arc::clone(&catalog), runtime.clone(), idents, "floe erase")?;
+    let _leases = match crate::leases::try_take_offline(Arc::clone(&catalog), runtime.clone(), idents, "floe erase")? {
+        Ok(held) => held,
+        Err((table, lease)) if lease.owner.starts_with("pipeline:") => {
+            // A pipeline writes the table: its committer erases, while it goes on ingesting.
+            let texts: Vec<String> = keys_text.to_vec();
+            return erase_online(catalog.as_ref(), &runtime, &ident(&base), &table, &lease.owner, texts, wait, started);
+        }
+        Err((table, lease)) => {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("{table} is being changed by `{}`; run floe erase when it is done", lease.owner),
+            ));
+        }
+    };
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     let mut report = EraseReport { keys: keys.values.len(), ..Default::default() };
     for (name, cdc) in names {
@@ -178,58 +273,31 @@ pub fn erase(config: &PipelineConfig, table: &str, keys: &[String]) -> Result<Er
         floe_engine::faults::point("erase-rewritten");
         let (files_with_keys, rows) = (erased.files_with_keys, erased.rows);
         let committed = commit_bundles(&runtime, catalog.as_ref(), &target, &pipeline_id, epoch, erased.bundles)?;
-        // Every older snapshot may reference a file that held a key: only the current one
-        // (which carries the offsets) stays.
-        let everything = ExpiryPolicy { keep_snapshots: 1, max_age_ms: 0 };
-        let now = chrono::Utc::now().timestamp_millis();
-        let expiry = runtime.block_on(expire_and_clean(
+        // No window for orphans: the lease keeps every other writer out.
+        let requested = chrono::Utc::now().timestamp_millis();
+        let audit = runtime.block_on(expire_prove_record(
             catalog.as_ref(),
-            &state.ident,
-            everything,
-            now,
-            true,
+            &target,
+            &keys,
+            &filter,
+            &id,
+            Some((files_with_keys, rows)),
             Duration::ZERO,
+            requested,
         ))?;
-        floe_engine::faults::point("erase-before-proof");
-        let proof = runtime.block_on(prove_erased(catalog.file_io(), &target.location, &filter, &keys.datums()))?;
-        let audit = serde_json::json!({
-            "at_ms": chrono::Utc::now().timestamp_millis(),
-            "keys": keys.values.len(),
-            "keys_sha256": keys.digest(),
-            "rows_erased": rows,
-            "files_rewritten": files_with_keys,
-            "snapshots_expired": expiry.snapshots_expired,
-            "files_deleted": expiry.cleanup.files(),
-            "files_scanned": proof.files,
-            "rows_found": proof.rows_found,
-            "bounds_found": proof.bounds_found,
-            "clean": proof.clean(),
-        })
-        .to_string();
-        let audit_key = format!("{PROPERTY_ERASURE_PREFIX}{id}");
-        let set = HashMap::from([(audit_key.clone(), audit.clone())]);
-        runtime.block_on(floe_engine::commit::commit_metadata(catalog.as_ref(), &state.ident, None, set, &[]))?;
-        if !proof.clean() {
-            return Err(Error::new(
-                ErrorKind::Data,
-                format!(
-                    "{name}: the erasure proof found {} row(s) and {} manifest bound(s) of the keys, in {}",
-                    proof.rows_found,
-                    proof.bounds_found,
-                    proof.holders.join(", ")
-                ),
-            ));
+        if !audit.proof.clean() {
+            return Err(unclean(&name, &audit.proof));
         }
         report.tables.push(ErasedTable {
             table: name.to_string(),
             files_with_keys,
             rows,
             partitions: committed.partitions,
-            snapshots_expired: expiry.snapshots_expired,
-            files_deleted: expiry.cleanup.files(),
-            proof,
-            audit_key,
-            audit,
+            snapshots_expired: audit.expiry.snapshots_expired,
+            files_deleted: audit.expiry.cleanup.files() + audit.stray_holders,
+            proof: audit.proof,
+            audit_key: audit.key,
+            audit: audit.entry,
         });
     }
     report.seconds = started.elapsed().as_secs_f64();

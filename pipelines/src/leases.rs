@@ -103,6 +103,25 @@ pub fn take_offline(
     tables: Vec<TableIdent>,
     command: &str,
 ) -> Result<Held> {
+    try_take_offline(catalog, runtime, tables, command)?.map_err(|(t, l)| {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "{t} is being written by {}: a running pipeline maintains its own tables ([tables.maintenance]); stop it to run {command}",
+                describe(&l)
+            ),
+        )
+    })
+}
+
+/// Takes the leases an offline command needs; or, if another process holds one, that
+/// table and its lease (nothing is held then).
+pub fn try_take_offline(
+    catalog: Arc<dyn TableCatalog>,
+    runtime: IoRuntime,
+    tables: Vec<TableIdent>,
+    command: &str,
+) -> Result<std::result::Result<Held, (TableIdent, Lease)>> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let owner = format!("{}:{}:{}", command.trim_start_matches("floe "), host.trim(), std::process::id());
     let mut taken = Vec::new();
@@ -120,17 +139,11 @@ pub fn take_offline(
         if let Some(l) = refused {
             let held = renewed(Arc::clone(&catalog), runtime.clone(), taken, owner.clone());
             drop(held);
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "{t} is being written by {}: a running pipeline maintains its own tables ([tables.maintenance]); stop it to run {command}",
-                    describe(&l)
-                ),
-            ));
+            return Ok(Err((t.clone(), l)));
         }
         taken.push(t.clone());
     }
-    Ok(renewed(catalog, runtime, taken, owner))
+    Ok(Ok(renewed(catalog, runtime, taken, owner)))
 }
 
 /// Whether `owner` (`<command>:<host>:<pid>`) is a process of this host that no longer runs.

@@ -22,13 +22,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use floe_engine::catalog::{SqlTableCatalog, TableCatalog, ident};
-use floe_engine::commit::{CommitOutcome, CommitRequest, RetryPolicy, RewriteCommit, commit};
 use floe_engine::config::{PipelineConfig, TableName};
 use floe_engine::error::{Error, ErrorKind, Result};
 use floe_engine::metrics::human_bytes;
-use floe_engine::offsets::{SUMMARY_EPOCH, committed_progress};
 use floe_engine::runtime::IoRuntime;
-use floe_operators::files::{Dest, RewriteBase};
+use floe_operators::erase::{Committed, commit_rewrites, last_commit};
+use floe_operators::files::Dest;
 use floe_operators::key_index_rebuild::KeyShape;
 use floe_operators::plan::Target;
 use floe_operators::snapshot_rewrite::{Due, Layout, compact_table};
@@ -179,19 +178,7 @@ pub fn maintain(
     Ok(report)
 }
 
-/// What [`commit_bundles`] committed.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Committed {
-    /// Partitions whose rewrite is in the table.
-    pub partitions: usize,
-    /// Bytes the rewrites read.
-    pub bytes_read: u64,
-    /// Bytes they wrote.
-    pub bytes_written: u64,
-}
-
-/// Commits offline rewrites (no pipeline writes the table): one `replace` snapshot per
-/// bundle, with the data sequence number of the snapshot it read and the parent's offsets.
+/// Commits offline rewrites (no pipeline writes the table): see [`commit_rewrites`].
 pub fn commit_bundles(
     runtime: &IoRuntime,
     catalog: &dyn TableCatalog,
@@ -200,36 +187,7 @@ pub fn commit_bundles(
     epoch: u64,
     bundles: Vec<floe_operators::files::RewriteBundle>,
 ) -> Result<Committed> {
-    let mut out = Committed::default();
-    for bundle in bundles {
-        let RewriteBase::Sequence(seq) = bundle.base else { continue };
-        let mut request = CommitRequest::epoch(target.ident.clone(), pipeline_id, epoch, Default::default());
-        request.removed = bundle.removed;
-        for f in &bundle.added {
-            out.bytes_written += f.bytes;
-            request.data_files.push(f.data_file(target)?);
-        }
-        request.data_sequence_numbers = vec![Some(seq); request.data_files.len()];
-        request.rewrite = Some(RewriteCommit { id: bundle.id.clone(), strict: false });
-        out.bytes_read += bundle.bytes_read;
-        if let CommitOutcome::Committed { .. } | CommitOutcome::AlreadyCommitted { .. } =
-            runtime.block_on(commit(catalog, &request, RetryPolicy::default()))?
-        {
-            out.partitions += 1;
-        }
-    }
-    Ok(out)
-}
-
-/// The pipeline id and epoch a table's offline rewrites are committed under: those of its
-/// last commit.
-pub fn last_commit(metadata: &iceberg::spec::TableMetadata, fallback_id: &str) -> Result<(String, u64)> {
-    let pipeline_id = committed_progress(metadata)?.map(|p| p.pipeline_id).unwrap_or(fallback_id.to_string());
-    let epoch: u64 = metadata
-        .current_snapshot()
-        .and_then(|s| s.summary().additional_properties.get(SUMMARY_EPOCH).and_then(|e| e.parse().ok()))
-        .unwrap_or_default();
-    Ok((pipeline_id, epoch))
+    runtime.block_on(commit_rewrites(catalog, target, pipeline_id, epoch, bundles))
 }
 
 /// The rewrite target of a table as it is now.

@@ -117,6 +117,7 @@ pub fn plan(
         failure: Arc::new(Failure::default()),
         committer_wake: Default::default(),
         indexes: Default::default(),
+        erasures: Default::default(),
         maintain_at_end: false,
     })
 }

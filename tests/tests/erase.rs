@@ -98,8 +98,8 @@ fn tables(scratch: &Scratch) -> Vec<TableName> {
     scratch.config().tables.iter().flat_map(|t| t.base.clone().into_iter().chain(t.cdc.clone())).collect()
 }
 
-/// Strings that only rows of the erased keys ever held (in the CDC table's full history,
-/// read before the erasure), six bytes or longer.
+/// Strings that only rows of the erased keys held (in the CDC table's history, read before
+/// the erasure), six bytes or longer.
 fn unique_strings(scratch: &Scratch, chosen: &[Chosen]) -> HashSet<String> {
     let mut mine = HashSet::new();
     let mut others = HashSet::new();
@@ -120,6 +120,29 @@ fn unique_strings(scratch: &Scratch, chosen: &[Chosen]) -> HashSet<String> {
     }
     mine.retain(|s| !others.contains(s));
     mine
+}
+
+/// Leaves out of `unique` the strings rows of other keys hold in the CDC tables now (events
+/// committed after `unique` was taken may repeat a value).
+fn still_unique(scratch: &Scratch, chosen: &[Chosen], unique: &mut HashSet<String>) {
+    for (t, c) in scratch.config().tables.iter().zip(chosen) {
+        let model = scratch.model.table(&t.topic).expect("model");
+        let read = scratch.read(t.cdc.as_ref().expect("cdc"));
+        let key_at: Vec<usize> =
+            model.schema.key.iter().map(|&k| read.position(&model.schema.columns[k].name).expect("key")).collect();
+        let erased: BTreeSet<&Row> = c.keys.iter().map(|(k, _)| k).collect();
+        for row in &read.rows {
+            let key = Row::new(key_at.iter().map(|&i| row.0[i].clone()).collect());
+            if erased.contains(&key) {
+                continue;
+            }
+            for v in row.0.iter() {
+                if let Value::String(s) = v {
+                    unique.remove(s.as_str());
+                }
+            }
+        }
+    }
 }
 
 /// Scans every file under every table's location, referenced or not: Parquet files cell by
@@ -204,7 +227,7 @@ fn traces(scratch: &Scratch, chosen: &[Chosen], unique: &HashSet<String>) -> Vec
 
 fn erase(scratch: &Scratch, chosen: &Chosen, faults: Option<&str>) -> std::process::Output {
     let mut c = Command::new(FLOE);
-    c.arg("erase").arg(scratch.pipeline()).arg(chosen.table.to_string()).arg("--key");
+    c.arg("erase").arg(scratch.pipeline()).arg(chosen.table.to_string()).args(["--wait", "120s", "--key"]);
     for (_, text) in &chosen.keys {
         c.arg(text);
     }
@@ -321,4 +344,132 @@ fn a_crash_at_any_moment_of_an_erasure_loses_nothing_and_a_rerun_finishes_it() {
     erase_from_model(&mut scratch, &chosen);
     scratch.assert_tables_equal_model();
     assert_nothing_referenced_is_gone(&scratch, "after the rerun");
+}
+
+/// The same tables read from a Kafka-protocol broker, committed every few records and
+/// every half second.
+fn kafka_pipeline(brokers: &str) -> String {
+    pipeline(30).replace(
+        "[source]\nkind = \"replay\"\npath = \"changes.jsonl\"\n",
+        &format!("[source]\nkind = \"kafka\"\nbrokers = \"{brokers}\"\ncommit_interval_ms = 500\n"),
+    )
+}
+
+/// Sum of the offsets the CDC tables committed.
+fn committed_records(scratch: &Scratch) -> i64 {
+    scratch
+        .config()
+        .tables
+        .iter()
+        .filter_map(|t| t.cdc.clone())
+        .map(|t| scratch.committed(&t).0.values().flat_map(|p| p.values()).sum::<i64>())
+        .sum()
+}
+
+fn wait_for_commits(scratch: &Scratch, records: i64, context: &str) {
+    let started = std::time::Instant::now();
+    while committed_records(scratch) < records {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "seed {}: {context}: {} of {records} records committed",
+            scratch.seed,
+            committed_records(scratch)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_running_pipeline_erases_through_its_own_committer_while_it_goes_on_ingesting() {
+    use floe_harness::generator::{Generator, KafkaRecord};
+    use floe_tests::broker::Broker;
+    use floe_tests::produce::produce;
+    use std::process::Stdio;
+
+    let s = seed();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s);
+    let spec = spec(s, 8_000);
+    let mut scratch = Scratch::new(spec.clone(), "");
+    let broker = Broker::start(&scratch.path().join("broker"));
+    for t in ["shop.inventory.accounts", "shop.inventory.order_lines"] {
+        broker.create_topic(t, spec.partitions);
+    }
+    std::fs::write(scratch.pipeline(), kafka_pipeline(&broker.address())).expect("pipeline");
+    let records: Vec<KafkaRecord> = Generator::new(spec).collect();
+    let half = records.len() / 2;
+    let (first, second) = records.split_at(half);
+    produce(&broker.address(), first.to_vec());
+    let mut floe = Command::new(FLOE)
+        .arg("run")
+        .arg(scratch.pipeline())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("spawn floe run");
+    wait_for_commits(&scratch, half as i64, "the first half");
+
+    // Keys whose every event is in the first half: nothing of them arrives later.
+    let early: HashSet<(String, i32, i64)> = first.iter().map(|r| (r.topic.clone(), r.partition, r.offset)).collect();
+    let mut chosen = Vec::new();
+    for t in &scratch.config().tables {
+        let model = scratch.model.table(&t.topic).expect("model");
+        let mut late: BTreeSet<&Row> = BTreeSet::new();
+        for ((p, o), k) in &model.cdc_keys {
+            if !early.contains(&(t.topic.clone(), *p, *o)) {
+                late.insert(k);
+            }
+        }
+        let candidates: BTreeSet<&Row> = model.cdc_keys.values().filter(|k| !late.contains(*k)).collect();
+        let keys: Vec<&Row> = candidates.into_iter().choose_multiple(&mut rng, 5);
+        assert!(keys.len() == 5, "seed {s}: too few keys only the first half touches");
+        let text = |k: &Row| match &k.0[..] {
+            [Value::Long(v)] => v.to_string(),
+            [Value::String(region), Value::Int(line)] => serde_json::json!([region, line]).to_string(),
+            other => panic!("unexpected key {other:?}"),
+        };
+        chosen.push(Chosen {
+            topic: t.topic.clone(),
+            table: t.base.clone().expect("base"),
+            keys: keys.into_iter().map(|k| (k.clone(), text(k))).collect(),
+        });
+    }
+    let unique = unique_strings(&scratch, &chosen);
+    assert!(!unique.is_empty(), "seed {s}: the erased keys hold no value of their own to look for");
+
+    // The second half arrives while the erasures run.
+    let address = broker.address();
+    let rest = second.to_vec();
+    let producer = std::thread::spawn(move || {
+        for chunk in rest.chunks(rest.len() / 40 + 1) {
+            produce(&address, chunk.to_vec());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    for c in &chosen {
+        let out = erase(&scratch, c, None);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "seed {s}: floe erase failed: {stderr}");
+        eprintln!("{stderr}{stdout}");
+        assert!(stderr.contains("its committer carries out request"), "seed {s}: the pipeline did not erase: {stderr}");
+        assert!(stdout.contains("\"clean\":true"), "seed {s}: {stdout}");
+    }
+    producer.join().expect("producer");
+    wait_for_commits(&scratch, records.len() as i64, "everything");
+    let _ = Command::new("kill").arg("-TERM").arg(floe.id().to_string()).status();
+    let status = floe.wait().expect("wait for floe run");
+    let mut stderr = String::new();
+    if let Some(mut e) = floe.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    assert!(status.success(), "seed {s}: floe run failed: {stderr}");
+
+    let mut unique = unique;
+    still_unique(&scratch, &chosen, &mut unique);
+    assert!(!unique.is_empty(), "seed {s}: every value of the erased keys came back with other keys");
+    let left = traces(&scratch, &chosen, &unique);
+    assert!(left.is_empty(), "seed {s}: erased values are left: {left:#?}");
+    erase_from_model(&mut scratch, &chosen);
+    scratch.assert_tables_equal_model();
+    assert_nothing_referenced_is_gone(&scratch, "after the online erasure");
 }
