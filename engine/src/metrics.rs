@@ -72,10 +72,18 @@ pub struct Metrics {
     pub commit_conflicts: AtomicU64,
     /// Peak anonymous RSS of the run, bytes (set by the runner).
     pub peak_anon_bytes: AtomicU64,
+    /// Wall time of each epoch's commits (all its tables), seconds.
+    pub commit_latency: prometheus_client::metrics::histogram::Histogram,
     finished: Mutex<Option<Duration>>,
     tables: Mutex<BTreeMap<String, TableStats>>,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Each epoch's commit time in microseconds, in commit order (the first
+    /// [`COMMIT_LATENCIES_KEPT`]; for benchmarks).
+    commit_latencies: Mutex<Vec<u32>>,
 }
+
+/// How many epochs' commit times [`Metrics::commit_latencies`] keeps.
+pub const COMMIT_LATENCIES_KEPT: usize = 1 << 20;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -90,9 +98,14 @@ impl Default for Metrics {
             commits: AtomicU64::new(0),
             commit_conflicts: AtomicU64::new(0),
             peak_anon_bytes: AtomicU64::new(0),
+            // 0.5 ms to ~16 s.
+            commit_latency: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
+            ),
             finished: Mutex::new(None),
             tables: Mutex::new(BTreeMap::new()),
             lag: Mutex::new(BTreeMap::new()),
+            commit_latencies: Mutex::new(Vec::new()),
         }
     }
 }
@@ -117,6 +130,25 @@ impl Metrics {
     pub fn table(&self, name: &str, update: impl FnOnce(&mut TableStats)) {
         let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
         update(tables.entry(name.to_string()).or_default());
+    }
+
+    /// Records how long an epoch's commits took.
+    pub fn record_commit(&self, took: Duration) {
+        self.commit_latency.observe(took.as_secs_f64());
+        let mut kept = self.commit_latencies.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() < COMMIT_LATENCIES_KEPT {
+            kept.push(took.as_micros().min(u32::MAX as u128) as u32);
+        }
+    }
+
+    /// Each epoch's commit time (microseconds), in commit order.
+    pub fn commit_latencies(&self) -> Vec<u32> {
+        self.commit_latencies.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Consumer lag per (topic, partition).
+    pub fn lags(&self) -> BTreeMap<(String, i32), i64> {
+        self.lag.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A copy of every table's stats.

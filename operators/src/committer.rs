@@ -413,8 +413,13 @@ pub fn commit_epochs<'s>(
                                 core.fail();
                                 break;
                             }
+                            let metrics = Arc::clone(&plan.metrics);
                             plan.runtime.spawn(async move {
+                                let started = std::time::Instant::now();
                                 let result = run_epoch(catalog, epoch, commits).await;
+                                if result.is_ok() {
+                                    metrics.record_commit(started.elapsed());
+                                }
                                 let _ = tx.send(Done::Epoch(epoch, result));
                                 let _ = wake.activate();
                             });

@@ -42,6 +42,9 @@ enum Command {
         /// Also write the run's numbers (records, seconds, peak RSS, CPU) as JSON here.
         #[arg(long)]
         stats_json: Option<PathBuf>,
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464) at /metrics.
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Capture Kafka records as a replay log (the `kcat -C -J` format) on stdout.
     Record {
@@ -230,8 +233,8 @@ pub fn main() -> ExitCode {
     floe_engine::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { pipeline, until_caught_up, workers, stats_json } => {
-            run_pipeline(pipeline, until_caught_up, workers, stats_json)
+        Command::Run { pipeline, until_caught_up, workers, stats_json, metrics_addr } => {
+            run_pipeline(pipeline, until_caught_up, workers, stats_json, metrics_addr)
         }
         Command::Record { brokers, topics, from, to, properties } => {
             let options = RecordOptions { brokers, topics, from, to, properties };
@@ -313,13 +316,14 @@ fn run_pipeline(
     until_caught_up: bool,
     workers: Option<usize>,
     stats_json: Option<PathBuf>,
+    metrics_addr: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
     let mut config = PipelineConfig::load(&path)?;
     if let Some(w) = workers {
         config.pipeline.workers = w.max(1);
     }
     let started = std::time::Instant::now();
-    let outcome = run(&config, RunOptions { progress_line: true, until_caught_up, ..Default::default() })
+    let outcome = run(&config, RunOptions { progress_line: true, until_caught_up, metrics_addr, ..Default::default() })
         .with_context(|| format!("pipeline `{}` ({})", config.pipeline.id, path.display()))?;
     print!("{}", outcome.metrics.summary());
     if let Some(stats_path) = stats_json {

@@ -21,6 +21,7 @@ pub mod erase;
 pub mod kafka_run;
 pub mod leases;
 pub mod maintain;
+pub mod metrics_server;
 pub mod planner;
 pub mod record;
 pub mod runner;

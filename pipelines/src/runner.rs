@@ -43,6 +43,8 @@ pub struct RunOptions {
     pub until_caught_up: bool,
     /// Kafka: set to stop the run; without it, SIGINT and SIGTERM do.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Serve Prometheus metrics here while the run lasts (port 0: any free port).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What a finished run reports.
@@ -141,6 +143,16 @@ pub fn run(config: &PipelineConfig, options: RunOptions) -> Result<RunOutcome> {
         crate::signals::stop_on_signals(&stop)?;
     }
     let _line = options.progress_line.then(|| ProgressLine::start(Arc::clone(&metrics)));
+    let _server = match options.metrics_addr {
+        Some(addr) => {
+            let tables = config.tables.iter().flat_map(|t| t.base.iter().chain(t.cdc.iter()).cloned()).collect();
+            let sources = crate::metrics_server::Sources::new(Arc::clone(&metrics), Arc::clone(&catalog), tables);
+            let server = crate::metrics_server::serve(&runtime, addr, sources)?;
+            eprintln!("floe: metrics on http://{}/metrics", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
     let shared = Shared { metrics: Arc::clone(&metrics), runtime, catalog, stop: Arc::clone(&stop) };
     let outcome = loop {
         let round = round(config, &options, &shared);

@@ -441,7 +441,7 @@ fn a_running_pipeline_erases_through_its_own_committer_while_it_goes_on_ingestin
     let address = broker.address();
     let rest = second.to_vec();
     let producer = std::thread::spawn(move || {
-        for chunk in rest.chunks(rest.len() / 40 + 1) {
+        for chunk in rest.chunks(rest.len() / 8 + 1) {
             produce(&address, chunk.to_vec());
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
@@ -455,7 +455,9 @@ fn a_running_pipeline_erases_through_its_own_committer_while_it_goes_on_ingestin
         assert!(stdout.contains("\"clean\":true"), "seed {s}: {stdout}");
     }
     producer.join().expect("producer");
+    let t0 = std::time::Instant::now();
     wait_for_commits(&scratch, records.len() as i64, "everything");
+    eprintln!("seed {s}: caught up {:.1}s after the producer finished", t0.elapsed().as_secs_f64());
     let _ = Command::new("kill").arg("-TERM").arg(floe.id().to_string()).status();
     let status = floe.wait().expect("wait for floe run");
     let mut stderr = String::new();
@@ -463,6 +465,7 @@ fn a_running_pipeline_erases_through_its_own_committer_while_it_goes_on_ingestin
         let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
     }
     assert!(status.success(), "seed {s}: floe run failed: {stderr}");
+    eprintln!("seed {s}: stopped {:.1}s after the producer finished", t0.elapsed().as_secs_f64());
 
     let mut unique = unique;
     still_unique(&scratch, &chosen, &mut unique);
