@@ -39,6 +39,9 @@ pub const HEALTH_TTL: Duration = Duration::from_secs(10);
 
 type Labels = Vec<(String, String)>;
 
+/// A health figure: metric name, help, and its value for a table (if it has one).
+type Figure = (&'static str, &'static str, &'static dyn Fn(&Health) -> Option<f64>);
+
 /// What a scrape reads.
 pub struct Sources {
     /// The run's counters.
@@ -161,7 +164,7 @@ pub async fn render(sources: &Sources) -> Result<String> {
             .collect(),
     );
     let health = sources.health().await;
-    let figures: [(&str, &str, &dyn Fn(&Health) -> Option<f64>); 9] = [
+    let figures: [Figure; 9] = [
         ("table_data_files", "Live data files", &|h| Some(h.data_files as f64)),
         ("table_delete_files", "Live delete files", &|h| Some(h.delete_files as f64)),
         ("table_bytes", "Bytes of live data and delete files", &|h| Some(h.bytes as f64)),
@@ -227,7 +230,7 @@ pub fn serve(runtime: &IoRuntime, addr: SocketAddr, sources: Sources) -> Result<
                 let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                     let sources = Arc::clone(&sources);
                     async move {
-                        let response = match (request.method(), request.uri().path()) {
+                        match (request.method(), request.uri().path()) {
                             (&hyper::Method::GET, "/metrics") => match render(&sources).await {
                                 Ok(text) => Response::builder()
                                     .header(
@@ -242,8 +245,7 @@ pub fn serve(runtime: &IoRuntime, addr: SocketAddr, sources: Sources) -> Result<
                             _ => Response::builder()
                                 .status(StatusCode::NOT_FOUND)
                                 .body(Full::new(Bytes::from("floe serves /metrics\n"))),
-                        };
-                        response
+                        }
                     }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
