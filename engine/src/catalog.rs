@@ -79,6 +79,9 @@ pub trait TableCatalog: Send + Sync + Debug {
     async fn release(&self, _ident: &TableIdent, _owner: &str) -> Result<()> {
         Ok(())
     }
+    /// A metadata file this process just wrote at `location`: a later load may skip
+    /// reading it back.
+    fn remember(&self, _location: &str, _metadata: Arc<TableMetadata>) {}
     /// Queues a request of `kind` for the pipeline that writes `ident`; its id.
     async fn submit_request(&self, _ident: &TableIdent, _kind: &str, _payload: &str) -> Result<String> {
         Err(Error::new(ErrorKind::Catalog, "this catalog cannot pass requests to a running pipeline"))
@@ -150,6 +153,29 @@ pub struct SqlTableCatalog {
     catalog: SqlCatalog,
     pool: SqlitePool,
     file_io: FileIO,
+    /// Parsed metadata files by location (a location's content never changes).
+    metadata: MetadataCache,
+}
+
+/// Parsed metadata files by location, the newest few.
+#[derive(Debug, Default)]
+struct MetadataCache(std::sync::Mutex<HashMap<String, Arc<TableMetadata>>>);
+
+impl MetadataCache {
+    /// Entries kept; past it the cache starts over (a handful of tables commit in turn).
+    const MAX: usize = 256;
+
+    fn get(&self, location: &str) -> Option<Arc<TableMetadata>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(location).cloned()
+    }
+
+    fn put(&self, location: &str, metadata: Arc<TableMetadata>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::MAX {
+            map.clear();
+        }
+        map.insert(location.to_string(), metadata);
+    }
 }
 
 impl SqlTableCatalog {
@@ -171,6 +197,11 @@ impl SqlTableCatalog {
             .map_err(Error::from)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
+            // WAL with NORMAL sync: a commit survives a crash of any process; only a power
+            // loss can take back the newest pointer swaps, and the snapshot they named holds
+            // its own offsets, so the source is read again from the one before: still
+            // exactly once.
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options).await?;
         // Writer leases live beside the catalog's tables, so every process that shares the
@@ -200,7 +231,7 @@ impl SqlTableCatalog {
             .load(config.name.clone(), HashMap::new())
             .await
             .map_err(|e| Error::from(e).context(format!("opening catalog {}", config.uri)))?;
-        Ok(SqlTableCatalog { name: config.name.clone(), catalog, pool, file_io })
+        Ok(SqlTableCatalog { metadata: MetadataCache::default(), name: config.name.clone(), catalog, pool, file_io })
     }
 }
 
@@ -228,16 +259,36 @@ impl TableCatalog for SqlTableCatalog {
     }
 
     async fn load(&self, ident: &TableIdent) -> Result<Option<TableState>> {
-        if !self.catalog.table_exists(ident).await? {
-            return Ok(None);
-        }
-        let table =
-            self.catalog.load_table(ident).await.map_err(|e| Error::from(e).context(format!("loading {ident}")))?;
-        let metadata_location = table
-            .metadata_location()
-            .ok_or_else(|| Error::new(ErrorKind::Catalog, format!("{ident} has no metadata location")))?
-            .to_string();
-        Ok(Some(TableState { ident: ident.clone(), metadata: table.metadata_ref(), metadata_location }))
+        // The pointer, fresh; the metadata file it names, parsed once.
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT metadata_location FROM iceberg_tables \
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ?",
+        )
+        .bind(&self.name)
+        .bind(ident.namespace().join("."))
+        .bind(ident.name())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((location,)) = row else { return Ok(None) };
+        let metadata_location =
+            location.ok_or_else(|| Error::new(ErrorKind::Catalog, format!("{ident} has no metadata location")))?;
+        let metadata = match self.metadata.get(&metadata_location) {
+            Some(m) => m,
+            None => {
+                let m = Arc::new(
+                    TableMetadata::read_from(&self.file_io, &metadata_location)
+                        .await
+                        .map_err(|e| Error::from(e).context(format!("loading {ident}")))?,
+                );
+                self.metadata.put(&metadata_location, Arc::clone(&m));
+                m
+            }
+        };
+        Ok(Some(TableState { ident: ident.clone(), metadata, metadata_location }))
+    }
+
+    fn remember(&self, location: &str, metadata: Arc<TableMetadata>) {
+        self.metadata.put(location, metadata);
     }
 
     async fn create(&self, namespace: &str, creation: TableCreation) -> Result<TableState> {

@@ -260,6 +260,7 @@ async fn swap(catalog: &dyn TableCatalog, state: &TableState, metadata: &TableMe
         crate::faults::point(&format!("{p}-before-swap"));
     }
     catalog.swap_metadata(&state.ident, &state.metadata_location, &location.to_string()).await?;
+    catalog.remember(&location.to_string(), Arc::new(metadata.clone()));
     for p in points {
         crate::faults::point(&format!("{p}-after-swap"));
     }

@@ -54,6 +54,9 @@ pub struct RunStats {
     pub cpu_seconds: f64,
     /// Snapshots committed.
     pub commits: u64,
+    /// Each epoch's commit time, microseconds, in order.
+    #[serde(default)]
+    pub commit_micros: Vec<u32>,
 }
 
 /// The benchmark pipeline file, for base tables in delete mode `mode`, in `warehouse`.

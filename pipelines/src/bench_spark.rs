@@ -33,8 +33,8 @@ use serde::Deserialize;
 
 use crate::bench::{RunStats, run_measured};
 
-const READER: &str = include_str!("../../harness/python/floe_reader.py");
-const RACE: &str = include_str!("../../harness/python/floe_race.py");
+pub(crate) const READER: &str = include_str!("../../harness/python/floe_reader.py");
+pub(crate) const RACE: &str = include_str!("../../harness/python/floe_race.py");
 
 /// What to run (also `floe bench spark`'s arguments).
 #[derive(Clone, Debug, clap::Args)]

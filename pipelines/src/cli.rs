@@ -217,6 +217,44 @@ enum BenchAgainst {
         #[arg(long, default_value_t = 16)]
         buckets: u32,
     },
+    /// Many epochs with table maintenance off, then on (same log): events/s, epoch commit
+    /// latency after 10, 1,000 and 10,000 epochs, files, snapshots, metadata size, and
+    /// (`--spark`) Spark's full-scan time.
+    Maintenance {
+        /// Epochs.
+        #[arg(long, default_value_t = 10_000)]
+        epochs: u64,
+        /// Records per partition per epoch (4 partitions).
+        #[arg(long, default_value_t = 5)]
+        per_epoch: u64,
+        /// Workload seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Scratch folder (replaced).
+        #[arg(long, default_value = "floe-bench-maintenance")]
+        dir: PathBuf,
+        /// Also time Spark's full scan of each base table (needs the Spark venv).
+        #[arg(long)]
+        spark: bool,
+        /// Timed Spark scans (median reported).
+        #[arg(long, default_value_t = 3)]
+        scan_rounds: usize,
+    },
+    /// Erase K keys from a table of R rows (offline, proof included), verified.
+    Erase {
+        /// Rows of the table.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        /// Keys to erase.
+        #[arg(long, default_value_t = 1_000)]
+        keys: usize,
+        /// Workload seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Scratch folder (replaced).
+        #[arg(long, default_value = "floe-bench-erase")]
+        dir: PathBuf,
+    },
     /// Race floe against Spark `MERGE INTO` on Iceberg (needs harness/scripts/spark.sh):
     /// R initial rows, then C changes; both final tables are compared through Spark.
     Spark(SparkBenchOptions),
@@ -248,6 +286,18 @@ pub fn main() -> ExitCode {
             crate::bench_index::bench_index(&crate::bench_index::IndexBenchOptions { rows, seed, dir, rounds, buckets })
                 .map(|report| print!("{report}"))
                 .map_err(anyhow::Error::from)
+        }
+        Command::Bench {
+            against: Some(BenchAgainst::Maintenance { epochs, per_epoch, seed, dir, spark, scan_rounds }),
+            ..
+        } => {
+            let options =
+                crate::bench_maintenance::MaintenanceBenchOptions { epochs, per_epoch, seed, dir, spark, scan_rounds };
+            crate::bench_maintenance::bench_maintenance(&options).map(|r| print!("{r}")).map_err(anyhow::Error::from)
+        }
+        Command::Bench { against: Some(BenchAgainst::Erase { rows, keys, seed, dir }), .. } => {
+            let options = crate::bench_maintenance::EraseBenchOptions { rows, keys, seed, dir };
+            crate::bench_maintenance::bench_erase(&options).map(|r| print!("{r}")).map_err(anyhow::Error::from)
         }
         Command::Bench { against: None, events, initial_rows, seed, dir, workers, commit_every, deletes, rounds } => {
             bench(&BenchOptions { events, initial_rows, seed, dir, workers, commit_every, modes: deletes, rounds })
@@ -334,6 +384,7 @@ fn run_pipeline(
             peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
             cpu_seconds: cpu_seconds(),
             commits: Metrics::get(&outcome.metrics.commits),
+            commit_micros: outcome.metrics.commit_latencies(),
         };
         std::fs::write(&stats_path, serde_json::to_vec_pretty(&stats)?)
             .with_context(|| format!("writing {}", stats_path.display()))?;

@@ -13,6 +13,7 @@ pub mod allocator;
 pub mod api;
 pub mod bench;
 pub mod bench_index;
+pub mod bench_maintenance;
 pub mod bench_spark;
 pub mod cli;
 pub mod dataflow;
