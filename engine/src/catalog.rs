@@ -157,25 +157,26 @@ pub struct SqlTableCatalog {
     metadata: MetadataCache,
 }
 
-/// Parsed metadata files by location, the newest few.
+/// The newest parsed metadata file of each table (a location's content never changes, so
+/// a load whose pointer names it reuses it).
 #[derive(Debug, Default)]
-struct MetadataCache(std::sync::Mutex<HashMap<String, Arc<TableMetadata>>>);
+struct MetadataCache(std::sync::Mutex<HashMap<String, (String, Arc<TableMetadata>)>>);
 
 impl MetadataCache {
-    /// Entries kept; past it the cache starts over (a handful of tables commit in turn).
-    const MAX: usize = 256;
-
     fn get(&self, location: &str) -> Option<Arc<TableMetadata>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(location).cloned()
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(table_dir(location)).filter(|(l, _)| l == location).map(|(_, m)| Arc::clone(m))
     }
 
     fn put(&self, location: &str, metadata: Arc<TableMetadata>) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= Self::MAX {
-            map.clear();
-        }
-        map.insert(location.to_string(), metadata);
+        map.insert(table_dir(location).to_string(), (location.to_string(), metadata));
     }
+}
+
+/// The folder of a metadata file: one entry per table.
+fn table_dir(location: &str) -> &str {
+    location.rsplit_once('/').map_or(location, |(dir, _)| dir)
 }
 
 impl SqlTableCatalog {

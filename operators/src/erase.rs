@@ -33,7 +33,7 @@ use floe_engine::commit::{CommitOutcome, CommitRequest, RetryPolicy, RewriteComm
 use floe_engine::epoch::Epoch;
 use floe_engine::error::{Error, ErrorKind, Result};
 use floe_engine::expiry::{ExpiryPolicy, ExpiryReport, expire_and_clean};
-use floe_engine::manifests::{FileRef, ManifestCache};
+use floe_engine::manifests::ManifestCache;
 use floe_engine::schema::ColumnType;
 use floe_engine::table_files::{PartitionFiles, read_columns, snapshot_files};
 use floe_engine::table_settings::MaintenanceSettings;
@@ -42,11 +42,11 @@ use iceberg::spec::{DataContentType, DataFile, Datum, Schema};
 use sha2::Digest;
 
 use crate::erase_proof::{Proof, prove_erased};
-use crate::files::{Dest, RewriteBase, RewriteBundle, WrittenFile};
+use crate::files::{Dest, RewriteBase, RewriteBundle};
 use crate::key_index::IndexKey;
 use crate::key_index_rebuild::KeyShape;
 use crate::plan::Target;
-use crate::snapshot_rewrite::{KeyFilter, Layout, rewrite_partition};
+use crate::snapshot_rewrite::{KeyFilter, Layout, rewrite_partition, snapshot_bundle};
 
 /// The keys to erase, typed by a base table's identifier fields.
 #[derive(Clone, Debug)]
@@ -233,21 +233,8 @@ pub async fn erase_table(
         let (outputs, bytes_read, rows) =
             rewrite_partition(file_io, &target, part, &inputs, layout, settings, Some(filter), &name).await?;
         out.rows += rows;
-        let mut removed: Vec<FileRef> = inputs.iter().map(|f| FileRef::of(f)).collect();
-        removed.extend(retired.iter().map(|f| FileRef::of(f)));
-        let added =
-            outputs.into_iter().map(|f| WrittenFile::new(dest, epoch, &target, f, None)).collect::<Result<Vec<_>>>()?;
-        out.bundles.push(RewriteBundle {
-            dest,
-            epoch,
-            id: uuid::Uuid::new_v4().to_string(),
-            after_epoch: None,
-            base: RewriteBase::Sequence(files.sequence_number),
-            strict: false,
-            added,
-            removed,
-            bytes_read,
-        });
+        let retired = inputs.iter().chain(&retired).copied();
+        out.bundles.push(snapshot_bundle(dest, epoch, &target, files.sequence_number, outputs, retired, bytes_read)?);
     }
     Ok(out)
 }

@@ -82,23 +82,36 @@ pub async fn compact_table(
         let name = format!("{name}-p{n}");
         let (outputs, bytes_read, _) =
             rewrite_partition(file_io, &target, part, &inputs, layout, settings, None, &name).await?;
-        let mut removed: Vec<FileRef> = inputs.iter().map(|f| FileRef::of(f)).collect();
-        removed.extend(retired_deletes.iter().map(|f| FileRef::of(f)));
-        let added =
-            outputs.into_iter().map(|f| WrittenFile::new(dest, epoch, &target, f, None)).collect::<Result<Vec<_>>>()?;
-        out.push(RewriteBundle {
-            dest,
-            epoch,
-            id: uuid::Uuid::new_v4().to_string(),
-            after_epoch: None,
-            base: RewriteBase::Sequence(files.sequence_number),
-            strict: false,
-            added,
-            removed,
-            bytes_read,
-        });
+        let retired = inputs.iter().chain(&retired_deletes).copied();
+        out.push(snapshot_bundle(dest, epoch, &target, files.sequence_number, outputs, retired, bytes_read)?);
     }
     Ok(out)
+}
+
+/// A lenient rewrite made at a snapshot of data sequence number `sequence_number`: it adds
+/// `outputs` and retires `retired`.
+pub(crate) fn snapshot_bundle<'a>(
+    dest: Dest,
+    epoch: Epoch,
+    target: &Target,
+    sequence_number: i64,
+    outputs: Vec<DataFile>,
+    retired: impl Iterator<Item = &'a DataFile>,
+    bytes_read: u64,
+) -> Result<RewriteBundle> {
+    let added =
+        outputs.into_iter().map(|f| WrittenFile::new(dest, epoch, target, f, None)).collect::<Result<Vec<_>>>()?;
+    Ok(RewriteBundle {
+        dest,
+        epoch,
+        id: uuid::Uuid::new_v4().to_string(),
+        after_epoch: None,
+        base: RewriteBase::Sequence(sequence_number),
+        strict: false,
+        added,
+        removed: retired.map(FileRef::of).collect(),
+        bytes_read,
+    })
 }
 
 /// The inputs and retired delete files of a partition, if it is due.

@@ -1,8 +1,9 @@
 //! Compliance erasure (`floe erase`): the rows of chosen keys go from the base and CDC
 //! tables, and no byte of their values is left in any file under the tables' locations,
 //! whichever delete mode wrote them; the tables equal the model less those keys; a crash at
-//! any moment of the erasure loses nothing, and running it again finishes it; the pipeline
-//! restarts after it exactly-once.
+//! any moment of the erasure (fault points and kill -9 at random) loses nothing, and running
+//! it again finishes it; the pipeline restarts after it exactly-once; a running pipeline
+//! erases through its own committer while it goes on ingesting.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
@@ -19,8 +20,8 @@ use floe_harness::tables::GenTable;
 use floe_harness::verify::batch_rows;
 use floe_tests::{Scratch, seed};
 use iceberg::spec::{Manifest, PrimitiveLiteral};
-use rand::SeedableRng;
 use rand::seq::IteratorRandom;
+use rand::{Rng, SeedableRng};
 
 const FLOE: &str = env!("CARGO_BIN_EXE_floe-under-test");
 
@@ -69,6 +70,22 @@ struct Chosen {
     keys: Vec<(Row, String)>,
 }
 
+impl Chosen {
+    /// `keys` of table `t`, with their `--key` texts.
+    fn of(t: &floe_engine::config::TableConfig, keys: Vec<&Row>) -> Chosen {
+        let text = |k: &Row| match &k.0[..] {
+            [Value::Long(v)] => v.to_string(),
+            [Value::String(region), Value::Int(line)] => serde_json::json!([region, line]).to_string(),
+            other => panic!("unexpected key {other:?}"),
+        };
+        Chosen {
+            topic: t.topic.clone(),
+            table: t.base.clone().expect("base"),
+            keys: keys.into_iter().map(|k| (k.clone(), text(k))).collect(),
+        }
+    }
+}
+
 /// Keys of each table: some live at the end, some deleted by then.
 fn choose(scratch: &Scratch, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<Chosen> {
     let mut out = Vec::new();
@@ -80,16 +97,7 @@ fn choose(scratch: &Scratch, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<Chosen> {
         assert!(live.len() >= 3 && !gone.is_empty(), "seed {}: the workload has too few keys", scratch.seed);
         let mut keys: Vec<&Row> = live.into_iter().choose_multiple(rng, 3);
         keys.extend(gone.into_iter().choose_multiple(rng, 2));
-        let text = |k: &Row| match &k.0[..] {
-            [Value::Long(v)] => v.to_string(),
-            [Value::String(region), Value::Int(line)] => serde_json::json!([region, line]).to_string(),
-            other => panic!("unexpected key {other:?}"),
-        };
-        out.push(Chosen {
-            topic: t.topic.clone(),
-            table: t.base.clone().expect("base"),
-            keys: keys.into_iter().map(|k| (k.clone(), text(k))).collect(),
-        });
+        out.push(Chosen::of(t, keys));
     }
     out
 }
@@ -331,6 +339,24 @@ fn a_crash_at_any_moment_of_an_erasure_loses_nothing_and_a_rerun_finishes_it() {
         }
     }
     assert!(crashed >= 2 * 3, "seed {s}: only {crashed} crashes");
+    // And kill -9 at random moments.
+    let mut kills = 0;
+    for c in &chosen {
+        kills += floe_tests::kill_at_random_moments(
+            3,
+            std::time::Duration::from_secs(30),
+            || std::time::Duration::from_millis(rng.random_range(20..400)),
+            || {
+                let mut cmd = Command::new(FLOE);
+                cmd.arg("erase").arg(scratch.pipeline()).arg(c.table.to_string()).arg("--key");
+                cmd.args(c.keys.iter().map(|(_, t)| t.as_str()));
+                cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+                cmd.spawn().expect("spawn floe erase")
+            },
+        );
+        assert_nothing_referenced_is_gone(&scratch, "after kill -9");
+    }
+    eprintln!("seed {s}: {crashed} crashes at fault points, {kills} random kills landed");
     // Whatever the crashes left, the tables hold the model's rows (erased or not yet).
     for t in tables(&scratch) {
         let _ = scratch.read(&t);
@@ -423,16 +449,7 @@ fn a_running_pipeline_erases_through_its_own_committer_while_it_goes_on_ingestin
         let candidates: BTreeSet<&Row> = model.cdc_keys.values().filter(|k| !late.contains(*k)).collect();
         let keys: Vec<&Row> = candidates.into_iter().choose_multiple(&mut rng, 5);
         assert!(keys.len() == 5, "seed {s}: too few keys only the first half touches");
-        let text = |k: &Row| match &k.0[..] {
-            [Value::Long(v)] => v.to_string(),
-            [Value::String(region), Value::Int(line)] => serde_json::json!([region, line]).to_string(),
-            other => panic!("unexpected key {other:?}"),
-        };
-        chosen.push(Chosen {
-            topic: t.topic.clone(),
-            table: t.base.clone().expect("base"),
-            keys: keys.into_iter().map(|k| (k.clone(), text(k))).collect(),
-        });
+        chosen.push(Chosen::of(t, keys));
     }
     let unique = unique_strings(&scratch, &chosen);
     assert!(!unique.is_empty(), "seed {s}: the erased keys hold no value of their own to look for");
