@@ -232,7 +232,7 @@ pub async fn cas_loop<'a, T>(
         let result = match work(state.clone(), attempt).await {
             Ok(Attempt::Done(outcome)) => return Ok(outcome),
             Ok(Attempt::Swap { metadata, outcome, points }) => {
-                swap(catalog, &state, &metadata, &points).await.map(|()| outcome)
+                swap(catalog, &state, metadata, &points).await.map(|()| outcome)
             }
             Err(e) => Err(e),
         };
@@ -252,15 +252,16 @@ pub async fn cas_loop<'a, T>(
     }
 }
 
-async fn swap(catalog: &dyn TableCatalog, state: &TableState, metadata: &TableMetadata, points: &[&str]) -> Result<()> {
+async fn swap(catalog: &dyn TableCatalog, state: &TableState, metadata: TableMetadata, points: &[&str]) -> Result<()> {
     let location =
-        MetadataLocation::from_str(&state.metadata_location)?.with_next_version().with_new_metadata(metadata);
+        MetadataLocation::from_str(&state.metadata_location)?.with_next_version().with_new_metadata(&metadata);
     metadata.write_to(catalog.file_io(), &location).await?;
     for p in points {
         crate::faults::point(&format!("{p}-before-swap"));
     }
     catalog.swap_metadata(&state.ident, &state.metadata_location, &location.to_string()).await?;
-    catalog.remember(&location.to_string(), Arc::new(metadata.clone()));
+    // Moved, not cloned: the next load of this table reuses it.
+    catalog.remember(&location.to_string(), Arc::new(metadata));
     for p in points {
         crate::faults::point(&format!("{p}-after-swap"));
     }

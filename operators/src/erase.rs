@@ -35,7 +35,7 @@ use floe_engine::error::{Error, ErrorKind, Result};
 use floe_engine::expiry::{ExpiryPolicy, ExpiryReport, expire_and_clean};
 use floe_engine::manifests::ManifestCache;
 use floe_engine::schema::ColumnType;
-use floe_engine::table_files::{PartitionFiles, read_columns, snapshot_files};
+use floe_engine::table_files::{PartitionFiles, read_columns};
 use floe_engine::table_settings::MaintenanceSettings;
 use floe_engine::value::Value;
 use iceberg::spec::{DataContentType, DataFile, Datum, Schema};
@@ -46,7 +46,7 @@ use crate::files::{Dest, RewriteBase, RewriteBundle};
 use crate::key_index::IndexKey;
 use crate::key_index_rebuild::KeyShape;
 use crate::plan::Target;
-use crate::snapshot_rewrite::{KeyFilter, Layout, rewrite_partition, snapshot_bundle};
+use crate::snapshot_rewrite::{KeyFilter, Layout, at_snapshot, rewrite_partition, snapshot_bundle};
 
 /// The keys to erase, typed by a base table's identifier fields.
 #[derive(Clone, Debug)]
@@ -211,13 +211,8 @@ pub async fn erase_table(
     epoch: Epoch,
     name: &str,
 ) -> Result<Erased> {
-    let state = catalog
-        .load(&target.ident)
-        .await?
-        .ok_or_else(|| Error::new(ErrorKind::Catalog, format!("{} does not exist", target.ident)))?;
+    let (files, target) = at_snapshot(catalog, target).await?;
     let file_io = catalog.file_io();
-    let files = snapshot_files(file_io, &state.metadata, ManifestCache::global()).await?;
-    let target = Target { schema: Arc::clone(state.metadata.current_schema()), ..target.clone() };
     let mut out = Erased::default();
     for (n, part) in files.partitions.iter().enumerate() {
         let (hit_data, hit_deletes) = holders(file_io, part, layout, filter).await?;

@@ -68,14 +68,8 @@ pub async fn compact_table(
     epoch: Epoch,
     name: &str,
 ) -> Result<Vec<RewriteBundle>> {
-    let state = catalog
-        .load(&target.ident)
-        .await?
-        .ok_or_else(|| Error::new(ErrorKind::Catalog, format!("{} does not exist", target.ident)))?;
+    let (files, target) = at_snapshot(catalog, target).await?;
     let file_io = catalog.file_io();
-    let files = snapshot_files(file_io, &state.metadata, ManifestCache::global()).await?;
-    // Files are written under the table's current schema.
-    let target = Target { schema: Arc::clone(state.metadata.current_schema()), ..target.clone() };
     let mut out = Vec::new();
     for (n, part) in files.partitions.iter().enumerate() {
         let Some((inputs, retired_deletes)) = choose(part, layout, settings, due) else { continue };
@@ -112,6 +106,20 @@ pub(crate) fn snapshot_bundle<'a>(
         removed: retired.map(FileRef::of).collect(),
         bytes_read,
     })
+}
+
+/// The live files of `target`'s current snapshot, and the target with the table's current
+/// schema (rewritten files are written under it).
+pub(crate) async fn at_snapshot(
+    catalog: &dyn TableCatalog,
+    target: &Target,
+) -> Result<(floe_engine::table_files::SnapshotFiles, Target)> {
+    let state = catalog
+        .load(&target.ident)
+        .await?
+        .ok_or_else(|| Error::new(ErrorKind::Catalog, format!("{} does not exist", target.ident)))?;
+    let files = snapshot_files(catalog.file_io(), &state.metadata, ManifestCache::global()).await?;
+    Ok((files, Target { schema: Arc::clone(state.metadata.current_schema()), ..target.clone() }))
 }
 
 /// The inputs and retired delete files of a partition, if it is due.

@@ -106,9 +106,9 @@ fn tables(scratch: &Scratch) -> Vec<TableName> {
     scratch.config().tables.iter().flat_map(|t| t.base.clone().into_iter().chain(t.cdc.clone())).collect()
 }
 
-/// Strings that only rows of the erased keys held (in the CDC table's history, read before
-/// the erasure), six bytes or longer.
-fn unique_strings(scratch: &Scratch, chosen: &[Chosen]) -> HashSet<String> {
+/// The strings (six bytes or longer) of the CDC tables' rows now: those of the erased keys'
+/// rows, and those of every other row.
+fn cdc_strings(scratch: &Scratch, chosen: &[Chosen]) -> (HashSet<String>, HashSet<String>) {
     let mut mine = HashSet::new();
     let mut others = HashSet::new();
     for (t, c) in scratch.config().tables.iter().zip(chosen) {
@@ -126,6 +126,13 @@ fn unique_strings(scratch: &Scratch, chosen: &[Chosen]) -> HashSet<String> {
             }));
         }
     }
+    (mine, others)
+}
+
+/// Strings that only rows of the erased keys held (in the CDC table's history, read before
+/// the erasure), six bytes or longer.
+fn unique_strings(scratch: &Scratch, chosen: &[Chosen]) -> HashSet<String> {
+    let (mut mine, others) = cdc_strings(scratch, chosen);
     mine.retain(|s| !others.contains(s));
     mine
 }
@@ -133,24 +140,8 @@ fn unique_strings(scratch: &Scratch, chosen: &[Chosen]) -> HashSet<String> {
 /// Leaves out of `unique` the strings rows of other keys hold in the CDC tables now (events
 /// committed after `unique` was taken may repeat a value).
 fn still_unique(scratch: &Scratch, chosen: &[Chosen], unique: &mut HashSet<String>) {
-    for (t, c) in scratch.config().tables.iter().zip(chosen) {
-        let model = scratch.model.table(&t.topic).expect("model");
-        let read = scratch.read(t.cdc.as_ref().expect("cdc"));
-        let key_at: Vec<usize> =
-            model.schema.key.iter().map(|&k| read.position(&model.schema.columns[k].name).expect("key")).collect();
-        let erased: BTreeSet<&Row> = c.keys.iter().map(|(k, _)| k).collect();
-        for row in &read.rows {
-            let key = Row::new(key_at.iter().map(|&i| row.0[i].clone()).collect());
-            if erased.contains(&key) {
-                continue;
-            }
-            for v in row.0.iter() {
-                if let Value::String(s) = v {
-                    unique.remove(s.as_str());
-                }
-            }
-        }
-    }
+    let (_, others) = cdc_strings(scratch, chosen);
+    unique.retain(|s| !others.contains(s));
 }
 
 /// Scans every file under every table's location, referenced or not: Parquet files cell by
