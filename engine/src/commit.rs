@@ -253,13 +253,16 @@ pub async fn cas_loop<'a, T>(
 }
 
 async fn swap(catalog: &dyn TableCatalog, state: &TableState, metadata: TableMetadata, points: &[&str]) -> Result<()> {
+    let started = std::time::Instant::now();
     let location =
         MetadataLocation::from_str(&state.metadata_location)?.with_next_version().with_new_metadata(&metadata);
     metadata.write_to(catalog.file_io(), &location).await?;
+    let written = started.elapsed().as_micros();
     for p in points {
         crate::faults::point(&format!("{p}-before-swap"));
     }
     catalog.swap_metadata(&state.ident, &state.metadata_location, &location.to_string()).await?;
+    debug!(table = %state.ident, written, swapped = started.elapsed().as_micros(), "metadata swapped (µs)");
     // Moved, not cloned: the next load of this table reuses it.
     catalog.remember(&location.to_string(), Arc::new(metadata));
     for p in points {
@@ -424,6 +427,9 @@ async fn stage(
         format_version: format,
     };
 
+    let started = std::time::Instant::now();
+    let mut phases = Vec::with_capacity(6);
+    let mut lap = |name: &'static str| phases.push((name, started.elapsed().as_micros()));
     // 1. The parent's manifests, with the retired files marked DELETED.
     let parent_manifests = match parent {
         Some(p) => {
@@ -433,7 +439,9 @@ async fn stage(
         None => Vec::new(),
     };
     let refs: BTreeSet<FileRef> = request.removed.iter().cloned().collect();
+    lap("read-list");
     let retired = retire(&target, parent_manifests, &refs, ManifestCache::global()).await?;
+    lap("retire");
     if !retired.missing.is_empty() {
         let listed: Vec<String> = retired.missing.iter().take(5).map(ToString::to_string).collect();
         let reason = format!("{} file(s) to retire are not live, e.g. {}", retired.missing.len(), listed.join(", "));
@@ -467,6 +475,7 @@ async fn stage(
         }
     };
     let mut manifests = merge_small(&target, retired.manifests, ManifestCache::global()).await?;
+    lap("merge");
     let added_data = request.data_files.iter().cloned().zip(data_seqs).collect();
     let added_deletes = request.delete_files.iter().map(|f| (f.clone(), None)).collect();
     for (name, content, files) in
@@ -475,6 +484,7 @@ async fn stage(
         manifests.extend(target.write_new(name, Arc::clone(&schema), spec.clone(), content, files).await?);
     }
 
+    lap("new-manifests");
     // 3. Manifest list and snapshot.
     let list_path = format!("{}/metadata/snap-{snapshot_id}-{prefix}.avro", metadata.location());
     let writer = file_io.new_output(&list_path)?.writer().await?;
@@ -489,6 +499,7 @@ async fn stage(
     list.add_manifests(manifests.into_iter())?;
     let next_row_id = list.next_row_id();
     list.close().await?;
+    lap("list");
 
     let mut builder =
         TableMetadataBuilder::new_from_metadata((**metadata).clone(), Some(state.metadata_location.clone()));
@@ -513,6 +524,8 @@ async fn stage(
         _ => snapshot.build(),
     };
     let new_metadata = builder.set_branch_snapshot(snapshot, MAIN_BRANCH)?.build()?.metadata;
+    lap("metadata");
+    debug!(table = %request.table, phases = ?phases, "commit staged (µs since start)");
     let mut points = vec![if request.rewrite.is_some() { "rewrite" } else { "commit" }];
     if schema_id != metadata.current_schema_id() {
         points.push("schema-commit");

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!   parent's manifest list ──┬─ lists no retired file ──────────────► carried as is
-//!                            ├─ lists a retired file ──► rewritten: retired → DELETED,
+//!                            ├─ lists a retired file ──► rewritten, all such manifests of a
+//!                            │                           kind into one: retired → DELETED,
 //!                            │                           other live entries → EXISTING
 //!                            └─ lists no live file (only DELETED) ──► dropped
 //!   added data files ──► new data manifest (inherited or explicit data sequence number)
@@ -176,7 +177,10 @@ impl ManifestTarget<'_> {
 }
 
 /// Retires `refs` from the parent's manifests (see the module docs). With nothing to
-/// retire, no manifest is read.
+/// retire, no manifest is read. The manifests that list a retired file are rewritten
+/// together, one manifest per kind (content and partition spec), not one per manifest: an
+/// epoch that retires the delete files of the last few epochs then writes one file, and the
+/// next commit has one to read.
 pub async fn retire(
     target: &ManifestTarget<'_>,
     parent: Vec<ManifestFile>,
@@ -184,8 +188,8 @@ pub async fn retire(
     cache: &ManifestCache,
 ) -> Result<Retired> {
     let mut out = Retired::default();
-    let mut found: BTreeSet<FileRef> = BTreeSet::new();
-    for (n, file) in parent.into_iter().enumerate() {
+    let mut hit: BTreeMap<(bool, i32), Vec<(ManifestFile, Arc<Manifest>)>> = BTreeMap::new();
+    for file in parent {
         let live = file.added_files_count.unwrap_or(1) + file.existing_files_count.unwrap_or(1);
         if live == 0 {
             // Only DELETED entries: they belonged to the parent's snapshot.
@@ -196,23 +200,34 @@ pub async fn retire(
             continue;
         }
         let manifest = cache.load(target.file_io, &file).await?;
-        let hits =
-            manifest.entries().iter().filter(|e| e.is_alive() && refs.contains(&FileRef::of(e.data_file()))).count();
-        if hits == 0 {
+        if manifest.entries().iter().any(|e| e.is_alive() && refs.contains(&FileRef::of(e.data_file()))) {
+            hit.entry((file.content == ManifestContentType::Data, file.partition_spec_id))
+                .or_default()
+                .push((file, manifest));
+        } else {
             out.manifests.push(file);
-            continue;
         }
-        let mut writer = target.rewriter(&format!("r{n}"), &manifest)?;
-        for (entry, data_file) in with_row_ids(&file, &manifest)? {
-            if refs.contains(&FileRef::of(entry.data_file())) {
-                found.insert(FileRef::of(entry.data_file()));
-                out.removed.push((*entry).clone());
-                let (seq, file_seq) = sequence_numbers(&entry)?;
-                // A DELETED entry keeps no column metrics: no reader plans with it, and
-                // its bounds would keep values of rows an erasure removed.
-                writer.add_delete_file(without_metrics(&data_file, file.partition_spec_id)?, seq, Some(file_seq))?;
-            } else {
-                add_existing(&mut writer, &entry, data_file, file.added_snapshot_id)?;
+    }
+    let mut found: BTreeSet<FileRef> = BTreeSet::new();
+    for ((data, spec), group) in hit {
+        // The newest schema among them: every entry's bounds are of fields it knows.
+        let Some((_, template)) = group.iter().max_by_key(|(_, m)| m.metadata().schema().schema_id()) else {
+            continue;
+        };
+        let kind = if data { "data" } else { "deletes" };
+        let mut writer = target.rewriter(&format!("retired-{kind}-{spec}"), template)?;
+        for (file, manifest) in &group {
+            for (entry, data_file) in with_row_ids(file, manifest)? {
+                if refs.contains(&FileRef::of(entry.data_file())) {
+                    found.insert(FileRef::of(entry.data_file()));
+                    out.removed.push((*entry).clone());
+                    let (seq, file_seq) = sequence_numbers(&entry)?;
+                    // A DELETED entry keeps no column metrics: no reader plans with it, and
+                    // its bounds would keep values of rows an erasure removed.
+                    writer.add_delete_file(without_metrics(&data_file, file.partition_spec_id)?, seq, Some(file_seq))?;
+                } else {
+                    add_existing(&mut writer, &entry, data_file, file.added_snapshot_id)?;
+                }
             }
         }
         out.manifests.push(writer.write_manifest_file().await?);
@@ -266,14 +281,17 @@ pub async fn merge_small(
             out.extend(merge);
             continue;
         }
-        let Some(first) = merge.first() else { continue };
-        let template = cache.load(target.file_io, first).await?;
+        let mut loaded = Vec::with_capacity(merge.len());
+        for file in &merge {
+            loaded.push(cache.load(target.file_io, file).await?);
+        }
+        // The newest schema among them: every entry's bounds are of fields it knows.
+        let Some(template) = loaded.iter().max_by_key(|m| m.metadata().schema().schema_id()) else { continue };
         // One file per kind: data and delete manifests of a spec must not share a name.
         let kind = if data { "data" } else { "deletes" };
-        let mut writer = target.rewriter(&format!("merged-{kind}-{spec}"), &template)?;
-        for file in &merge {
-            let manifest = cache.load(target.file_io, file).await?;
-            for (entry, data_file) in with_row_ids(file, &manifest)? {
+        let mut writer = target.rewriter(&format!("merged-{kind}-{spec}"), template)?;
+        for (file, manifest) in merge.iter().zip(&loaded) {
+            for (entry, data_file) in with_row_ids(file, manifest)? {
                 add_existing(&mut writer, &entry, data_file, file.added_snapshot_id)?;
             }
         }

@@ -194,24 +194,32 @@ impl WrittenFile {
     }
 }
 
+/// Files with fewer rows than this are written with Snappy when the table names no codec:
+/// a zstd context costs more to set up (per column chunk) than such a file takes to
+/// compress, and epoch files this small are compacted later anyway.
+pub const SMALL_FILE_ROWS: usize = 4096;
+
 /// Parquet codec from the table's `write.parquet.compression-codec` (and `-level`), as
-/// Iceberg writers honour it; zstd (level 1) when unset, Iceberg's default codec.
-pub fn compression(properties: &std::collections::HashMap<String, String>) -> Compression {
+/// Iceberg writers honour it; when unset, zstd (level 1, Iceberg's default codec), or Snappy
+/// for a file of fewer than [`SMALL_FILE_ROWS`] rows.
+pub fn compression(properties: &std::collections::HashMap<String, String>, rows: usize) -> Compression {
     let level = properties.get("write.parquet.compression-level").and_then(|l| l.parse::<i32>().ok());
     match properties.get("write.parquet.compression-codec").map(|c| c.to_ascii_lowercase()).as_deref() {
         Some("snappy") => Compression::SNAPPY,
         Some("gzip") => Compression::GZIP(level.and_then(|l| GzipLevel::try_new(l as u32).ok()).unwrap_or_default()),
         Some("lz4") => Compression::LZ4_RAW,
         Some("uncompressed" | "none") => Compression::UNCOMPRESSED,
+        None if rows < SMALL_FILE_ROWS => Compression::SNAPPY,
         _ => Compression::ZSTD(ZstdLevel::try_new(level.unwrap_or(1)).unwrap_or_default()),
     }
 }
 
-/// Parquet writer settings for `target`'s files; with a `sample` of the rows, columns that
-/// would not shrink with a dictionary are written plain (see [`crate::parquet_encoding`]).
-pub(crate) fn writer_properties(target: &Target, sample: Option<&RecordBatch>) -> WriterProperties {
+/// Parquet writer settings for a file of `rows` rows of `target`; with a `sample` of the
+/// rows, columns that would not shrink with a dictionary are written plain (see
+/// [`crate::parquet_encoding`]).
+pub(crate) fn writer_properties(target: &Target, sample: Option<&RecordBatch>, rows: usize) -> WriterProperties {
     let builder = WriterProperties::builder()
-        .set_compression(compression(&target.properties))
+        .set_compression(compression(&target.properties, rows))
         .set_max_row_group_row_count(Some(1 << 20));
     match sample {
         Some(batch) => crate::parquet_encoding::choose_dictionaries(builder, batch),
@@ -230,9 +238,10 @@ fn rolling(
     schema: Arc<Schema>,
     name_prefix: &str,
     sample: Option<&RecordBatch>,
+    rows: usize,
 ) -> RollingFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator> {
     RollingFileWriterBuilder::new_with_default_file_size(
-        ParquetWriterBuilder::new(writer_properties(target, sample), schema),
+        ParquetWriterBuilder::new(writer_properties(target, sample, rows), schema),
         file_io.clone(),
         DefaultLocationGenerator::with_data_location(format!("{}/data", target.location)),
         DefaultFileNameGenerator::new(
@@ -252,8 +261,9 @@ pub async fn write_data(
     name_prefix: &str,
 ) -> Result<Vec<DataFile>> {
     let schema = Arc::clone(&target.schema);
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
     let mut writer =
-        DataFileWriterBuilder::new(rolling(file_io, target, Arc::clone(&schema), name_prefix, batches.first()))
+        DataFileWriterBuilder::new(rolling(file_io, target, Arc::clone(&schema), name_prefix, batches.first(), rows))
             .build(partition_key(target, &schema, partition))
             .await?;
     for batch in batches {
@@ -315,7 +325,7 @@ pub async fn write_equality_deletes(
     let key_schema = Arc::new(key_schema(&target.schema, equality_ids)?);
     let config = EqualityDeleteWriterConfig::new(equality_ids.to_vec(), Arc::clone(&key_schema))?;
     let builder = EqualityDeleteFileWriterBuilder::new(
-        rolling(file_io, target, Arc::clone(&key_schema), name_prefix, Some(&keys)),
+        rolling(file_io, target, Arc::clone(&key_schema), name_prefix, Some(&keys), keys.num_rows()),
         config,
     );
     let mut writer = builder.build(partition_key(target, &target.schema, partition)).await?;
@@ -334,4 +344,21 @@ pub fn key_schema(schema: &Schema, equality_ids: &[i32]) -> Result<Schema> {
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Schema::builder().with_schema_id(schema.schema_id()).with_fields(fields).build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn small_files_get_snappy_unless_the_table_names_a_codec() {
+        let unset = HashMap::new();
+        assert_eq!(compression(&unset, 10), Compression::SNAPPY);
+        assert_eq!(compression(&unset, SMALL_FILE_ROWS), Compression::ZSTD(ZstdLevel::try_new(1).expect("level")));
+        let zstd = HashMap::from([("write.parquet.compression-codec".to_string(), "zstd".to_string())]);
+        assert_eq!(compression(&zstd, 10), Compression::ZSTD(ZstdLevel::try_new(1).expect("level")));
+        let gzip = HashMap::from([("write.parquet.compression-codec".to_string(), "GZIP".to_string())]);
+        assert!(matches!(compression(&gzip, 1 << 20), Compression::GZIP(_)));
+    }
 }

@@ -123,10 +123,9 @@ pub fn plan(
 }
 
 fn props(kind: &str, topic: Option<&str>, key: Option<&[String]>) -> HashMap<String, String> {
-    let mut p = HashMap::from([
-        ("floe.kind".to_string(), kind.to_string()),
-        ("write.parquet.compression-codec".to_string(), "zstd".to_string()),
-    ]);
+    // No `write.parquet.compression-codec`: unset, floe writes zstd, and Snappy for small
+    // epoch files (`files::compression`); a codec the user sets is used for every file.
+    let mut p = HashMap::from([("floe.kind".to_string(), kind.to_string())]);
     if kind == "base" {
         for k in ["write.delete.mode", "write.update.mode", "write.merge.mode"] {
             p.insert(k.to_string(), "merge-on-read".to_string());
