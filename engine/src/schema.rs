@@ -290,6 +290,9 @@ pub mod dead_letter_columns {
     pub const REASON: &str = "reason";
     /// When floe rejected it.
     pub const FAILED_AT: &str = "failed_at";
+    /// The kind of reason (`unparseable`, `key_mismatch`, ...; optional: tables made before
+    /// it have it added, and their older rows read null).
+    pub const REASON_KIND: &str = "reason_kind";
 }
 
 /// The dead-letter table's Iceberg schema (unpartitioned).
@@ -305,6 +308,7 @@ pub fn dead_letter_schema() -> Result<Schema> {
             Arc::new(NestedField::optional(5, c::VALUE, p(PrimitiveType::Binary))),
             Arc::new(NestedField::required(6, c::REASON, p(PrimitiveType::String))),
             Arc::new(NestedField::required(7, c::FAILED_AT, p(PrimitiveType::Timestamptz))),
+            Arc::new(NestedField::optional(8, c::REASON_KIND, p(PrimitiveType::String))),
         ])
         .build()?)
 }

@@ -336,10 +336,23 @@ impl Generator {
     }
 
     fn push(&mut self, t: usize, key_json: &Map<String, Json>, value: Option<String>) -> (i32, i64) {
+        self.push_keyed(t, key_json, None, value)
+    }
+
+    /// As `push`, with the record key's text given (else made from `key_json`, which also
+    /// picks the partition).
+    fn push_keyed(
+        &mut self,
+        t: usize,
+        key_json: &Map<String, Json>,
+        key_text: Option<String>,
+        value: Option<String>,
+    ) -> (i32, i64) {
         let schemaless = self.spec.schemaless.contains(&t);
         let table = &self.tables[t].table;
-        let key_text =
-            if schemaless { Json::Object(key_json.clone()).to_string() } else { table.key_message(key_json) };
+        let key_text = key_text.unwrap_or_else(|| {
+            if schemaless { Json::Object(key_json.clone()).to_string() } else { table.key_message(key_json) }
+        });
         let partition = self.partition_of(&Json::Object(key_json.clone()).to_string());
         let topic = table.topic.clone();
         let offset = {
@@ -596,8 +609,8 @@ impl Generator {
         if let Some(key) = m.cdc_keys.get(&(last.partition, last.offset)).cloned() {
             m.cdc_keys.insert((last.partition, offset), key);
         }
-        if m.dead_letters.contains(&(last.partition, last.offset)) {
-            m.dead_letter(last.partition, offset);
+        if let Some(kind) = m.dead_kinds.get(&(last.partition, last.offset)).copied() {
+            m.dead_letter(last.partition, offset, kind);
         }
         self.pending.push_back(again.clone());
         self.tables[t].last = Some(again);
@@ -606,29 +619,39 @@ impl Generator {
 
     fn bad_record(&mut self, t: usize) {
         let (key, kj) = self.new_key(t);
-        let _ = key;
-        let kind = self.rng.random_range(0..4);
+        let kind = self.rng.random_range(0..6);
         let table = self.tables[t].table.clone();
-        let value = match kind {
-            0 => "{\"schema\":{\"type\":\"struct\"".to_string(),
-            1 => table.value_message(
-                &json!({"before": null, "after": {}, "op": "x", "source": self.source(&table.table, false)}),
-            ),
+        let source = self.source(&table.table, false);
+        let mut key_text = None;
+        let (value, reason) = match kind {
+            0 => ("{\"schema\":{\"type\":\"struct\"".to_string(), "unparseable"),
+            1 => (table.value_message(&json!({"before": null, "after": {}, "op": "x", "source": source})), "unknown_op"),
             2 => {
                 let mut after = Map::new();
                 for c in &table.columns {
                     after.insert(c.name.to_string(), json!("not-a-number"));
                 }
-                table.value_message(
-                    &json!({"before": null, "after": after, "op": "c", "source": self.source(&table.table, false)}),
-                )
+                (table.value_message(&json!({"before": null, "after": after, "op": "c", "source": source})), "type_mismatch")
             }
-            _ => table.value_message(
-                &json!({"before": null, "after": null, "op": "c", "source": self.source(&table.table, false)}),
-            ),
+            3 => (table.value_message(&json!({"before": null, "after": null, "op": "c", "source": source})), "unparseable"),
+            // A well-formed insert whose record key names another row (a misrouted record).
+            4 => {
+                let row = self.random_row(t, &key, &kj);
+                let (_, other) = self.new_key(t);
+                key_text = Some(table.key_message(&other));
+                let after = Json::Object(row.json());
+                (table.value_message(&json!({"before": null, "after": after, "op": "c", "source": source})), "key_mismatch")
+            }
+            // A well-formed insert whose record key is not JSON.
+            _ => {
+                let row = self.random_row(t, &key, &kj);
+                key_text = Some("{\"id\":".to_string());
+                let after = Json::Object(row.json());
+                (table.value_message(&json!({"before": null, "after": after, "op": "c", "source": source})), "unparseable")
+            }
         };
-        let (partition, offset) = self.push(t, &kj, Some(value));
-        self.model.tables[t].dead_letter(partition, offset);
+        let (partition, offset) = self.push_keyed(t, &kj, key_text, Some(value));
+        self.model.tables[t].dead_letter(partition, offset, reason);
     }
 }
 

@@ -49,6 +49,8 @@ pub struct TableModel {
     pub cdc_keys: HashMap<(i32, i64), Row>,
     /// Dead letters: (partition, offset).
     pub dead_letters: BTreeSet<(i32, i64)>,
+    /// The reason kind of each dead letter (`DeadReason::kind`).
+    pub dead_kinds: BTreeMap<(i32, i64), &'static str>,
 }
 
 /// A ledger fingerprint: stable across runs and processes, and across schema evolution: an
@@ -79,6 +81,7 @@ impl TableModel {
             cdc: HashMap::new(),
             cdc_keys: HashMap::new(),
             dead_letters: BTreeSet::new(),
+            dead_kinds: BTreeMap::new(),
         }
     }
 
@@ -109,9 +112,10 @@ impl TableModel {
         }
     }
 
-    /// Records a bad record.
-    pub fn dead_letter(&mut self, partition: i32, offset: i64) {
+    /// Records a bad record, and the kind of reason it must be given.
+    pub fn dead_letter(&mut self, partition: i32, offset: i64, kind: &'static str) {
         self.dead_letters.insert((partition, offset));
+        self.dead_kinds.insert((partition, offset), kind);
     }
 }
 

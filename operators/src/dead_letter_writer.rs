@@ -60,8 +60,9 @@ impl StageCore for DeadLetterStage {
                     Value::Long(d.offset),
                     d.key.clone().map(Value::Binary).unwrap_or(Value::Null),
                     d.value.clone().map(Value::Binary).unwrap_or(Value::Null),
-                    Value::String(d.reason.clone()),
+                    Value::String(d.reason.to_string()),
                     Value::TimestampTz(now),
+                    Value::String(d.reason.kind().to_string()),
                 ])?;
             }
             let rows = batch.len() as u64;

@@ -26,7 +26,7 @@ use floe_engine::metrics::Metrics;
 use floe_engine::offsets::{SourceOffsets, committed_progress};
 use floe_engine::runtime::IoRuntime;
 use floe_engine::schema::{
-    Column, TableSchema, base_partition_spec, cdc_columns, cdc_partition_spec, dead_letter_schema,
+    Column, TableSchema, base_partition_spec, cdc_columns, cdc_partition_spec, dead_letter_columns, dead_letter_schema,
 };
 use floe_engine::schema_audit::{AuditEntry, history, now_ms, retired, retired_from};
 use floe_engine::schema_drift::{Decision, Observed, SourceShape, decide};
@@ -95,7 +95,7 @@ pub fn plan(
     }
     let mut dead_letters = Vec::new();
     for name in &dead_letter_names {
-        let state = ensure(
+        let mut state = ensure(
             catalog.as_ref(),
             &runtime,
             name,
@@ -103,6 +103,16 @@ pub fn plan(
             UnboundPartitionSpec::builder().with_spec_id(0).build(),
             props("dead-letters", None, None),
         )?;
+        if state.metadata.current_schema().field_by_name(dead_letter_columns::REASON_KIND).is_none() {
+            // Made before dead letters had a reason kind: add the column (optional, so older
+            // rows read null), as any additive change.
+            let change = SchemaCommit { schema: dead_letter_schema()?, retired: Default::default(), audit: Vec::new() };
+            let ident = state.ident.clone();
+            runtime.block_on(commit_metadata(catalog.as_ref(), &ident, Some(&change), HashMap::new(), &[]))?;
+            info!(table = %name, "dead-letter table: added column `reason_kind`");
+            state = load(catalog.as_ref(), &runtime, name)?
+                .ok_or_else(|| Error::new(ErrorKind::Catalog, format!("{name} vanished")))?;
+        }
         dead_letters.push(target(name, &state, &config.pipeline.id)?);
     }
     Ok(PipelinePlan {

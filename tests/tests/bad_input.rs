@@ -43,6 +43,16 @@ fn bad_records_go_to_the_dead_letter_table_with_bytes_and_reason() {
         };
         let Value::String(reason) = &row.0[col("reason")] else { panic!("seed {s}: no reason in {row}") };
         assert!(!reason.is_empty(), "seed {s}: empty reason");
+        let Value::String(kind) = &row.0[col("reason_kind")] else { panic!("seed {s}: no reason kind in {row}") };
+        let model = scratch.model.tables.iter().find(|t| &t.topic == topic).expect("topic");
+        assert_eq!(
+            Some(kind.as_str()),
+            model.dead_kinds.get(&(*p, *o)).copied(),
+            "seed {s}: reason kind of {topic}/{p}/{o} ({reason})"
+        );
+        if kind == "key_mismatch" {
+            assert!(reason.contains("record key is") && reason.contains("row image's key is"), "seed {s}: {reason}");
+        }
         let value = match &row.0[col("value")] {
             Value::Binary(b) => Some(String::from_utf8(b.clone()).expect("utf8")),
             _ => None,

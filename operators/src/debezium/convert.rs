@@ -4,8 +4,8 @@
 //! token together with the column's [`Conversion`], and it produces the Iceberg-unit value.
 //!
 //! # Invariants
-//! - Every rejection names the column and says what was expected; the decoder turns it into
-//!   a dead letter's reason.
+//! - Every rejection names the column and says what was expected, and leaves a hint (type
+//!   or range) that the decoder's [`super::dead_reason::DeadReason`] classification takes.
 //! - No silent truncation: out-of-range integers, over-precise decimals and times outside a
 //!   day are errors, never clamped.
 
@@ -19,6 +19,7 @@ use ordered_float::OrderedFloat;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::connect_schema::{Conversion, TimeUnit};
+use super::dead_reason::{Hint, hint};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -40,12 +41,20 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
 }
 
 impl ValueSeed<'_> {
+    /// A value of the column's type outside its range (or precision).
     fn fail<E: de::Error>(&self, what: impl fmt::Display) -> E {
+        hint(Hint::Range);
+        E::custom(format!("column `{}`: {what}", self.column))
+    }
+
+    /// A value that is not of the column's type, or not in its type's text form.
+    fn malformed<E: de::Error>(&self, what: impl fmt::Display) -> E {
+        hint(Hint::Type);
         E::custom(format!("column `{}`: {what}", self.column))
     }
 
     fn mismatch<E: de::Error>(&self, got: impl fmt::Display) -> E {
-        self.fail(format!("expected {}, got {got}", expected(self.conversion)))
+        self.malformed(format!("expected {}, got {got}", expected(self.conversion)))
     }
 
     fn integer<E: de::Error>(&self, v: i128) -> Result<Value, E> {
@@ -159,29 +168,29 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
         match self.conversion {
             Conversion::String => Ok(Value::String(v.to_string())),
             Conversion::Bytes => {
-                BASE64.decode(v).map(Value::Binary).map_err(|e| self.fail(format!("invalid base64: {e}")))
+                BASE64.decode(v).map(Value::Binary).map_err(|e| self.malformed(format!("invalid base64: {e}")))
             }
             Conversion::Decimal { precision, .. } | Conversion::DecimalText { precision, .. } => {
-                let bytes = BASE64.decode(v).map_err(|e| self.fail(format!("invalid base64 decimal: {e}")))?;
+                let bytes = BASE64.decode(v).map_err(|e| self.malformed(format!("invalid base64 decimal: {e}")))?;
                 let unscaled = unscaled_from_bytes(&bytes).ok_or_else(|| self.fail("decimal wider than 128 bits"))?;
                 check_precision(unscaled, precision).map_err(|m| self.fail(m))?;
                 Ok(Value::Decimal(unscaled))
             }
             Conversion::WideDecimalText { scale } => {
-                let bytes = BASE64.decode(v).map_err(|e| self.fail(format!("invalid base64 decimal: {e}")))?;
+                let bytes = BASE64.decode(v).map_err(|e| self.malformed(format!("invalid base64 decimal: {e}")))?;
                 Ok(Value::String(big_decimal_text(&bytes, scale)))
             }
             Conversion::ZonedTimestamp | Conversion::DeclaredTimestamp { zoned: true } => {
                 DateTime::parse_from_rfc3339(v)
                     .map(|t| Value::TimestampTz(t.timestamp_micros()))
-                    .map_err(|e| self.fail(format!("`{v}` is not an ISO-8601 timestamp: {e}")))
+                    .map_err(|e| self.malformed(format!("`{v}` is not an ISO-8601 timestamp: {e}")))
             }
             Conversion::DeclaredTimestamp { zoned: false } => parse_naive_timestamp(v)
                 .map(Value::Timestamp)
-                .ok_or_else(|| self.fail(format!("`{v}` is not an ISO-8601 timestamp"))),
+                .ok_or_else(|| self.malformed(format!("`{v}` is not an ISO-8601 timestamp"))),
             Conversion::DeclaredDate => NaiveDate::parse_from_str(v, "%Y-%m-%d")
                 .map(|d| Value::Date((d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32))
-                .map_err(|e| self.fail(format!("`{v}` is not a date: {e}"))),
+                .map_err(|e| self.malformed(format!("`{v}` is not a date: {e}"))),
             Conversion::JsonText => Ok(Value::String(serde_json::to_string(v).unwrap_or_default())),
             _ => Err(self.mismatch(format!("the string {v:?}"))),
         }

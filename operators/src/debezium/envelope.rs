@@ -24,6 +24,7 @@ use serde_json::value::RawValue;
 
 use super::connect_schema::Conversion;
 use super::convert::ValueSeed;
+use super::dead_reason::DeadReason;
 
 /// Where each source field of a row image lands in the table row.
 #[derive(Clone, Debug)]
@@ -211,9 +212,9 @@ pub struct EnvelopeSeed<'a> {
 
 impl RowLayout {
     /// Parses a raw row image into a typed row.
-    pub fn parse(&self, raw: &RawValue) -> Result<Option<Row>, String> {
+    pub fn parse(&self, raw: &RawValue) -> Result<Option<Row>, DeadReason> {
         let mut de = serde_json::Deserializer::from_str(raw.get());
-        RowSeed { layout: self }.deserialize(&mut de).map_err(|e| e.to_string())
+        RowSeed { layout: self }.deserialize(&mut de).map_err(|e| DeadReason::of_json(&e))
     }
 }
 
@@ -297,6 +298,22 @@ mod tests {
         let mut de = serde_json::Deserializer::from_str(json);
         let env = EnvelopeSeed { layout: &l }.deserialize(&mut de).expect("envelope");
         let err = l.parse(env.after.expect("after")).expect_err("unknown");
-        assert!(err.contains("field `extra`"), "{err}");
+        assert!(err.to_string().contains("field `extra`"), "{err}");
+    }
+
+    #[test]
+    fn nesting_too_deep_is_its_own_reason() {
+        let l = RowLayout::new(
+            2,
+            vec![
+                FieldSlot { name: "id".into(), conversion: Conversion::Long, position: 0 },
+                FieldSlot { name: "doc".into(), conversion: Conversion::JsonText, position: 1 },
+            ],
+        );
+        let shallow = serde_json::from_str::<&RawValue>(r#"{"id":1,"doc":[[1]]}"#).expect("raw");
+        assert!(l.parse(shallow).is_ok());
+        let deep = format!(r#"{{"id":1,"doc":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        let deep = serde_json::from_str::<&RawValue>(&deep).expect("raw");
+        assert_eq!(l.parse(deep).expect_err("too deep").kind(), "nesting_too_deep");
     }
 }

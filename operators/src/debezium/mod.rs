@@ -3,8 +3,11 @@
 
 pub mod connect_schema;
 pub mod convert;
+pub mod dead_reason;
 pub mod decoder;
 pub mod envelope;
+pub mod record_key;
 
+pub use dead_reason::DeadReason;
 pub use decoder::{DeadLetter, Decoded, Event, TableDecoder};
 pub use envelope::Op;
