@@ -224,7 +224,11 @@ pub async fn retire(
                     let (seq, file_seq) = sequence_numbers(&entry)?;
                     // A DELETED entry keeps no column metrics: no reader plans with it, and
                     // its bounds would keep values of rows an erasure removed.
-                    writer.add_delete_file(without_metrics(&data_file, file.partition_spec_id)?, seq, Some(file_seq))?;
+                    writer.add_delete_file(
+                        without_metrics(&data_file, file.partition_spec_id)?,
+                        seq,
+                        Some(file_seq),
+                    )?;
                 } else {
                     add_existing(&mut writer, &entry, data_file, file.added_snapshot_id)?;
                 }

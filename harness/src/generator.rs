@@ -625,29 +625,43 @@ impl Generator {
         let mut key_text = None;
         let (value, reason) = match kind {
             0 => ("{\"schema\":{\"type\":\"struct\"".to_string(), "unparseable"),
-            1 => (table.value_message(&json!({"before": null, "after": {}, "op": "x", "source": source})), "unknown_op"),
+            1 => {
+                (table.value_message(&json!({"before": null, "after": {}, "op": "x", "source": source})), "unknown_op")
+            }
             2 => {
                 let mut after = Map::new();
                 for c in &table.columns {
                     after.insert(c.name.to_string(), json!("not-a-number"));
                 }
-                (table.value_message(&json!({"before": null, "after": after, "op": "c", "source": source})), "type_mismatch")
+                (
+                    table.value_message(&json!({"before": null, "after": after, "op": "c", "source": source})),
+                    "type_mismatch",
+                )
             }
-            3 => (table.value_message(&json!({"before": null, "after": null, "op": "c", "source": source})), "unparseable"),
+            3 => (
+                table.value_message(&json!({"before": null, "after": null, "op": "c", "source": source})),
+                "unparseable",
+            ),
             // A well-formed insert whose record key names another row (a misrouted record).
             4 => {
                 let row = self.random_row(t, &key, &kj);
                 let (_, other) = self.new_key(t);
                 key_text = Some(table.key_message(&other));
                 let after = Json::Object(row.json());
-                (table.value_message(&json!({"before": null, "after": after, "op": "c", "source": source})), "key_mismatch")
+                (
+                    table.value_message(&json!({"before": null, "after": after, "op": "c", "source": source})),
+                    "key_mismatch",
+                )
             }
             // A well-formed insert whose record key is not JSON.
             _ => {
                 let row = self.random_row(t, &key, &kj);
                 key_text = Some("{\"id\":".to_string());
                 let after = Json::Object(row.json());
-                (table.value_message(&json!({"before": null, "after": after, "op": "c", "source": source})), "unparseable")
+                (
+                    table.value_message(&json!({"before": null, "after": after, "op": "c", "source": source})),
+                    "unparseable",
+                )
             }
         };
         let (partition, offset) = self.push_keyed(t, &kj, key_text, Some(value));

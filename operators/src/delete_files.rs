@@ -37,8 +37,10 @@ pub async fn write_data_at(
     path: &str,
     batch: RecordBatch,
 ) -> Result<DataFile> {
-    let builder =
-        ParquetWriterBuilder::new(crate::files::writer_properties(target, Some(&batch), batch.num_rows()), Arc::clone(&target.schema));
+    let builder = ParquetWriterBuilder::new(
+        crate::files::writer_properties(target, Some(&batch), batch.num_rows()),
+        Arc::clone(&target.schema),
+    );
     let mut writer = builder.build(file_io.new_output(path)?).await?;
     writer.write(&batch).await?;
     let mut built = writer.close().await?;
@@ -81,9 +83,10 @@ pub async fn write_position_deletes(
     let columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(paths)), Arc::new(Int64Array::from(pos))];
     let batch = RecordBatch::try_new(arrow, columns)
         .map_err(|e| Error::new(ErrorKind::Internal, "building a position-delete batch").with_source(e))?;
-    let mut writer = ParquetWriterBuilder::new(crate::files::writer_properties(target, Some(&batch), batch.num_rows()), schema)
-        .build(file_io.new_output(path)?)
-        .await?;
+    let mut writer =
+        ParquetWriterBuilder::new(crate::files::writer_properties(target, Some(&batch), batch.num_rows()), schema)
+            .build(file_io.new_output(path)?)
+            .await?;
     writer.write(&batch).await?;
     let mut built = writer.close().await?;
     let Some(mut file) = built.pop() else {

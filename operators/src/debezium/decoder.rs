@@ -695,6 +695,7 @@ mod tests {
     use super::*;
     use crate::schema_versions::SchemaVersions;
     use floe_engine::schema::{Column, ColumnType, TableSchema, TableSchemaRef};
+    use floe_engine::value::Value;
     use std::collections::BTreeSet;
 
     fn schema() -> TableSchemaRef {
@@ -814,22 +815,35 @@ mod tests {
         // Agreeing keys, in every form a producer writes them.
         let with_schema = br#"{"schema":{"type":"struct","fields":[{"type":"int64","optional":false,"field":"id"}],"optional":false,"name":"k"},"payload":{"id":1}}"#;
         for key in [&br#"{"id":1}"#[..], b"1", br#"{ "id" : 1 }"#, with_schema, with_schema] {
-            assert!(matches!(d.decode(keyed(0, key, insert), 0), Decoded::Event(_)), "{}", String::from_utf8_lossy(key));
+            assert!(
+                matches!(d.decode(keyed(0, key, insert), 0), Decoded::Event(_)),
+                "{}",
+                String::from_utf8_lossy(key)
+            );
             assert!(matches!(d.decode(keyed(1, key, delete), 0), Decoded::Event(_)));
         }
         // A key that disagrees names both values.
-        for (key, payload) in [(&br#"{"id":2}"#[..], insert), (br#"{"id":2}"#, delete), (&with_schema[..], &insert.replace("\"id\":1", "\"id\":3")[..])] {
+        for (key, payload) in [
+            (&br#"{"id":2}"#[..], insert),
+            (br#"{"id":2}"#, delete),
+            (&with_schema[..], &insert.replace("\"id\":1", "\"id\":3")[..]),
+        ] {
             match d.decode(keyed(2, key, payload), 0) {
                 Decoded::Dead(dl) => {
                     assert_eq!(dl.reason.kind(), "key_mismatch", "{}", dl.reason);
                     let text = dl.reason.to_string();
-                    assert!(text.contains("id=") && text.contains("record key") && text.contains("row image"), "{text}");
+                    assert!(
+                        text.contains("id=") && text.contains("record key") && text.contains("row image"),
+                        "{text}"
+                    );
                 }
                 other => panic!("{other:?}"),
             }
         }
         // An unparseable key, and one without the key column.
-        for (key, kind) in [(&b"{id:"[..], "unparseable"), (br#"{"other":1}"#, "missing_key"), (br#"{"id":"x"}"#, "type_mismatch")] {
+        for (key, kind) in
+            [(&b"{id:"[..], "unparseable"), (br#"{"other":1}"#, "missing_key"), (br#"{"id":"x"}"#, "type_mismatch")]
+        {
             match d.decode(keyed(3, key, insert), 0) {
                 Decoded::Dead(dl) => assert_eq!(dl.reason.kind(), kind, "{}", dl.reason),
                 other => panic!("{other:?}"),

@@ -102,15 +102,14 @@ fn payload_of_tail(tail: &[u8]) -> Option<&[u8]> {
 
 fn parse_payload(payload: &[u8], columns: &[KeyColumn]) -> Result<Row, DeadReason> {
     let mut de = serde_json::Deserializer::from_slice(payload);
-    let values = KeySeed { columns }
-        .deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| match (has_hint(), DeadReason::of_json(&e)) {
+    let values = KeySeed { columns }.deserialize(&mut de).and_then(|v| de.end().map(|()| v)).map_err(|e| {
+        match (has_hint(), DeadReason::of_json(&e)) {
             // A column refused its value: say which (type or range).
             (true, reason) | (false, reason @ DeadReason::NestingTooDeep(_)) => reason,
             // Not JSON, or not shaped like a key.
             (false, _) => DeadReason::Unparseable(format!("unparseable key: {e}")),
-        })?;
+        }
+    })?;
     let mut row = Vec::with_capacity(columns.len());
     for (column, value) in columns.iter().zip(values) {
         match value {
