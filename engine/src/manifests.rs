@@ -176,6 +176,9 @@ impl ManifestTarget<'_> {
     }
 }
 
+/// A kind of manifest: whether it lists data files, and its partition spec id.
+type ManifestKind = (bool, i32);
+
 /// Retires `refs` from the parent's manifests (see the module docs). With nothing to
 /// retire, no manifest is read. The manifests that list a retired file are rewritten
 /// together, one manifest per kind (content and partition spec), not one per manifest: an
@@ -188,7 +191,7 @@ pub async fn retire(
     cache: &ManifestCache,
 ) -> Result<Retired> {
     let mut out = Retired::default();
-    let mut hit: BTreeMap<(bool, i32), Vec<(ManifestFile, Arc<Manifest>)>> = BTreeMap::new();
+    let mut hit: BTreeMap<ManifestKind, Vec<(ManifestFile, Arc<Manifest>)>> = BTreeMap::new();
     for file in parent {
         let live = file.added_files_count.unwrap_or(1) + file.existing_files_count.unwrap_or(1);
         if live == 0 {

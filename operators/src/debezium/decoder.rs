@@ -277,7 +277,7 @@ impl TableDecoder {
                 if layout.version > 0 {
                     self.note_use(layout.version, epoch);
                 }
-                self.to_event(&record, env, &layout).map_err(Fail::Dead)
+                self.event_of(&record, env, &layout).map_err(Fail::Dead)
             })
         };
         match result {
@@ -545,7 +545,7 @@ impl TableDecoder {
         }
     }
 
-    fn to_event(
+    fn event_of(
         &mut self,
         record: &SourceRecord,
         env: Envelope<'_>,
