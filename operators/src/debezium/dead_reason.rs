@@ -77,16 +77,12 @@ impl DeadReason {
     /// A JSON error while parsing a payload or key, by what went wrong: a value a column
     /// refused (its seed left a hint), nesting too deep, or unreadable JSON.
     pub fn of_json(e: &serde_json::Error) -> DeadReason {
-        Self::classify(e.to_string(), e.classify() == serde_json::error::Category::Data)
-    }
-
-    /// As [`DeadReason::of_json`], for a message already turned into text.
-    pub fn classify(text: String, data_error: bool) -> DeadReason {
+        let text = e.to_string();
         match take_hint() {
             Some(Hint::Range) => DeadReason::OutOfRange(text),
             Some(Hint::Type) => DeadReason::TypeMismatch(text),
             None if text.starts_with("recursion limit exceeded") => DeadReason::NestingTooDeep(text),
-            None if data_error => DeadReason::TypeMismatch(text),
+            None if e.classify() == serde_json::error::Category::Data => DeadReason::TypeMismatch(text),
             None => DeadReason::Unparseable(text),
         }
     }

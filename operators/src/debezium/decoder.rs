@@ -42,7 +42,9 @@ use serde_json::value::RawValue;
 
 use super::connect_schema::{ConnectSchema, Conversion, record_key_fields, row_fields};
 use super::dead_reason::DeadReason;
-use super::envelope::{Envelope, EnvelopeSeed, FieldSlot, Op, RowLayout};
+use super::envelope::{
+    ConnectMessage, Envelope, EnvelopeSeed, FieldSlot, Op, RowLayout, adopt_if_same, payload_of_tail, schema_prefix,
+};
 use super::record_key::{KeyColumn, KeyParser, describe};
 use crate::plan::RowTransform;
 use crate::row_view::RowMut;
@@ -156,14 +158,6 @@ pub struct TableDecoder {
     keys: KeyParser,
     /// The key columns as the last layout converts them.
     key_columns: Option<(Arc<RowLayout>, Arc<[KeyColumn]>)>,
-}
-
-#[derive(Deserialize)]
-struct Top<'a> {
-    #[serde(borrow, default)]
-    schema: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    payload: Option<&'a RawValue>,
 }
 
 impl TableDecoder {
@@ -295,21 +289,13 @@ impl TableDecoder {
     /// Whether a source's shared value prefix is the schema prefix we have a layout for;
     /// adopts the source's allocation so later checks are a pointer comparison.
     fn shared_prefix_matches(&mut self, shared: &Arc<[u8]>) -> bool {
-        match &mut self.fast {
-            Some((mine, _)) if Arc::ptr_eq(mine, shared) => true,
-            Some((mine, _)) if mine[..] == shared[..] => {
-                *mine = Arc::clone(shared);
-                true
-            }
-            _ => false,
-        }
+        self.fast.as_mut().is_some_and(|(mine, _)| adopt_if_same(mine, shared))
     }
 
     /// Parses `payload}` (what follows the schema prefix) with the cached layout.
     fn parse_payload<'v>(&self, rest: &'v [u8]) -> Option<(Envelope<'v>, Arc<RowLayout>)> {
         let (_, layout) = self.fast.as_ref()?;
-        let trimmed = rest.trim_ascii_end();
-        let payload = trimmed.strip_suffix(b"}")?;
+        let payload = payload_of_tail(rest)?;
         let mut de = serde_json::Deserializer::from_slice(payload);
         let env = EnvelopeSeed { layout }.deserialize(&mut de).ok()?;
         de.end().ok()?;
@@ -322,14 +308,14 @@ impl TableDecoder {
         record: &SourceRecord,
         epoch: Epoch,
     ) -> Result<(Envelope<'v>, Arc<RowLayout>), Fail> {
-        let top: Top<'_> = serde_json::from_slice(value).map_err(|e| match DeadReason::of_json(&e) {
+        let top: ConnectMessage<'_> = serde_json::from_slice(value).map_err(|e| match DeadReason::of_json(&e) {
             deep @ DeadReason::NestingTooDeep(_) => deep,
             _ => DeadReason::Unparseable(format!("unparseable JSON: {e}")),
         })?;
         let (payload, layout): (&[u8], Arc<RowLayout>) = match (top.schema, top.payload) {
             (Some(schema), Some(payload)) if schema.get() != "null" => {
                 let layout = self.layout_for(schema.get().as_bytes(), record, epoch)?;
-                let prefix = [b"{\"schema\":".as_slice(), schema.get().as_bytes(), b",\"payload\":"].concat();
+                let prefix = schema_prefix(schema);
                 if value.starts_with(&prefix) {
                     self.fast = Some((Arc::from(prefix), Arc::clone(&layout)));
                 }

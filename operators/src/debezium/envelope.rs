@@ -17,6 +17,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use floe_engine::value::{Row, Value};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
@@ -201,6 +202,40 @@ fn source_ts_ms(raw: &RawValue) -> Option<i64> {
     let rest = text[at..].trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
     let end = rest.iter().position(|b| !(b.is_ascii_digit() || *b == b'-')).unwrap_or(rest.len());
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+/// A Kafka Connect JsonConverter message, `{"schema": S, "payload": P}`, either part absent
+/// in schemaless messages. Values and keys share it.
+#[derive(serde::Deserialize)]
+pub(crate) struct ConnectMessage<'a> {
+    #[serde(borrow, default)]
+    pub schema: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub payload: Option<&'a RawValue>,
+}
+
+/// `{"schema":S,"payload":`: what every compact message with schema `S` starts with, and
+/// what the fast paths skip.
+pub(crate) fn schema_prefix(schema: &RawValue) -> Vec<u8> {
+    [b"{\"schema\":".as_slice(), schema.get().as_bytes(), b",\"payload\":"].concat()
+}
+
+/// `payload}` (what follows a schema prefix) → `payload`.
+pub(crate) fn payload_of_tail(tail: &[u8]) -> Option<&[u8]> {
+    tail.trim_ascii_end().strip_suffix(b"}")
+}
+
+/// Whether a source's `shared` prefix is the prefix in `mine`; adopts the source's
+/// allocation, so later checks are a pointer comparison.
+pub(crate) fn adopt_if_same(mine: &mut Arc<[u8]>, shared: &Arc<[u8]>) -> bool {
+    if Arc::ptr_eq(mine, shared) {
+        return true;
+    }
+    if mine[..] == shared[..] {
+        *mine = Arc::clone(shared);
+        return true;
+    }
+    false
 }
 
 /// Parses a payload object into an [`Envelope`].

@@ -21,11 +21,11 @@ use std::sync::Arc;
 
 use floe_engine::value::{Row, Value};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
 use super::connect_schema::Conversion;
 use super::convert::ValueSeed;
 use super::dead_reason::{DeadReason, has_hint};
+use super::envelope::{ConnectMessage, adopt_if_same, payload_of_tail, schema_prefix};
 
 /// One key column: its name and how its JSON converts.
 #[derive(Clone, Debug)]
@@ -42,20 +42,12 @@ pub struct KeyParser {
     prefix: Option<Arc<[u8]>>,
 }
 
-#[derive(serde::Deserialize)]
-struct Top<'a> {
-    #[serde(borrow, default)]
-    schema: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    payload: Option<&'a RawValue>,
-}
-
 impl KeyParser {
     /// The key columns' values in `key`: the whole key's bytes, or (with `shared`) the
     /// tail after a prefix the source shares between records.
     pub fn parse(&mut self, shared: Option<&Arc<[u8]>>, tail: &[u8], columns: &[KeyColumn]) -> Result<Row, DeadReason> {
-        if let (Some(shared), Some(mine)) = (shared, &self.prefix)
-            && (Arc::ptr_eq(shared, mine) || shared[..] == mine[..])
+        if let (Some(shared), Some(mine)) = (shared, self.prefix.as_mut())
+            && adopt_if_same(mine, shared)
             && let Some(row) = payload_of_tail(tail).and_then(|p| parse_payload(p, columns).ok())
         {
             return Ok(row);
@@ -80,9 +72,9 @@ impl KeyParser {
     fn parse_slow(&mut self, bytes: &[u8], columns: &[KeyColumn]) -> Result<Row, DeadReason> {
         let text = std::str::from_utf8(bytes)
             .map_err(|e| DeadReason::Unparseable(format!("unparseable key: not UTF-8 ({e})")))?;
-        let payload = match serde_json::from_str::<Top<'_>>(text) {
-            Ok(Top { schema: Some(schema), payload: Some(payload) }) => {
-                let prefix = [b"{\"schema\":".as_slice(), schema.get().as_bytes(), b",\"payload\":"].concat();
+        let payload = match serde_json::from_str::<ConnectMessage<'_>>(text) {
+            Ok(ConnectMessage { schema: Some(schema), payload: Some(payload) }) => {
+                let prefix = schema_prefix(schema);
                 if bytes.starts_with(&prefix) {
                     self.prefix = Some(Arc::from(prefix));
                 }
@@ -93,11 +85,6 @@ impl KeyParser {
         };
         parse_payload(payload, columns)
     }
-}
-
-/// `payload}` (what follows a cached schema prefix) → `payload`.
-fn payload_of_tail(tail: &[u8]) -> Option<&[u8]> {
-    tail.trim_ascii_end().strip_suffix(b"}")
 }
 
 fn parse_payload(payload: &[u8], columns: &[KeyColumn]) -> Result<Row, DeadReason> {
