@@ -199,6 +199,19 @@ impl std::error::Error for PausedTables {}
 
 #[derive(Subcommand)]
 enum BenchAgainst {
+    /// The decode core alone on one core: events/s of the fast path and of the serde
+    /// fallback, on the benchmark workload in several JSON layouts, and of the replay path.
+    Decoder {
+        /// Records per layout.
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
+        /// Workload seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Timed rounds per case (median reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// The key index: rebuild time from a table of R rows, and its memory per key.
     Index {
         /// Rows of the table.
@@ -281,6 +294,11 @@ pub fn main() -> ExitCode {
         }
         Command::Bench { against: Some(BenchAgainst::Spark(options)), .. } => {
             bench_spark(&options).map(|report| print!("{report}")).map_err(anyhow::Error::from)
+        }
+        Command::Bench { against: Some(BenchAgainst::Decoder { records, seed, rounds }), .. } => {
+            crate::bench_decoder::bench_decoder(&crate::bench_decoder::DecoderBenchOptions { records, seed, rounds })
+                .map(|report| print!("{report}"))
+                .map_err(anyhow::Error::from)
         }
         Command::Bench { against: Some(BenchAgainst::Index { rows, seed, dir, rounds, buckets }), .. } => {
             crate::bench_index::bench_index(&crate::bench_index::IndexBenchOptions { rows, seed, dir, rounds, buckets })

@@ -12,6 +12,7 @@
 pub mod allocator;
 pub mod api;
 pub mod bench;
+pub mod bench_decoder;
 pub mod bench_index;
 pub mod bench_maintenance;
 pub mod bench_spark;

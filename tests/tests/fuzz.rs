@@ -10,6 +10,10 @@
 //! # Invariants checked
 //! - No input panics either parser.
 //! - No single input takes longer than `HANG` (a hang, or work far beyond its size).
+//! - The decoder's specialised fast path and its serde path (`with_fast_path(false)`) turn
+//!   every input into the same result: the same event, or the same dead-letter reason.
+//! - No input allocates more than `ALLOC_PER_BYTE` bytes per input byte (plus
+//!   `ALLOC_BASE`) at its peak: allocation is bounded by the input's size.
 //!
 //! The budget is `FLOE_FUZZ_SECONDS` (default 20 s, what CI runs); the seed is
 //! `FLOE_SEED` or random, and printed with every failure:
@@ -18,9 +22,11 @@
 //! FLOE_FUZZ_SECONDS=600 cargo nextest run --release -p floe-tests -E 'test(fuzz)' --no-capture
 //! ```
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use floe_engine::record::SourceRecord;
@@ -32,6 +38,54 @@ use floe_operators::kcat_line::KcatParser;
 use floe_operators::schema_versions::SchemaVersions;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+/// Counts live heap bytes and their peak, so each input's allocation can be bounded.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call forwards to the system allocator unchanged; the counters are
+// bookkeeping only (the workspace denies unsafe code; a global allocator needs it).
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > layout.size() {
+            let live = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size - layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        } else {
+            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Peak allocation one input may cause, per input byte…
+const ALLOC_PER_BYTE: usize = 64;
+/// …plus this.
+const ALLOC_BASE: usize = 4 << 20;
+
+/// The bytes `f` allocated at its peak, above what was live when it started.
+fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let out = f();
+    (out, PEAK.load(Ordering::Relaxed).saturating_sub(base))
+}
 
 /// A corpus entry: table index, key bytes, value bytes, the record's kcat line.
 type Seed = (usize, Vec<u8>, Vec<u8>, Vec<u8>);
@@ -56,7 +110,7 @@ fn mutate(rng: &mut ChaCha8Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
     for _ in 0..rng.random_range(1..=4) {
         let len = out.len();
         let at = if len == 0 { 0 } else { rng.random_range(0..len) };
-        match rng.random_range(0..9) {
+        match rng.random_range(0..10) {
             0 if len > 0 => out[at] ^= 1 << rng.random_range(0..8),
             1 => out.insert(at, rng.random()),
             2 if len > 0 => {
@@ -82,6 +136,13 @@ fn mutate(rng: &mut ChaCha8Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
                 let numbers: [&[u8]; 6] =
                     [b"99999999999999999999999999", b"-1e999", b"1.5e308", b"-0", b"18446744073709551616", b"NaN"];
                 out.splice(at..at, numbers[rng.random_range(0..numbers.len())].iter().copied());
+            }
+            8 => {
+                // Whitespace after a `:` or `,`, as `json.dumps` writes (the fast path's
+                // other layouts).
+                if let Some(i) = out[at..].iter().position(|b| matches!(b, b':' | b',')) {
+                    out.insert(at + i + 1, b' ');
+                }
             }
             7 => {
                 let specials: [&[u8]; 6] = [b"\\", b"\\u", b"\\ud800", b"\"", b"\xff\xfe", b"null"];
@@ -127,17 +188,16 @@ fn fuzz_the_decoder_and_the_replay_line_parser() {
             (table, key, value, kcat_line(r).into_bytes())
         })
         .collect();
-    let decoders = |tables: &[floe_harness::tables::GenTable]| -> Vec<TableDecoder> {
-        tables
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let versions = SchemaVersions::new(Arc::new(t.table_schema()), BTreeSet::new());
-                TableDecoder::new(i as u32, &t.topic, versions, i == 0, SchemaPolicy::Additive, None)
-            })
-            .collect()
+    // Each table's decoder twice: the fast path, and the serde path alone.
+    let decoders = |tables: &[floe_harness::tables::GenTable]| -> Vec<(TableDecoder, TableDecoder)> {
+        let one = |i: usize, t: &floe_harness::tables::GenTable, fast: bool| {
+            let versions = SchemaVersions::new(Arc::new(t.table_schema()), BTreeSet::new());
+            TableDecoder::new(i as u32, &t.topic, versions, i == 0, SchemaPolicy::Additive, None).with_fast_path(fast)
+        };
+        tables.iter().enumerate().map(|(i, t)| (one(i, t, true), one(i, t, false))).collect()
     };
     let mut decoder = decoders(&tables);
+    let mut worst_ratio = 0.0f64;
     let mut parser = KcatParser::new();
     let (started, budget) = (Instant::now(), budget());
     let (mut inputs, mut events, mut dead) = (0u64, 0u64, 0u64);
@@ -154,7 +214,15 @@ fn fuzz_the_decoder_and_the_replay_line_parser() {
         let value = if which != 0 { mutate(&mut rng, value, other_value) } else { value.clone() };
         let input = [&key[..], b"\n", &value[..]].concat();
         let record = SourceRecord::new(*table as u32, 0, inputs as i64, Some(key), Some(value));
-        match check(seed, "the decoder", &input, || decoder[*table].decode(record, 0)) {
+        let (fast, slow) = &mut decoder[*table];
+        let (decoded, grew) = peak_growth(|| check(seed, "the decoder", &input, || fast.decode(record.clone(), 0)));
+        let limit = ALLOC_PER_BYTE * input.len() + ALLOC_BASE;
+        let shown = || String::from_utf8_lossy(&input[..input.len().min(2000)]).into_owned();
+        assert!(grew <= limit, "seed {seed}: one input of {} bytes allocated {grew} bytes: {:?}", input.len(), shown());
+        worst_ratio = worst_ratio.max(grew as f64 / input.len().max(1) as f64);
+        let reference = check(seed, "the decoder's serde path", &input, || slow.decode(record, 0));
+        assert_eq!(decoded, reference, "seed {seed}: the fast path and the serde path disagree on {:?}", shown());
+        match decoded {
             Decoded::Event(_) => events += 1,
             Decoded::Dead(d) => {
                 assert!(!d.reason.to_string().is_empty(), "seed {seed}: empty reason");
@@ -164,10 +232,19 @@ fn fuzz_the_decoder_and_the_replay_line_parser() {
         }
         // The replay line parser.
         let line = mutate(&mut rng, line, other_line);
-        let _ = check(seed, "the replay line parser", &line, || parser.parse(&line).map(|r| r.offset));
+        let (_, grew) =
+            peak_growth(|| check(seed, "the replay line parser", &line, || parser.parse(&line).map(|r| r.offset)));
+        assert!(
+            grew <= ALLOC_PER_BYTE * line.len() + ALLOC_BASE,
+            "seed {seed}: a line of {} bytes allocated {grew}",
+            line.len()
+        );
         inputs += 1;
     }
-    eprintln!("fuzz seed {seed}: {inputs} inputs in {:?} ({events} events, {dead} dead letters)", started.elapsed());
+    eprintln!(
+        "fuzz seed {seed}: {inputs} inputs in {:?} ({events} events, {dead} dead letters; worst peak allocation {worst_ratio:.1} bytes per input byte)",
+        started.elapsed()
+    );
     assert!(inputs > 100, "seed {seed}: the fuzzer ran only {inputs} inputs");
     assert!(events > 0 && dead > 0, "seed {seed}: mutations should yield both events and dead letters");
 }

@@ -38,13 +38,13 @@ use floe_engine::schema_drift::{Decision, Observed, SchemaPolicy, SourceShape, d
 use floe_engine::value::Row;
 use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use super::connect_schema::{ConnectSchema, Conversion, record_key_fields, row_fields};
 use super::dead_reason::DeadReason;
 use super::envelope::{
     ConnectMessage, Envelope, EnvelopeSeed, FieldSlot, Op, RowLayout, adopt_if_same, payload_of_tail, schema_prefix,
 };
+use super::payload_parser::{self, KnownSchema, MessageContext};
 use super::record_key::{KeyColumn, KeyParser, describe};
 use crate::plan::RowTransform;
 use crate::row_view::RowMut;
@@ -81,8 +81,8 @@ pub struct Event {
 
 /// Digest of a row image's JSON text: equal texts (the source writes both images of a row
 /// the same way) mean equal rows.
-pub fn image_digest(raw: &RawValue) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(raw.get().as_bytes())
+pub fn image_digest(raw: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(raw)
 }
 
 /// A record that could not be decoded, with everything needed to replay it by hand.
@@ -132,9 +132,6 @@ impl From<DeadReason> for Fail {
 
 const MAX_CACHED_SCHEMAS: usize = 8;
 
-/// A value schema's JSON text and the layout (or the reason there is none) built from it.
-type CachedLayout = (Box<[u8]>, Result<Arc<RowLayout>, DeadReason>);
-
 /// Decoder for one table (topic).
 pub struct TableDecoder {
     table: u32,
@@ -143,7 +140,7 @@ pub struct TableDecoder {
     version: Arc<Version>,
     policy: SchemaPolicy,
     declared: Option<Arc<RowLayout>>,
-    plans: Vec<CachedLayout>,
+    plans: Vec<KnownSchema>,
     fast: Option<(Arc<[u8]>, Arc<RowLayout>)>,
     transform: Option<RowTransform>,
     not_null: Vec<usize>,
@@ -158,6 +155,10 @@ pub struct TableDecoder {
     keys: KeyParser,
     /// The key columns as the last layout converts them.
     key_columns: Option<(Arc<RowLayout>, Arc<[KeyColumn]>)>,
+    /// Whether the specialised parser runs before serde_json.
+    fast_path: bool,
+    /// Records the fast path read.
+    fast_hits: u64,
 }
 
 impl TableDecoder {
@@ -203,6 +204,8 @@ impl TableDecoder {
             row_type: None,
             keys: KeyParser::default(),
             key_columns: None,
+            fast_path: true,
+            fast_hits: 0,
         }
     }
 
@@ -249,19 +252,15 @@ impl TableDecoder {
         let _ = super::dead_reason::take_hint();
         let result = {
             let whole;
-            let fast = match &record.value_prefix {
-                Some(shared) => {
-                    self.shared_prefix_matches(shared).then_some(tail).and_then(|rest| self.parse_payload(rest))
-                }
-                None => self
-                    .fast
-                    .as_ref()
-                    .and_then(|(p, _)| tail.strip_prefix(&p[..]))
-                    .and_then(|rest| self.parse_payload(rest)),
-            };
+            let fast = if self.fast_path { self.parse_fast(&record, tail) } else { None };
             let parsed = match fast {
-                Some(fast) => Ok(fast),
+                Some(fast) => {
+                    self.fast_hits += 1;
+                    Ok(fast)
+                }
                 None => {
+                    // A hint left by the fast path's refusal must not label the slow path's errors.
+                    let _ = super::dead_reason::take_hint();
                     whole = record.value_bytes().unwrap_or_default();
                     self.parse_slow(&whole, &record, epoch)
                 }
@@ -292,14 +291,46 @@ impl TableDecoder {
         self.fast.as_mut().is_some_and(|(mine, _)| adopt_if_same(mine, shared))
     }
 
+    /// The fast path: the compact `{"schema":S,"payload":` prefix of the last schema (a
+    /// pointer comparison when the source shares it), else any layout of a known schema.
+    fn parse_fast<'v>(&mut self, record: &SourceRecord, tail: &'v [u8]) -> Option<(Envelope<'v>, Arc<RowLayout>)> {
+        match &record.value_prefix {
+            Some(shared) => self.shared_prefix_matches(shared).then(|| self.parse_payload(tail)).flatten(),
+            None => match self.fast.as_ref().and_then(|(p, _)| tail.strip_prefix(&p[..])) {
+                Some(rest) => self.parse_payload(rest),
+                None => {
+                    let cx = MessageContext {
+                        known: &self.plans,
+                        last: self.fast.as_ref().map(|(_, l)| l),
+                        declared: self.declared.as_ref(),
+                    };
+                    payload_parser::message(tail, &cx).ok()
+                }
+            },
+        }
+    }
+
     /// Parses `payload}` (what follows the schema prefix) with the cached layout.
     fn parse_payload<'v>(&self, rest: &'v [u8]) -> Option<(Envelope<'v>, Arc<RowLayout>)> {
         let (_, layout) = self.fast.as_ref()?;
-        let payload = payload_of_tail(rest)?;
-        let mut de = serde_json::Deserializer::from_slice(payload);
-        let env = EnvelopeSeed { layout }.deserialize(&mut de).ok()?;
-        de.end().ok()?;
-        Some((env, Arc::clone(layout)))
+        let env = payload_parser::envelope(payload_of_tail(rest)?, layout).ok()?;
+        env.looks_like_envelope.then(|| (env, Arc::clone(layout)))
+    }
+
+    /// Turns the fast path off (benchmarks and differential tests use the serde path alone).
+    pub fn with_fast_path(mut self, on: bool) -> TableDecoder {
+        self.fast_path = on;
+        self
+    }
+
+    /// How many records the fast path read (the rest went through serde_json).
+    pub fn fast_hits(&self) -> u64 {
+        self.fast_hits
+    }
+
+    /// A raw image typed with `layout`, by the fast path unless it is off.
+    fn parse_image(&self, layout: &RowLayout, raw: &[u8]) -> Result<Option<Row>, DeadReason> {
+        if self.fast_path { layout.parse(raw) } else { layout.parse_slow(raw) }
     }
 
     fn parse_slow<'v>(
@@ -539,7 +570,7 @@ impl TableDecoder {
     ) -> Result<Event, DeadReason> {
         let op_text = env.op.as_deref().ok_or_else(|| DeadReason::UnknownOp("missing `op`".to_string()))?;
         let op = Op::parse(op_text).ok_or_else(|| DeadReason::UnknownOp(format!("unknown op `{op_text}`")))?;
-        let Envelope { before: before_raw, after: after_raw, source_ts_ms, .. } = env;
+        let Envelope { before: before_raw, after: after_raw, after_row, source_ts_ms, .. } = env;
         let (before_raw, after_raw) = match op {
             Op::Create | Op::Read | Op::Update if after_raw.is_none() => {
                 return Err(DeadReason::Unparseable(format!("op `{}` without an after image", op.as_str())));
@@ -548,13 +579,14 @@ impl TableDecoder {
             Op::Delete => (before_raw, None),
             Op::Update => (before_raw, after_raw),
         };
-        let mut after = match after_raw {
-            Some(raw) => layout.parse(raw)?,
-            None => None,
+        let mut after = match (after_raw, after_row) {
+            (Some(_), Some(typed)) => typed,
+            (Some(raw), None) => self.parse_image(layout, raw)?,
+            (None, _) => None,
         };
         // Typed before images are needed only by deletes (the CDC table's image).
         let mut before = match (op, before_raw) {
-            (Op::Delete, Some(raw)) => layout.parse(raw)?,
+            (Op::Delete, Some(raw)) => self.parse_image(layout, raw)?,
             _ => None,
         };
         // Strict keys: a record key must parse and equal the image's key columns (an
@@ -597,7 +629,7 @@ impl TableDecoder {
         }
         let key = match (&after, &before, op, before_raw) {
             // An update's before image is not decoded; its key equals the after image's.
-            (None, None, Op::Update, Some(raw)) => self.key_of(record_key, layout.parse(raw)?.as_ref())?,
+            (None, None, Op::Update, Some(raw)) => self.key_of(record_key, self.parse_image(layout, raw)?.as_ref())?,
             _ => self.key_of(record_key, after.as_ref().or(before.as_ref()))?,
         };
         Ok(Event {
@@ -755,6 +787,40 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn every_layout_decodes_alike_on_both_paths() {
+        let payload = r#"{"before":{"id":1,"name":"a"},"after":{"id":1,"name":"b\u00e9"},"source":{"db":"x","ts_ms":9},"op":"u","ts_ms":10}"#;
+        let reordered = r#"{"ts_ms":10,"op":"u","source":{"ts_ms":9,"db":"x"},"after":{"id":1,"name":"b\u00e9"},"before":{"id":1,"name":"a"}}"#;
+        let spaced = |t: &str| t.replace("\":", "\": ").replace(",\"", ", \"");
+        let layouts = [
+            format!(r#"{{"schema":{SCHEMA},"payload":{payload}}}"#),
+            spaced(&format!(r#"{{"schema":{SCHEMA},"payload":{payload}}}"#)),
+            format!(r#"{{"schema":{SCHEMA},"payload":{reordered}}}"#),
+            spaced(&format!("{{\n  \"payload\":{reordered},\n  \"schema\":{SCHEMA}\n}}\n")),
+        ];
+        let expected = Row::new(vec![Value::Long(1), Value::String("bé".into())]);
+        let (mut fast, mut slow) = (decoder(false), decoder(false).with_fast_path(false));
+        for (round, value) in layouts.iter().cycle().take(2 * layouts.len()).enumerate() {
+            let record =
+                SourceRecord::new(0, 0, round as i64, Some(br#"{"id":1}"#.to_vec()), Some(value.clone().into_bytes()));
+            let (a, b) = (fast.decode(record.clone(), 0), slow.decode(record, 0));
+            assert_eq!(a, b, "{value}");
+            match a {
+                Decoded::Event(e) => {
+                    assert_eq!(
+                        (e.op, e.source_ts_ms, e.after.as_ref()),
+                        (Op::Update, Some(9), Some(&expected)),
+                        "{value}"
+                    );
+                }
+                other => panic!("{value}: {other:?}"),
+            }
+        }
+        // Each layout's first record teaches the slow path its schema text; every other
+        // record takes the fast path.
+        assert_eq!((fast.fast_hits(), slow.fast_hits()), (2 * layouts.len() as u64 - 2, 0));
     }
 
     #[test]

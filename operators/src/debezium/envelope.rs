@@ -61,7 +61,7 @@ impl RowLayout {
     }
 
     /// The slot for a field name; `hint` is where the field usually is.
-    fn slot(&self, name: &str, hint: usize) -> Option<&FieldSlot> {
+    pub(crate) fn slot(&self, name: &str, hint: usize) -> Option<&FieldSlot> {
         match self.fields.get(hint) {
             Some(f) if f.name == name => Some(f),
             _ => self.index.get(name).map(|&i| &self.fields[i]),
@@ -111,15 +111,18 @@ impl Op {
 }
 
 /// A parsed payload. The images stay raw JSON (borrowed from the input) until the decoder
-/// knows which it needs typed: updates keep only a digest of their before image.
+/// knows which it needs typed: updates keep only a digest of their before image. The fast
+/// path types the after image as it reads it (`after_row`).
 #[derive(Clone, Debug, Default)]
 pub struct Envelope<'de> {
-    /// Before image, as JSON text.
-    pub before: Option<&'de RawValue>,
-    /// After image, as JSON text.
-    pub after: Option<&'de RawValue>,
+    /// Before image, as JSON text (`null` → `None`).
+    pub before: Option<&'de [u8]>,
+    /// After image, as JSON text (`null` → `None`).
+    pub after: Option<&'de [u8]>,
+    /// The after image already typed by the fast path (`Some(None)`: it was `null`).
+    pub after_row: Option<Option<Row>>,
     /// The op text as found (validated by the decoder).
-    pub op: Option<String>,
+    pub op: Option<Cow<'de, str>>,
     /// `source.ts_ms`.
     pub source_ts_ms: Option<i64>,
     /// Whether any envelope key (`op`, `before`, `after`) was present.
@@ -196,8 +199,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
 /// `ts_ms` of a `source` block, found by its key rather than by parsing every field: the
 /// block is flat (Debezium's source struct), and inside JSON strings a quote is always
 /// escaped, so the bytes `"ts_ms"` followed by `:` can only be that key.
-fn source_ts_ms(raw: &RawValue) -> Option<i64> {
-    let text = raw.get().as_bytes();
+pub(crate) fn source_ts_ms(text: &[u8]) -> Option<i64> {
     let at = memchr::memmem::find(text, b"\"ts_ms\"")? + 7;
     let rest = text[at..].trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
     let end = rest.iter().position(|b| !(b.is_ascii_digit() || *b == b'-')).unwrap_or(rest.len());
@@ -246,10 +248,25 @@ pub struct EnvelopeSeed<'a> {
 }
 
 impl RowLayout {
-    /// Parses a raw row image into a typed row.
-    pub fn parse(&self, raw: &RawValue) -> Result<Option<Row>, DeadReason> {
-        let mut de = serde_json::Deserializer::from_str(raw.get());
-        RowSeed { layout: self }.deserialize(&mut de).map_err(|e| DeadReason::of_json(&e))
+    /// Parses a raw row image into a typed row: the fast path, else serde_json (which
+    /// decides every rejection and its reason).
+    pub fn parse(&self, raw: &[u8]) -> Result<Option<Row>, DeadReason> {
+        match super::payload_parser::row(raw, self) {
+            Ok(row) => Ok(row),
+            Err(_) => {
+                let _ = super::dead_reason::take_hint();
+                self.parse_slow(raw)
+            }
+        }
+    }
+
+    /// Parses a raw row image with serde_json only.
+    pub fn parse_slow(&self, raw: &[u8]) -> Result<Option<Row>, DeadReason> {
+        let mut de = serde_json::Deserializer::from_slice(raw);
+        RowSeed { layout: self }
+            .deserialize(&mut de)
+            .and_then(|row| de.end().map(|()| row))
+            .map_err(|e| DeadReason::of_json(&e))
     }
 }
 
@@ -270,18 +287,18 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
         while let Some(name) = map.next_key_seed(KeySeed)? {
             match name.as_ref() {
                 "before" => {
-                    env.before = map.next_value::<Option<&'de RawValue>>()?;
+                    env.before = map.next_value::<Option<&'de RawValue>>()?.map(|r| r.get().as_bytes());
                     env.looks_like_envelope = true;
                 }
                 "after" => {
-                    env.after = map.next_value::<Option<&'de RawValue>>()?;
+                    env.after = map.next_value::<Option<&'de RawValue>>()?.map(|r| r.get().as_bytes());
                     env.looks_like_envelope = true;
                 }
                 "op" => {
-                    env.op = map.next_value::<Option<String>>()?;
+                    env.op = map.next_value::<Option<String>>()?.map(Cow::Owned);
                     env.looks_like_envelope = true;
                 }
-                "source" => env.source_ts_ms = source_ts_ms(map.next_value::<&'de RawValue>()?),
+                "source" => env.source_ts_ms = source_ts_ms(map.next_value::<&'de RawValue>()?.get().as_bytes()),
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -320,7 +337,7 @@ mod tests {
 
     #[test]
     fn source_timestamp_lookup() {
-        let ts = |json: &str| source_ts_ms(&serde_json::from_str::<Box<RawValue>>(json).expect("raw"));
+        let ts = |json: &str| source_ts_ms(json.as_bytes());
         assert_eq!(ts(r#"{"db":"x","query":"a \"ts_ms\" b","ts_ms" : -5,"row":0}"#), Some(-5));
         assert_eq!(ts(r#"{"db":"x"}"#), None);
         assert_eq!(ts("null"), None);
@@ -345,10 +362,8 @@ mod tests {
                 FieldSlot { name: "doc".into(), conversion: Conversion::JsonText, position: 1 },
             ],
         );
-        let shallow = serde_json::from_str::<&RawValue>(r#"{"id":1,"doc":[[1]]}"#).expect("raw");
-        assert!(l.parse(shallow).is_ok());
+        assert!(l.parse(br#"{"id":1,"doc":[[1]]}"#).is_ok());
         let deep = format!(r#"{{"id":1,"doc":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
-        let deep = serde_json::from_str::<&RawValue>(&deep).expect("raw");
-        assert_eq!(l.parse(deep).expect_err("too deep").kind(), "nesting_too_deep");
+        assert_eq!(l.parse(deep.as_bytes()).expect_err("too deep").kind(), "nesting_too_deep");
     }
 }

@@ -6,6 +6,8 @@ pub mod convert;
 pub mod dead_reason;
 pub mod decoder;
 pub mod envelope;
+pub mod json_scan;
+pub mod payload_parser;
 pub mod record_key;
 
 pub use dead_reason::DeadReason;

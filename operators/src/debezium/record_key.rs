@@ -88,15 +88,22 @@ impl KeyParser {
 }
 
 fn parse_payload(payload: &[u8], columns: &[KeyColumn]) -> Result<Row, DeadReason> {
-    let mut de = serde_json::Deserializer::from_slice(payload);
-    let values = KeySeed { columns }.deserialize(&mut de).and_then(|v| de.end().map(|()| v)).map_err(|e| {
-        match (has_hint(), DeadReason::of_json(&e)) {
-            // A column refused its value: say which (type or range).
-            (true, reason) | (false, reason @ DeadReason::NestingTooDeep(_)) => reason,
-            // Not JSON, or not shaped like a key.
-            (false, _) => DeadReason::Unparseable(format!("unparseable key: {e}")),
+    let values = match super::payload_parser::key_values(payload, columns) {
+        Ok(values) => values,
+        Err(_) => {
+            // The fast path's refusal leaves no hint for the serde path's errors.
+            let _ = super::dead_reason::take_hint();
+            let mut de = serde_json::Deserializer::from_slice(payload);
+            KeySeed { columns }.deserialize(&mut de).and_then(|v| de.end().map(|()| v)).map_err(|e| {
+                match (has_hint(), DeadReason::of_json(&e)) {
+                    // A column refused its value: say which (type or range).
+                    (true, reason) | (false, reason @ DeadReason::NestingTooDeep(_)) => reason,
+                    // Not JSON, or not shaped like a key.
+                    (false, _) => DeadReason::Unparseable(format!("unparseable key: {e}")),
+                }
+            })?
         }
-    })?;
+    };
     let mut row = Vec::with_capacity(columns.len());
     for (column, value) in columns.iter().zip(values) {
         match value {
