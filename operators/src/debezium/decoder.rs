@@ -304,10 +304,23 @@ impl TableDecoder {
                         last: self.fast.as_ref().map(|(_, l)| l),
                         declared: self.declared.as_ref(),
                     };
-                    payload_parser::message(tail, &cx).ok()
+                    payload_parser::message(tail, &cx).ok().or_else(|| self.parse_schemaless(tail))
                 }
             },
         }
+    }
+
+    /// A schemaless envelope (`schemas.enable=false`) with the declared columns. The serde
+    /// path reads a value without `schema` and `payload` keys as the envelope itself; a
+    /// value that could spell either key (even escaped) is left to it.
+    fn parse_schemaless<'v>(&self, value: &'v [u8]) -> Option<(Envelope<'v>, Arc<RowLayout>)> {
+        let layout = self.declared.as_ref()?;
+        let spells = |needle: &[u8]| memchr::memmem::find(value, needle).is_some();
+        if spells(b"\"payload\"") || spells(b"\"schema\"") || spells(b"\\u") {
+            return None;
+        }
+        let env = payload_parser::envelope(value, layout).ok()?;
+        env.looks_like_envelope.then(|| (env, Arc::clone(layout)))
     }
 
     /// Parses `payload}` (what follows the schema prefix) with the cached layout.
