@@ -46,7 +46,7 @@ enum Layout {
     Compact,
     /// `json.dumps` defaults: a space after every `:` and `,`.
     Spaced,
-    /// Compact, with `payload` and `source` fields in reverse order.
+    /// Compact, with the fields of `payload` and of `source` in reverse order.
     Reordered,
     /// Spaced and reordered, `payload` before `schema`.
     PayloadFirst,
@@ -68,7 +68,8 @@ impl Layout {
         let json: Json = serde_json::from_str(value).unwrap_or(Json::Null);
         let json = match self {
             Layout::Compact | Layout::Spaced => json,
-            Layout::Reordered | Layout::PayloadFirst => reorder(json),
+            Layout::Reordered => reorder(json, false),
+            Layout::PayloadFirst => reorder(json, true),
         };
         let mut out = String::with_capacity(value.len() * 5 / 4);
         write_json(&json, !matches!(self, Layout::Compact | Layout::Reordered), &mut out);
@@ -76,20 +77,26 @@ impl Layout {
     }
 }
 
-/// `payload` (and its `source`) with fields reversed; `payload` first.
-fn reorder(json: Json) -> Json {
+/// `payload` (and its `source`) with fields reversed; `payload` first if asked.
+fn reorder(json: Json, payload_first: bool) -> Json {
     let Json::Object(top) = json else { return json };
     let reverse = |m: serde_json::Map<String, Json>| m.into_iter().rev().collect::<serde_json::Map<String, Json>>();
-    let mut out = serde_json::Map::new();
-    let mut rest = top;
-    if let Some(Json::Object(payload)) = rest.remove("payload") {
-        let mut payload = reverse(payload);
-        if let Some(Json::Object(source)) = payload.remove("source") {
-            payload.insert("source".into(), Json::Object(reverse(source)));
-        }
-        out.insert("payload".into(), Json::Object(payload));
+    let mut out: serde_json::Map<String, Json> = top
+        .into_iter()
+        .map(|(k, v)| match (k.as_str(), v) {
+            ("payload", Json::Object(payload)) => {
+                let mut payload = reverse(payload);
+                if let Some(Json::Object(source)) = payload.remove("source") {
+                    payload.insert("source".into(), Json::Object(reverse(source)));
+                }
+                (k, Json::Object(payload))
+            }
+            (_, v) => (k, v),
+        })
+        .collect();
+    if payload_first {
+        out = reverse(out);
     }
-    out.extend(rest);
     Json::Object(out)
 }
 

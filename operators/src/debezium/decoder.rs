@@ -159,6 +159,8 @@ pub struct TableDecoder {
     fast_path: bool,
     /// Records the fast path read.
     fast_hits: u64,
+    /// The layout of the last record read: the guess when `payload` precedes `schema`.
+    last_layout: Option<Arc<RowLayout>>,
 }
 
 impl TableDecoder {
@@ -206,6 +208,7 @@ impl TableDecoder {
             key_columns: None,
             fast_path: true,
             fast_hits: 0,
+            last_layout: None,
         }
     }
 
@@ -236,6 +239,7 @@ impl TableDecoder {
             self.version = version;
             self.plans.clear();
             self.fast = None;
+            self.last_layout = None;
         }
         Ok(())
     }
@@ -266,6 +270,9 @@ impl TableDecoder {
                 }
             };
             parsed.and_then(|(env, layout)| {
+                if !self.last_layout.as_ref().is_some_and(|l| Arc::ptr_eq(l, &layout)) {
+                    self.last_layout = Some(Arc::clone(&layout));
+                }
                 self.check_drops(&record, &layout, epoch)?;
                 if layout.version > 0 {
                     self.note_use(layout.version, epoch);
@@ -301,7 +308,7 @@ impl TableDecoder {
                 None => {
                     let cx = MessageContext {
                         known: &self.plans,
-                        last: self.fast.as_ref().map(|(_, l)| l),
+                        last: self.last_layout.as_ref(),
                         declared: self.declared.as_ref(),
                     };
                     payload_parser::message(tail, &cx).ok().or_else(|| self.parse_schemaless(tail))
