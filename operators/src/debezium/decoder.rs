@@ -4,9 +4,11 @@
 //! ```text
 //!   SourceRecord ──► tombstone? ──► skip
 //!        │
-//!        ├─ fast path: value starts with the cached `{"schema":S,"payload":` prefix
-//!        │             → parse only the payload
-//!        └─ slow path: find schema S and payload; S → RowLayout (cached by S's bytes)
+//!        ├─ fast path (`payload_parser`, no serde): the cached `{"schema":S,"payload":`
+//!        │             prefix → read only the payload; else any layout of a known S
+//!        │             (whitespace, field order, payload first); else a schemaless
+//!        │             envelope with declared columns. Refused → the slow path decides.
+//!        └─ slow path (serde_json): find schema S and payload; S → RowLayout (cached by S's bytes)
 //!                      → parse payload; remember the prefix for the fast path
 //!                      S differs from the table? decide under the table's policy:
 //!                      evolve (new schema version, then lay out) │ pause (hold the record)
@@ -24,7 +26,9 @@
 //!   decoder (the zero-gap rule of `crate::schema_versions`). Layouts are rebuilt whenever
 //!   the decoder adopts a newer version, so every row has the width of the version it was
 //!   decoded under.
-//! - The fast path is an optimisation only: when it fails, the slow path decides.
+//! - The fast path is an optimisation only: when it fails, the slow path decides. Both
+//!   give the same result for every input (the fuzzer checks it), so a dead letter's reason
+//!   never depends on the path.
 //! - Events carry rows in the table's column order, with NOT NULL columns non-null in the
 //!   after image and the key columns non-null in the key.
 
@@ -406,7 +410,13 @@ impl TableDecoder {
             Err(Fail::Fatal(reason)) => return Err(Fail::Fatal(reason)),
         };
         if self.plans.len() >= MAX_CACHED_SCHEMAS {
-            drop(self.plans.remove(0));
+            // The compact prefix stands for a cached plan: it goes with it, so a schema
+            // seen again is decided again on both paths alike.
+            if let (_, Ok(evicted)) = self.plans.remove(0)
+                && self.fast.as_ref().is_some_and(|(_, l)| Arc::ptr_eq(l, &evicted))
+            {
+                self.fast = None;
+            }
         }
         self.plans.push((schema_json.into(), plan.clone()));
         plan.map_err(Fail::Dead)
