@@ -71,9 +71,13 @@ impl Layout {
             Layout::Reordered => reorder(json, false),
             Layout::PayloadFirst => reorder(json, true),
         };
-        let mut out = String::with_capacity(value.len() * 5 / 4);
-        write_json(&json, !matches!(self, Layout::Compact | Layout::Reordered), &mut out);
-        out
+        if matches!(self, Layout::Compact | Layout::Reordered) {
+            return json.to_string();
+        }
+        let mut out = Vec::with_capacity(value.len() * 5 / 4);
+        // Serializing a `Value` into a `Vec` cannot fail, and its output is UTF-8.
+        let _ = serde::Serialize::serialize(&json, &mut serde_json::Serializer::with_formatter(&mut out, Spaced));
+        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -100,33 +104,20 @@ fn reorder(json: Json, payload_first: bool) -> Json {
     Json::Object(out)
 }
 
-/// JSON text; `spaced` puts a space after `:` and `,` as Python's `json.dumps` does.
-fn write_json(json: &Json, spaced: bool, out: &mut String) {
-    let (colon, comma) = if spaced { (": ", ", ") } else { (":", ",") };
-    match json {
-        Json::Object(map) => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(comma);
-                }
-                out.push_str(&Json::String(k.clone()).to_string());
-                out.push_str(colon);
-                write_json(v, spaced, out);
-            }
-            out.push('}');
-        }
-        Json::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(comma);
-                }
-                write_json(v, spaced, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
+/// `json.dumps`' default separators: a space after every `:` and `,`.
+struct Spaced;
+
+impl serde_json::ser::Formatter for Spaced {
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
     }
 }
 

@@ -256,7 +256,7 @@ impl TableDecoder {
         let Some(tail) = record.value.as_deref() else {
             return Decoded::Tombstone;
         };
-        // A hint left by a failed fast-path parse must not label this record's errors.
+        // A hint left over from an earlier record must not label this record's errors.
         let _ = super::dead_reason::take_hint();
         let result = {
             let whole;
@@ -267,8 +267,6 @@ impl TableDecoder {
                     Ok(fast)
                 }
                 None => {
-                    // A hint left by the fast path's refusal must not label the slow path's errors.
-                    let _ = super::dead_reason::take_hint();
                     whole = record.value_bytes().unwrap_or_default();
                     self.parse_slow(&whole, &record, epoch)
                 }

@@ -251,13 +251,7 @@ impl RowLayout {
     /// Parses a raw row image into a typed row: the fast path, else serde_json (which
     /// decides every rejection and its reason).
     pub fn parse(&self, raw: &[u8]) -> Result<Option<Row>, DeadReason> {
-        match super::payload_parser::row(raw, self) {
-            Ok(row) => Ok(row),
-            Err(_) => {
-                let _ = super::dead_reason::take_hint();
-                self.parse_slow(raw)
-            }
-        }
+        super::payload_parser::row(raw, self).or_else(|_| self.parse_slow(raw))
     }
 
     /// Parses a raw row image with serde_json only.

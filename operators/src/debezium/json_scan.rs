@@ -113,6 +113,24 @@ impl<'a> Cursor<'a> {
     /// A string at the cursor (its opening quote): the raw content between the quotes, and
     /// whether it holds escapes. The content is checked (escapes, controls, UTF-8).
     pub fn string_raw(&mut self) -> Scan<(&'a [u8], bool)> {
+        let (content, escaped, high) = self.scan_string()?;
+        if high && std::str::from_utf8(content).is_err() {
+            return Err(Unsure);
+        }
+        Ok((content, escaped))
+    }
+
+    /// A string's value: borrowed when it has no escapes, else unescaped.
+    pub fn string(&mut self) -> Scan<Cow<'a, str>> {
+        let (content, escaped, _) = self.scan_string()?;
+        // The one UTF-8 check of the content (escapes are ASCII).
+        let text = std::str::from_utf8(content).map_err(|_| Unsure)?;
+        if escaped { unescape(text).map(Cow::Owned) } else { Ok(Cow::Borrowed(text)) }
+    }
+
+    /// Scans a string's escapes and control characters (not its UTF-8): its raw content,
+    /// whether it holds escapes, and whether it holds non-ASCII bytes.
+    fn scan_string(&mut self) -> Scan<(&'a [u8], bool, bool)> {
         self.eat(b'"')?;
         let start = self.at;
         let (mut escaped, mut high) = (false, false);
@@ -126,7 +144,7 @@ impl<'a> Cursor<'a> {
             high |= !run.is_ascii();
             self.at += hit + 1;
             if rest[hit] == b'"' {
-                break;
+                return Ok((&self.bytes[start..self.at - 1], escaped, high));
             }
             escaped = true;
             let &e = self.bytes.get(self.at).ok_or(Unsure)?;
@@ -140,19 +158,42 @@ impl<'a> Cursor<'a> {
                 _ => return Err(Unsure),
             }
         }
-        let content = &self.bytes[start..self.at - 1];
-        if high && std::str::from_utf8(content).is_err() {
-            return Err(Unsure);
-        }
-        Ok((content, escaped))
     }
 
-    /// A string's value: borrowed when it has no escapes, else unescaped.
-    pub fn string(&mut self) -> Scan<Cow<'a, str>> {
-        let (content, escaped) = self.string_raw()?;
-        // Checked by `string_raw`: valid UTF-8, and escapes are ASCII.
-        let text = std::str::from_utf8(content).map_err(|_| Unsure)?;
-        if escaped { unescape(text).map(Cow::Owned) } else { Ok(Cow::Borrowed(text)) }
+    /// Reads the object at the cursor: `member` gets each key and the cursor at its value,
+    /// and must consume the value.
+    pub fn object(&mut self, mut member: impl FnMut(&mut Cursor<'a>, Cow<'a, str>) -> Scan<()>) -> Scan<()> {
+        self.delimited(b'{', b'}', |c| {
+            let name = c.string()?;
+            c.ws();
+            c.eat(b':')?;
+            c.ws();
+            member(c, name)
+        })
+    }
+
+    /// Reads `open`, items separated by commas (each read by `item`, which starts at the
+    /// item and must consume it), and `close`, with whitespace anywhere between.
+    fn delimited(&mut self, open: u8, close: u8, mut item: impl FnMut(&mut Cursor<'a>) -> Scan<()>) -> Scan<()> {
+        self.eat(open)?;
+        self.ws();
+        if self.peek() == Some(close) {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            item(self)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b) if b == close => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                _ => return Err(Unsure),
+            }
+        }
     }
 
     /// A number at the cursor, classified as serde_json classifies it.
@@ -223,58 +264,15 @@ impl<'a> Cursor<'a> {
     pub fn skip(&mut self, depth: usize) -> Scan<()> {
         match self.peek().ok_or(Unsure)? {
             b'"' => self.string_raw().map(|_| ()),
-            b'{' => {
-                if depth >= MAX_DEPTH {
-                    return Err(Unsure);
-                }
-                self.at += 1;
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.at += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.ws();
-                    self.string_raw()?;
-                    self.ws();
-                    self.eat(b':')?;
-                    self.ws();
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.at += 1,
-                        Some(b'}') => {
-                            self.at += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(Unsure),
-                    }
-                }
-            }
-            b'[' => {
-                if depth >= MAX_DEPTH {
-                    return Err(Unsure);
-                }
-                self.at += 1;
-                self.ws();
-                if self.peek() == Some(b']') {
-                    self.at += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.ws();
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.at += 1,
-                        Some(b']') => {
-                            self.at += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(Unsure),
-                    }
-                }
-            }
+            b'{' | b'[' if depth >= MAX_DEPTH => Err(Unsure),
+            b'{' => self.delimited(b'{', b'}', |c| {
+                c.string_raw()?;
+                c.ws();
+                c.eat(b':')?;
+                c.ws();
+                c.skip(depth + 1)
+            }),
+            b'[' => self.delimited(b'[', b']', |c| c.skip(depth + 1)),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),

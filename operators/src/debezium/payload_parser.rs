@@ -29,7 +29,7 @@ use floe_engine::value::{Row, Value};
 use serde::de::{DeserializeSeed, Visitor};
 
 use super::convert::ValueSeed;
-use super::dead_reason::DeadReason;
+use super::dead_reason::{DeadReason, take_hint};
 use super::envelope::{Envelope, RowLayout, source_ts_ms};
 use super::json_scan::{Cursor, Number, Scan, Unsure};
 use super::record_key::KeyColumn;
@@ -58,61 +58,36 @@ type PayloadSeen<'v, 'c> = (&'v [u8], Option<(Envelope<'v>, &'c Arc<RowLayout>)>
 pub fn message<'v>(bytes: &'v [u8], cx: &MessageContext<'_>) -> Scan<(Envelope<'v>, Arc<RowLayout>)> {
     let mut c = Cursor::new(bytes);
     c.ws();
-    c.eat(b'{')?;
     let mut schema: Option<Option<&Arc<RowLayout>>> = None;
     // The payload's span, and its reading with the layout it was read with (if any yet).
     let mut payload: Option<PayloadSeen<'v, '_>> = None;
-    c.ws();
-    if c.peek() == Some(b'}') {
-        return Err(Unsure);
-    }
-    loop {
-        c.ws();
-        let name = c.string()?;
-        c.ws();
-        c.eat(b':')?;
-        c.ws();
+    c.object(|c, name| {
         match name.as_ref() {
             // serde refuses a duplicate `schema` or `payload`.
-            "schema" if schema.is_none() => schema = Some(schema_at(&mut c, cx)?),
+            "schema" if schema.is_none() => schema = Some(schema_at(c, cx)?),
             "payload" if payload.is_none() => {
                 let start = c.at;
                 let guess = schema.map_or(cx.last, |s| s.or(cx.declared));
-                let parsed = match guess {
-                    Some(layout) => {
-                        let mut attempt = c.clone();
-                        match envelope_at(&mut attempt, layout, 1) {
-                            Ok(env) => {
-                                c = attempt;
-                                Some((env, layout))
-                            }
-                            Err(Unsure) if schema.is_some() => return Err(Unsure),
-                            Err(Unsure) => {
-                                c.skip(1)?;
-                                None
-                            }
-                        }
+                let mut attempt = c.clone();
+                let parsed = match guess.map(|layout| (envelope_at(&mut attempt, layout, 1), layout)) {
+                    Some((Ok(env), layout)) => {
+                        *c = attempt;
+                        Some((env, layout))
                     }
-                    None => {
+                    Some((Err(Unsure), _)) if schema.is_some() => return Err(Unsure),
+                    // No guess, or a wrong one: read it once the schema says how.
+                    _ => {
                         c.skip(1)?;
                         None
                     }
                 };
-                payload = Some((&bytes[start..c.at], parsed));
+                payload = Some((&c.bytes[start..c.at], parsed));
             }
             "schema" | "payload" => return Err(Unsure),
             _ => c.skip(1)?,
         }
-        c.ws();
-        match c.peek() {
-            Some(b',') => c.at += 1,
-            Some(b'}') => {
-                c.at += 1;
-                break;
-            }
-            _ => return Err(Unsure),
-        }
-    }
+        Ok(())
+    })?;
     if !c.at_end() {
         return Err(Unsure);
     }
@@ -161,19 +136,8 @@ pub fn envelope<'v>(bytes: &'v [u8], layout: &RowLayout) -> Scan<Envelope<'v>> {
 
 /// Reads the payload object at the cursor, nested at `depth`.
 fn envelope_at<'v>(c: &mut Cursor<'v>, layout: &RowLayout, depth: usize) -> Scan<Envelope<'v>> {
-    c.eat(b'{')?;
     let mut env = Envelope::default();
-    c.ws();
-    if c.peek() == Some(b'}') {
-        c.at += 1;
-        return Ok(env);
-    }
-    loop {
-        c.ws();
-        let name = c.string()?;
-        c.ws();
-        c.eat(b':')?;
-        c.ws();
+    c.object(|c, name| {
         match name.as_ref() {
             "before" => {
                 env.before = image_span(c, depth + 1)?;
@@ -197,16 +161,9 @@ fn envelope_at<'v>(c: &mut Cursor<'v>, layout: &RowLayout, depth: usize) -> Scan
             "source" => env.source_ts_ms = source_ts_ms(c.skip_span(depth + 1)?),
             _ => c.skip(depth + 1)?,
         }
-        c.ws();
-        match c.peek() {
-            Some(b',') => c.at += 1,
-            Some(b'}') => {
-                c.at += 1;
-                return Ok(env);
-            }
-            _ => return Err(Unsure),
-        }
-    }
+        Ok(())
+    })?;
+    Ok(env)
 }
 
 /// A row image's raw text (`null` → `None`); only objects are vouched for.
@@ -228,37 +185,18 @@ pub fn row(bytes: &[u8], layout: &RowLayout) -> Scan<Option<Row>> {
 
 /// Reads the row image at the cursor (an object nested at `depth`, or `null`).
 fn row_at(c: &mut Cursor<'_>, layout: &RowLayout, depth: usize) -> Scan<Option<Row>> {
-    match c.peek() {
-        Some(b'n') => return c.literal(b"null").map(|()| None),
-        Some(b'{') => c.at += 1,
-        _ => return Err(Unsure),
+    if c.peek() == Some(b'n') {
+        return c.literal(b"null").map(|()| None);
     }
     let mut values = vec![Value::Null; layout.width];
-    c.ws();
-    if c.peek() == Some(b'}') {
-        c.at += 1;
-        return Ok(Some(Row::new(values)));
-    }
     let mut i = 0;
-    loop {
-        c.ws();
-        let name = c.string()?;
+    c.object(|c, name| {
         let slot = layout.slot(&name, i).ok_or(Unsure)?;
-        c.ws();
-        c.eat(b':')?;
-        c.ws();
         values[slot.position] = value_at(c, ValueSeed { conversion: slot.conversion, column: &slot.name }, depth + 1)?;
         i += 1;
-        c.ws();
-        match c.peek() {
-            Some(b',') => c.at += 1,
-            Some(b'}') => {
-                c.at += 1;
-                return Ok(Some(Row::new(values)));
-            }
-            _ => return Err(Unsure),
-        }
-    }
+        Ok(())
+    })?;
+    Ok(Some(Row::new(values)))
 }
 
 /// A key payload: an object holding the key columns (others skipped), or, for a
@@ -268,35 +206,14 @@ pub fn key_values(bytes: &[u8], columns: &[KeyColumn]) -> Scan<Vec<Option<Value>
     c.ws();
     let mut out = vec![None; columns.len()];
     if c.peek() == Some(b'{') {
-        c.at += 1;
-        c.ws();
-        if c.peek() == Some(b'}') {
-            c.at += 1;
-        } else {
-            loop {
-                c.ws();
-                let name = c.string()?;
-                c.ws();
-                c.eat(b':')?;
-                c.ws();
-                match columns.iter().position(|k| *k.name == *name) {
-                    Some(i) => {
-                        let seed = ValueSeed { conversion: columns[i].conversion, column: &columns[i].name };
-                        out[i] = Some(value_at(&mut c, seed, 2)?);
-                    }
-                    None => c.skip(2)?,
-                }
-                c.ws();
-                match c.peek() {
-                    Some(b',') => c.at += 1,
-                    Some(b'}') => {
-                        c.at += 1;
-                        break;
-                    }
-                    _ => return Err(Unsure),
-                }
+        c.object(|c, name| match columns.iter().position(|k| *k.name == *name) {
+            Some(i) => {
+                let seed = ValueSeed { conversion: columns[i].conversion, column: &columns[i].name };
+                out[i] = Some(value_at(c, seed, 2)?);
+                Ok(())
             }
-        }
+            None => c.skip(2),
+        })?;
     } else {
         let [only] = columns else { return Err(Unsure) };
         out[0] = Some(match c.peek() {
@@ -308,8 +225,17 @@ pub fn key_values(bytes: &[u8], columns: &[KeyColumn]) -> Scan<Vec<Option<Value>
     if c.at_end() { Ok(out) } else { Err(Unsure) }
 }
 
-/// One field's value, converted by `seed` exactly as serde_json would hand it over.
+/// One field's value, converted by `seed` exactly as serde_json would hand it over. A
+/// refusal leaves no hint behind: the serde path that decides next sets its own.
 fn value_at(c: &mut Cursor<'_>, seed: ValueSeed<'_>, depth: usize) -> Scan<Value> {
+    let value = convert(c, seed, depth);
+    if value.is_err() {
+        let _ = take_hint();
+    }
+    value
+}
+
+fn convert(c: &mut Cursor<'_>, seed: ValueSeed<'_>, depth: usize) -> Scan<Value> {
     match c.peek().ok_or(Unsure)? {
         b'"' => match c.string()? {
             Cow::Borrowed(s) => seed.visit_str(s),

@@ -91,8 +91,6 @@ fn parse_payload(payload: &[u8], columns: &[KeyColumn]) -> Result<Row, DeadReaso
     let values = match super::payload_parser::key_values(payload, columns) {
         Ok(values) => values,
         Err(_) => {
-            // The fast path's refusal leaves no hint for the serde path's errors.
-            let _ = super::dead_reason::take_hint();
             let mut de = serde_json::Deserializer::from_slice(payload);
             KeySeed { columns }.deserialize(&mut de).and_then(|v| de.end().map(|()| v)).map_err(|e| {
                 match (has_hint(), DeadReason::of_json(&e)) {
