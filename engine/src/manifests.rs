@@ -19,14 +19,22 @@
 //!   blob's offset (many vectors share one Puffin file).
 //! - Manifests are immutable, so [`ManifestCache`] may keep parsed ones for as long as it
 //!   likes; it forgets everything when it grows past its bound.
+//! - Every bound a manifest holds is of its schema's type for that field. A file written
+//!   before a promotion (int → long, float → double, a wider decimal) keeps bounds of the
+//!   narrower type; an entry moved or added under the wider schema has them promoted
+//!   ([`fit_bounds`]). Java and iceberg-rust widen a 4-byte long bound when they read one,
+//!   but a bound the width of its manifest's type is what every reader expects.
+//! - The opposite, a bound wider than the manifest's type (a long listed under an int
+//!   schema), cannot be read at all; it is prevented upstream: a snapshot never lists a
+//!   file written under a schema newer than its own.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataFile, DataFileBuilder, FormatVersion, Manifest, ManifestContentType, ManifestEntry, ManifestFile,
-    ManifestWriter, ManifestWriterBuilder, PartitionSpec, SchemaRef,
+    DataFile, DataFileBuilder, Datum, FormatVersion, Manifest, ManifestContentType, ManifestEntry, ManifestFile,
+    ManifestWriter, ManifestWriterBuilder, PartitionSpec, PrimitiveLiteral, PrimitiveType, Schema, SchemaRef, Type,
 };
 use serde::{Deserialize, Serialize};
 
@@ -133,7 +141,7 @@ pub struct ManifestTarget<'a> {
 
 impl ManifestTarget<'_> {
     /// A writer for a manifest holding entries of `like` (same schema, spec and content).
-    fn rewriter(&self, name: &str, like: &Manifest) -> Result<ManifestWriter> {
+    fn rewriter(&self, name: &str, like: &Manifest) -> Result<EntryWriter> {
         let meta = like.metadata();
         self.writer(name, Arc::clone(meta.schema()), meta.partition_spec().clone(), *meta.content())
     }
@@ -144,15 +152,22 @@ impl ManifestTarget<'_> {
         schema: SchemaRef,
         spec: PartitionSpec,
         content: ManifestContentType,
-    ) -> Result<ManifestWriter> {
+    ) -> Result<EntryWriter> {
         let path = format!("{}/{}-{name}.avro", self.metadata_dir, self.prefix);
-        let builder = ManifestWriterBuilder::new(self.file_io.new_output(&path)?, Some(self.snapshot_id), schema, spec);
-        Ok(match (self.format_version, content) {
+        let spec_id = spec.spec_id();
+        let builder = ManifestWriterBuilder::new(
+            self.file_io.new_output(&path)?,
+            Some(self.snapshot_id),
+            Arc::clone(&schema),
+            spec,
+        );
+        let inner = match (self.format_version, content) {
             (FormatVersion::V3, ManifestContentType::Data) => builder.build_v3_data(),
             (FormatVersion::V3, ManifestContentType::Deletes) => builder.build_v3_deletes(),
             (_, ManifestContentType::Data) => builder.build_v2_data(),
             (_, ManifestContentType::Deletes) => builder.build_v2_deletes(),
-        })
+        };
+        Ok(EntryWriter { inner, schema, spec_id })
     }
 
     /// A new manifest of `files`; each with its data sequence number, or `None` to inherit
@@ -172,8 +187,65 @@ impl ManifestTarget<'_> {
         for (file, seq) in files {
             writer.add_file(file, seq.unwrap_or(-1))?;
         }
-        Ok(Some(writer.write_manifest_file().await?))
+        Ok(Some(writer.finish().await?))
     }
+}
+
+/// A manifest writer that fits every entry's bounds to the manifest's schema.
+struct EntryWriter {
+    inner: ManifestWriter,
+    schema: SchemaRef,
+    spec_id: i32,
+}
+
+impl EntryWriter {
+    fn add_file(&mut self, file: DataFile, seq: i64) -> Result<()> {
+        let file = fit_bounds(file, &self.schema, self.spec_id)?;
+        Ok(self.inner.add_file(file, seq)?)
+    }
+
+    fn add_existing_file(&mut self, file: DataFile, snapshot_id: i64, seq: i64, file_seq: i64) -> Result<()> {
+        let file = fit_bounds(file, &self.schema, self.spec_id)?;
+        Ok(self.inner.add_existing_file(file, snapshot_id, seq, Some(file_seq))?)
+    }
+
+    /// A DELETED entry: it keeps no metrics, so there is nothing to fit.
+    fn add_delete_file(&mut self, file: DataFile, seq: i64, file_seq: i64) -> Result<()> {
+        Ok(self.inner.add_delete_file(file, seq, Some(file_seq))?)
+    }
+
+    async fn finish(self) -> Result<ManifestFile> {
+        Ok(self.inner.write_manifest_file().await?)
+    }
+}
+
+/// `file` with each bound of the type `schema` gives its field: a bound of a narrower type
+/// (written before a promotion) is promoted. Unchanged, and not copied, when every bound
+/// already fits; bounds of fields `schema` does not know are left as they are.
+pub fn fit_bounds(file: DataFile, schema: &Schema, spec_id: i32) -> Result<DataFile> {
+    let promoted = |id: &i32, d: &Datum| -> Option<Datum> {
+        let Type::Primitive(want) = schema.field_by_id(*id)?.field_type.as_ref() else { return None };
+        if d.data_type() == want {
+            return None;
+        }
+        match (d.literal(), want) {
+            (PrimitiveLiteral::Int(v), PrimitiveType::Long) => Some(Datum::long(*v)),
+            (PrimitiveLiteral::Float(v), PrimitiveType::Double) => Some(Datum::double(f64::from(v.0))),
+            (PrimitiveLiteral::Int128(_), PrimitiveType::Decimal { .. }) => {
+                d.clone().to(&Type::Primitive(want.clone())).ok()
+            }
+            _ => None,
+        }
+    };
+    let fits = |bounds: &HashMap<i32, Datum>| bounds.iter().all(|(id, d)| promoted(id, d).is_none());
+    if fits(file.lower_bounds()) && fits(file.upper_bounds()) {
+        return Ok(file);
+    }
+    let fit = |bounds: &HashMap<i32, Datum>| -> HashMap<i32, Datum> {
+        bounds.iter().map(|(id, d)| (*id, promoted(id, d).unwrap_or_else(|| d.clone()))).collect()
+    };
+    let (lower, upper) = (fit(file.lower_bounds()), fit(file.upper_bounds()));
+    rebuild_with(&file, file.first_row_id(), spec_id, Some((lower, upper)))
 }
 
 /// A kind of manifest: whether it lists data files, and its partition spec id.
@@ -227,17 +299,13 @@ pub async fn retire(
                     let (seq, file_seq) = sequence_numbers(&entry)?;
                     // A DELETED entry keeps no column metrics: no reader plans with it, and
                     // its bounds would keep values of rows an erasure removed.
-                    writer.add_delete_file(
-                        without_metrics(&data_file, file.partition_spec_id)?,
-                        seq,
-                        Some(file_seq),
-                    )?;
+                    writer.add_delete_file(without_metrics(&data_file, file.partition_spec_id)?, seq, file_seq)?;
                 } else {
                     add_existing(&mut writer, &entry, data_file, file.added_snapshot_id)?;
                 }
             }
         }
-        out.manifests.push(writer.write_manifest_file().await?);
+        out.manifests.push(writer.finish().await?);
     }
     out.missing = refs.iter().filter(|r| !found.contains(*r)).cloned().collect();
     Ok(out)
@@ -302,7 +370,7 @@ pub async fn merge_small(
                 add_existing(&mut writer, &entry, data_file, file.added_snapshot_id)?;
             }
         }
-        out.push(writer.write_manifest_file().await?);
+        out.push(writer.finish().await?);
     }
     Ok(out)
 }
@@ -331,10 +399,9 @@ fn with_row_ids(file: &ManifestFile, manifest: &Manifest) -> Result<Vec<(Arc<Man
     Ok(out)
 }
 
-fn add_existing(writer: &mut ManifestWriter, entry: &ManifestEntry, file: DataFile, added_by: i64) -> Result<()> {
+fn add_existing(writer: &mut EntryWriter, entry: &ManifestEntry, file: DataFile, added_by: i64) -> Result<()> {
     let (seq, file_seq) = sequence_numbers(entry)?;
-    writer.add_existing_file(file, entry.snapshot_id().unwrap_or(added_by), seq, Some(file_seq))?;
-    Ok(())
+    writer.add_existing_file(file, entry.snapshot_id().unwrap_or(added_by), seq, file_seq)
 }
 
 /// `file` without its column metrics (sizes, counts, bounds): what a DELETED entry keeps.
@@ -343,12 +410,25 @@ pub fn without_metrics(file: &DataFile, spec_id: i32) -> Result<DataFile> {
     rebuild(file, file.first_row_id(), spec_id, false)
 }
 
+/// The bounds a rebuilt file gets: (lower, upper).
+type Bounds = (HashMap<i32, Datum>, HashMap<i32, Datum>);
+
 /// `file` with an explicit `first_row_id` (the struct's fields are crate-private upstream).
 fn with_first_row_id(file: &DataFile, first_row_id: i64, spec_id: i32) -> Result<DataFile> {
     rebuild(file, Some(first_row_id), spec_id, true)
 }
 
 fn rebuild(file: &DataFile, first_row_id: Option<i64>, spec_id: i32, metrics: bool) -> Result<DataFile> {
+    if !metrics {
+        return rebuild_with(file, first_row_id, spec_id, None);
+    }
+    let bounds = (file.lower_bounds().clone(), file.upper_bounds().clone());
+    rebuild_with(file, first_row_id, spec_id, Some(bounds))
+}
+
+/// `file` with `first_row_id` and `spec_id`; with its metrics and these bounds, or without
+/// metrics when `bounds` is `None`.
+fn rebuild_with(file: &DataFile, first_row_id: Option<i64>, spec_id: i32, bounds: Option<Bounds>) -> Result<DataFile> {
     let mut b = DataFileBuilder::default();
     b.content(file.content_type())
         .file_path(file.file_path().to_string())
@@ -364,13 +444,13 @@ fn rebuild(file: &DataFile, first_row_id: Option<i64>, spec_id: i32, metrics: bo
         .referenced_data_file(file.referenced_data_file())
         .content_offset(file.content_offset())
         .content_size_in_bytes(file.content_size_in_bytes());
-    if metrics {
+    if let Some((lower, upper)) = bounds {
         b.column_sizes(file.column_sizes().clone())
             .value_counts(file.value_counts().clone())
             .null_value_counts(file.null_value_counts().clone())
             .nan_value_counts(file.nan_value_counts().clone())
-            .lower_bounds(file.lower_bounds().clone())
-            .upper_bounds(file.upper_bounds().clone());
+            .lower_bounds(lower)
+            .upper_bounds(upper);
     }
     if let Some(id) = file.sort_order_id() {
         b.sort_order_id(id);
@@ -397,4 +477,117 @@ pub async fn live_entries(
         out.extend(manifest.entries().iter().filter(|e| e.is_alive()).cloned());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use iceberg::io::{FileIOBuilder, MemoryStorageFactory};
+    use iceberg::spec::{DataContentType, DataFileFormat, NestedField, Struct};
+
+    use super::*;
+
+    fn schema(id: i32, qty: PrimitiveType) -> SchemaRef {
+        Arc::new(
+            Schema::builder()
+                .with_schema_id(id)
+                .with_fields(vec![
+                    Arc::new(NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long))),
+                    Arc::new(NestedField::optional(2, "qty", Type::Primitive(qty))),
+                    Arc::new(NestedField::optional(3, "price", Type::Primitive(PrimitiveType::Float))),
+                ])
+                .build()
+                .expect("schema"),
+        )
+    }
+
+    fn file(name: &str, qty: Datum, price: Datum) -> DataFile {
+        let bounds = HashMap::from([(1, Datum::long(7)), (2, qty), (3, price)]);
+        DataFileBuilder::default()
+            .content(DataContentType::Data)
+            .file_path(format!("memory:///t/data/{name}.parquet"))
+            .file_format(DataFileFormat::Parquet)
+            .partition(Struct::empty())
+            .record_count(1)
+            .file_size_in_bytes(10)
+            .lower_bounds(bounds.clone())
+            .upper_bounds(bounds)
+            .build()
+            .expect("file")
+    }
+
+    /// Manifests of two schema versions (`qty` int, then long) that both lose a file are
+    /// rewritten as one: under the newer schema, or the long bound beyond the int range
+    /// could not be read back; the int file's bounds are promoted.
+    #[tokio::test]
+    async fn an_entry_moved_under_a_promoted_schema_reads_back_with_promoted_bounds() {
+        let io = FileIOBuilder::new(Arc::new(MemoryStorageFactory)).build();
+        let (v0, v1) = (schema(0, PrimitiveType::Int), schema(1, PrimitiveType::Long));
+        let spec = PartitionSpec::unpartition_spec();
+        let target = |prefix: &str, snapshot_id| ManifestTarget {
+            file_io: &io,
+            metadata_dir: "memory:///t/metadata".into(),
+            prefix: prefix.into(),
+            snapshot_id,
+            format_version: FormatVersion::V2,
+        };
+        let old = file("old", Datum::int(3), Datum::float(1.5));
+        let gone = file("gone", Datum::int(4), Datum::float(1.5));
+        let gone2 = file("gone2", Datum::long(4), Datum::float(1.5));
+        let new = file("new", Datum::long(5_000_000_000_i64), Datum::float(2.5));
+        let m0 = target("a", 1)
+            .write_new(
+                "m",
+                Arc::clone(&v0),
+                spec.clone(),
+                ManifestContentType::Data,
+                vec![(old, Some(1)), (gone, Some(1))],
+            )
+            .await
+            .expect("write v0")
+            .expect("manifest");
+        let m1 = target("b", 2)
+            .write_new(
+                "m",
+                Arc::clone(&v1),
+                spec.clone(),
+                ManifestContentType::Data,
+                vec![(new, Some(2)), (gone2, Some(2))],
+            )
+            .await
+            .expect("write v1")
+            .expect("manifest");
+        let cache = ManifestCache::new(1000);
+        let refs = BTreeSet::from([
+            FileRef::path("memory:///t/data/gone.parquet"),
+            FileRef::path("memory:///t/data/gone2.parquet"),
+        ]);
+        let retired = retire(&target("c", 3), vec![m0, m1], &refs, &cache).await.expect("retire");
+        assert_eq!(retired.manifests.len(), 1, "{:?}", retired.manifests);
+        let manifest = retired.manifests[0].load_manifest(&io).await.expect("the rewritten manifest reads back");
+        let live = |name: &str| {
+            let path = format!("memory:///t/data/{name}.parquet");
+            let entry = manifest.entries().iter().find(|e| e.is_alive() && e.file_path() == path);
+            entry.unwrap_or_else(|| panic!("{name} stays live")).data_file().clone()
+        };
+        assert_eq!(live("old").lower_bounds().get(&2), Some(&Datum::long(3)));
+        assert_eq!(live("old").upper_bounds().get(&3), Some(&Datum::float(1.5)), "float stays float");
+        assert_eq!(live("new").upper_bounds().get(&2), Some(&Datum::long(5_000_000_000_i64)));
+        assert_eq!(manifest.entries().iter().filter(|e| !e.is_alive()).count(), 2, "two retired");
+    }
+
+    #[test]
+    fn bounds_that_fit_are_left_alone_and_promotions_widen() {
+        let v1 = schema(1, PrimitiveType::Long);
+        let f = file("x", Datum::long(3), Datum::float(1.0));
+        assert_eq!(fit_bounds(f.clone(), &v1, 0).expect("fit"), f);
+        let doubles = Arc::new(
+            Schema::builder()
+                .with_fields(vec![Arc::new(NestedField::optional(3, "price", Type::Primitive(PrimitiveType::Double)))])
+                .build()
+                .expect("schema"),
+        );
+        let fit = fit_bounds(file("y", Datum::int(1), Datum::float(1.5)), &doubles, 0).expect("fit");
+        assert_eq!(fit.lower_bounds().get(&3), Some(&Datum::double(1.5)));
+        assert_eq!(fit.lower_bounds().get(&2), Some(&Datum::int(1)), "a field the schema lacks is left alone");
+    }
 }

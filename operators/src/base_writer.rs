@@ -130,7 +130,9 @@ impl BaseStage {
         if self.rewrites.running > 0 || !t.maintenance.compaction || t.versions.pause_state().is_some() {
             return Ok(());
         }
-        let version = t.versions.at(base_epoch.map_or(0, |e| e + 1));
+        // Not the next epoch's version: that one is not final, and a decoder ahead may
+        // have adopted a newer one whose schema the rewrite's snapshot need not carry.
+        let version = t.versions.as_of_flushed(base_epoch);
         let Some(target) = t.base_at(&version)? else { return Ok(()) };
         let index = self.index(table, bucket)?;
         let Some(rewrite_plan) = index.plan_rewrite(&t.maintenance) else { return Ok(()) };
@@ -270,7 +272,7 @@ impl BaseStage {
                 continue;
             }
             let base_epoch = self.last_flushed;
-            let version = t.versions.at(base_epoch.map_or(0, |e| e + 1));
+            let version = t.versions.as_of_flushed(base_epoch);
             let Some(target) = t.base_at(&version)? else {
                 self.erase_queue.remove(i);
                 self.erased(&order, Ok(None));

@@ -740,6 +740,11 @@ impl CommitterCore {
         };
         let strict = bundles.iter().any(|b| b.strict);
         request.rewrite = Some(RewriteCommit { id, strict });
+        // A rewrite snapshot carries the epoch's schema like an epoch snapshot: the table
+        // may have had no changes since the version its files were written under.
+        if let Dest::Base(t) | Dest::Cdc(t) = dest {
+            request.schema_change = schema_commit(&self.plan.tables[t as usize], dest, epoch)?;
+        }
         let mut bases = Vec::new();
         let mut bytes_read = 0;
         for bundle in bundles {
@@ -1084,6 +1089,35 @@ mod tests {
         let steps = &commits.then[0].steps;
         assert_eq!(steps.len(), 2);
         assert!(steps[0].request.rewrite.is_none() && steps[1].request.rewrite.is_some(), "epoch first");
+    }
+
+    /// A rewrite committed alone carries its epoch's schema, as an epoch snapshot does: a
+    /// snapshot never lists files of a schema newer than its own.
+    #[test]
+    fn a_rewrite_snapshot_carries_the_epochs_schema() {
+        let dir = tempfile::tempdir().expect("dir");
+        let plan = plan(dir.path());
+        let versions = &plan.tables[0].versions;
+        let mut columns = plan.tables[0].schema.columns.clone();
+        columns.push(Column { name: "note".into(), ty: ColumnType::String, nullable: true });
+        let wider = Arc::new(TableSchema::new(columns, &["id".into()]).expect("schema"));
+        let first = crate::schema_versions::FirstSeen {
+            topic: "t".into(),
+            partition: 0,
+            offset: 3,
+            detected: "push".into(),
+            at_ms: 0,
+        };
+        versions.evolve(&versions.latest(), wider, Default::default(), vec![], first).expect("v1");
+        versions.used_at(1, 0);
+        let mut core = CommitterCore::new(Arc::clone(&plan));
+        core.add(Written::Rewrite(bundle(0, Some(0), None, vec![file(&plan, 0, "m", false)], &["old"])));
+        progress(&mut core, 0, 10);
+        let (_, commits) = epoch_job(core.next(true, |_| true).expect("next"));
+        let step = &commits.then[0].steps[0];
+        assert!(step.request.rewrite.is_some(), "a rewrite alone");
+        let change = step.request.schema_change.as_ref().expect("the epoch's schema rides along");
+        assert!(change.schema.field_by_name("note").is_some());
     }
 
     #[test]
