@@ -60,7 +60,7 @@ use crate::offsets::{
     SUMMARY_EPOCH, SUMMARY_FORMAT, SUMMARY_FORMAT_VERSION, SUMMARY_OFFSETS, SUMMARY_PIPELINE_ID, SourceOffsets,
     committed_progress,
 };
-pub use crate::schema_commit::{SchemaCommit, apply_schema_change, covers};
+pub use crate::schema_commit::{SchemaCommit, apply_schema_change, covers, snapshot_schema};
 
 /// Summary key: the schema id this snapshot made current (present only on the snapshot that
 /// evolved the schema).
@@ -425,6 +425,7 @@ async fn stage(
         prefix: prefix.to_string(),
         snapshot_id,
         format_version: format,
+        schema: snapshot_schema(metadata, request.schema_change.as_ref())?,
     };
 
     let started = std::time::Instant::now();
@@ -455,10 +456,6 @@ async fn stage(
     }
 
     // 2. New manifests.
-    let schema = match &request.schema_change {
-        Some(change) => Arc::new(change.schema.clone()),
-        None => Arc::clone(metadata.current_schema()),
-    };
     let spec = metadata.default_partition_spec().as_ref().clone();
     let data_seqs: Vec<Option<i64>> = match request.data_sequence_numbers.len() {
         0 => vec![None; request.data_files.len()],
@@ -481,7 +478,7 @@ async fn stage(
     for (name, content, files) in
         [("m0", ManifestContentType::Data, added_data), ("m1", ManifestContentType::Deletes, added_deletes)]
     {
-        manifests.extend(target.write_new(name, Arc::clone(&schema), spec.clone(), content, files).await?);
+        manifests.extend(target.write_new(name, spec.clone(), content, files).await?);
     }
 
     lap("new-manifests");

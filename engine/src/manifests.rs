@@ -19,6 +19,12 @@
 //!   blob's offset (many vectors share one Puffin file).
 //! - Manifests are immutable, so [`ManifestCache`] may keep parsed ones for as long as it
 //!   likes; it forgets everything when it grows past its bound.
+//! - Every manifest a commit writes, new, rewritten or merged, is written under the schema
+//!   the snapshot carries, with that schema's id ([`ManifestTarget::schema`]). Schemas
+//!   only grow (additive changes, promotions), so it covers every entry moved into it.
+//!   (Choosing the newest of the inputs' schemas by id went wrong: manifests written with
+//!   a schema change carried id 0, so an int-typed input could win and long bounds were
+//!   listed under it, which no reader can parse.)
 //! - Every bound a manifest holds is of its schema's type for that field. A file written
 //!   before a promotion (int → long, float → double, a wider decimal) keeps bounds of the
 //!   narrower type; an entry moved or added under the wider schema has them promoted
@@ -96,7 +102,11 @@ impl ManifestCache {
         if let Some(m) = self.lock().0.get(&file.manifest_path) {
             return Ok(Arc::clone(m));
         }
-        let manifest = Arc::new(file.load_manifest(file_io).await?);
+        let manifest = Arc::new(
+            file.load_manifest(file_io)
+                .await
+                .map_err(|e| Error::from(e).context(format!("reading manifest {}", file.manifest_path)))?,
+        );
         let mut guard = self.lock();
         let (map, entries) = &mut *guard;
         if *entries + manifest.entries().len() > self.max_entries {
@@ -137,22 +147,20 @@ pub struct ManifestTarget<'a> {
     pub snapshot_id: i64,
     /// The table's format version.
     pub format_version: FormatVersion,
+    /// The schema the snapshot carries, with its id: every manifest the commit writes is
+    /// written under it (new ones, rewritten ones and merged ones alike).
+    pub schema: SchemaRef,
 }
 
 impl ManifestTarget<'_> {
-    /// A writer for a manifest holding entries of `like` (same schema, spec and content).
+    /// A writer for a manifest holding entries of `like` (same spec and content).
     fn rewriter(&self, name: &str, like: &Manifest) -> Result<EntryWriter> {
         let meta = like.metadata();
-        self.writer(name, Arc::clone(meta.schema()), meta.partition_spec().clone(), *meta.content())
+        self.writer(name, meta.partition_spec().clone(), *meta.content())
     }
 
-    fn writer(
-        &self,
-        name: &str,
-        schema: SchemaRef,
-        spec: PartitionSpec,
-        content: ManifestContentType,
-    ) -> Result<EntryWriter> {
+    fn writer(&self, name: &str, spec: PartitionSpec, content: ManifestContentType) -> Result<EntryWriter> {
+        let schema = Arc::clone(&self.schema);
         let path = format!("{}/{}-{name}.avro", self.metadata_dir, self.prefix);
         let spec_id = spec.spec_id();
         let builder = ManifestWriterBuilder::new(
@@ -175,7 +183,6 @@ impl ManifestTarget<'_> {
     pub async fn write_new(
         &self,
         name: &str,
-        schema: SchemaRef,
         spec: PartitionSpec,
         content: ManifestContentType,
         files: Vec<(DataFile, Option<i64>)>,
@@ -183,7 +190,7 @@ impl ManifestTarget<'_> {
         if files.is_empty() {
             return Ok(None);
         }
-        let mut writer = self.writer(name, schema, spec, content)?;
+        let mut writer = self.writer(name, spec, content)?;
         for (file, seq) in files {
             writer.add_file(file, seq.unwrap_or(-1))?;
         }
@@ -285,10 +292,7 @@ pub async fn retire(
     }
     let mut found: BTreeSet<FileRef> = BTreeSet::new();
     for ((data, spec), group) in hit {
-        // The newest schema among them: every entry's bounds are of fields it knows.
-        let Some((_, template)) = group.iter().max_by_key(|(_, m)| m.metadata().schema().schema_id()) else {
-            continue;
-        };
+        let Some((_, template)) = group.first() else { continue };
         let kind = if data { "data" } else { "deletes" };
         let mut writer = target.rewriter(&format!("retired-{kind}-{spec}"), template)?;
         for (file, manifest) in &group {
@@ -360,8 +364,7 @@ pub async fn merge_small(
         for file in &merge {
             loaded.push(cache.load(target.file_io, file).await?);
         }
-        // The newest schema among them: every entry's bounds are of fields it knows.
-        let Some(template) = loaded.iter().max_by_key(|m| m.metadata().schema().schema_id()) else { continue };
+        let Some(template) = loaded.first() else { continue };
         // One file per kind: data and delete manifests of a spec must not share a name.
         let kind = if data { "data" } else { "deletes" };
         let mut writer = target.rewriter(&format!("merged-{kind}-{spec}"), template)?;
@@ -516,43 +519,36 @@ mod tests {
     }
 
     /// Manifests of two schema versions (`qty` int, then long) that both lose a file are
-    /// rewritten as one: under the newer schema, or the long bound beyond the int range
-    /// could not be read back; the int file's bounds are promoted.
+    /// rewritten as one, under the snapshot's schema: the long bound beyond the int range
+    /// reads back, and the int file's bounds are promoted. Both input manifests say schema
+    /// id 0, as manifests written with a schema change used to, and the int one comes last:
+    /// picking "the newest input schema by id" chose the int schema here, and the rewritten
+    /// manifest could not be read ("failed to convert byte slice to array").
     #[tokio::test]
-    async fn an_entry_moved_under_a_promoted_schema_reads_back_with_promoted_bounds() {
+    async fn manifests_of_two_schema_versions_are_rewritten_under_the_snapshots_schema() {
         let io = FileIOBuilder::new(Arc::new(MemoryStorageFactory)).build();
-        let (v0, v1) = (schema(0, PrimitiveType::Int), schema(1, PrimitiveType::Long));
+        let (v0, v1_unnumbered, v1) =
+            (schema(0, PrimitiveType::Int), schema(0, PrimitiveType::Long), schema(1, PrimitiveType::Long));
         let spec = PartitionSpec::unpartition_spec();
-        let target = |prefix: &str, snapshot_id| ManifestTarget {
+        let target = |prefix: &str, snapshot_id, schema: &SchemaRef| ManifestTarget {
             file_io: &io,
             metadata_dir: "memory:///t/metadata".into(),
             prefix: prefix.into(),
             snapshot_id,
             format_version: FormatVersion::V2,
+            schema: Arc::clone(schema),
         };
         let old = file("old", Datum::int(3), Datum::float(1.5));
         let gone = file("gone", Datum::int(4), Datum::float(1.5));
-        let gone2 = file("gone2", Datum::long(4), Datum::float(1.5));
         let new = file("new", Datum::long(5_000_000_000_i64), Datum::float(2.5));
-        let m0 = target("a", 1)
-            .write_new(
-                "m",
-                Arc::clone(&v0),
-                spec.clone(),
-                ManifestContentType::Data,
-                vec![(old, Some(1)), (gone, Some(1))],
-            )
+        let gone2 = file("gone2", Datum::long(4), Datum::float(1.5));
+        let m0 = target("a", 1, &v0)
+            .write_new("m", spec.clone(), ManifestContentType::Data, vec![(old, Some(1)), (gone, Some(1))])
             .await
             .expect("write v0")
             .expect("manifest");
-        let m1 = target("b", 2)
-            .write_new(
-                "m",
-                Arc::clone(&v1),
-                spec.clone(),
-                ManifestContentType::Data,
-                vec![(new, Some(2)), (gone2, Some(2))],
-            )
+        let m1 = target("b", 2, &v1_unnumbered)
+            .write_new("m", spec.clone(), ManifestContentType::Data, vec![(new, Some(2)), (gone2, Some(2))])
             .await
             .expect("write v1")
             .expect("manifest");
@@ -561,9 +557,10 @@ mod tests {
             FileRef::path("memory:///t/data/gone.parquet"),
             FileRef::path("memory:///t/data/gone2.parquet"),
         ]);
-        let retired = retire(&target("c", 3), vec![m0, m1], &refs, &cache).await.expect("retire");
+        let retired = retire(&target("c", 3, &v1), vec![m1, m0], &refs, &cache).await.expect("retire");
         assert_eq!(retired.manifests.len(), 1, "{:?}", retired.manifests);
         let manifest = retired.manifests[0].load_manifest(&io).await.expect("the rewritten manifest reads back");
+        assert_eq!(manifest.metadata().schema().schema_id(), 1, "the snapshot's schema, by its id");
         let live = |name: &str| {
             let path = format!("memory:///t/data/{name}.parquet");
             let entry = manifest.entries().iter().find(|e| e.is_alive() && e.file_path() == path);

@@ -9,7 +9,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use iceberg::spec::{Schema, TableMetadata, TableMetadataBuilder};
+use std::sync::Arc;
+
+use iceberg::spec::{Schema, SchemaRef, TableMetadata, TableMetadataBuilder};
 use tracing::debug;
 
 use crate::error::Result;
@@ -64,6 +66,28 @@ pub fn covers(current: &Schema, proposed: &Schema) -> bool {
         })
 }
 
+/// Schemas never move back: whether the table is already past `change` (a pulled version
+/// committed before an epoch written under the version before it), so it keeps its schema.
+fn is_ahead(metadata: &TableMetadata, change: &SchemaCommit) -> bool {
+    covers(metadata.current_schema(), &change.schema)
+        && metadata.current_schema().as_struct() != change.schema.as_struct()
+        && retired_from(metadata.properties()).is_superset(&change.retired)
+}
+
+/// The schema a commit's snapshot carries, with the id it has (or gets) in `metadata`: the
+/// current schema without a change or when the table is ahead of it, else the change's.
+/// Every manifest the commit writes is written under it, so a manifest's schema id always
+/// names the schema its entries' bounds are typed by.
+pub fn snapshot_schema(metadata: &TableMetadata, change: Option<&SchemaCommit>) -> Result<SchemaRef> {
+    match change {
+        Some(change) if !is_ahead(metadata, change) => {
+            let (id, _) = schema_id_for(metadata, &change.schema);
+            Ok(Arc::new(change.schema.clone().into_builder().with_schema_id(id).build()?))
+        }
+        _ => Ok(Arc::clone(metadata.current_schema())),
+    }
+}
+
 /// Applies a schema change to a metadata builder: adds and selects the schema, records the
 /// audit entries and retired columns, clears a pending change. Returns the builder and the
 /// schema id that is current afterwards.
@@ -73,12 +97,7 @@ pub fn apply_schema_change(
     change: &SchemaCommit,
 ) -> Result<(TableMetadataBuilder, i32)> {
     let old_id = metadata.current_schema_id();
-    // Schemas never move back: a table already past this change (a pulled version committed
-    // before an epoch written under the version before it) keeps its schema.
-    if covers(metadata.current_schema(), &change.schema)
-        && metadata.current_schema().as_struct() != change.schema.as_struct()
-        && retired_from(metadata.properties()).is_superset(&change.retired)
-    {
+    if is_ahead(metadata, change) {
         debug!(schema_id = old_id, "the table's schema is ahead of this commit's; kept");
         return Ok((builder, old_id));
     }
@@ -127,6 +146,36 @@ mod tests {
             })
             .collect::<Vec<_>>();
         Schema::builder().with_fields(fields).with_identifier_field_ids([1]).build().expect("schema")
+    }
+
+    #[test]
+    fn a_snapshot_schema_has_the_id_the_table_gives_it() {
+        use PrimitiveType::{Int, Long};
+        use iceberg::spec::{FormatVersion, PartitionSpec, SortOrder};
+        let v0 = schema(&[(1, "id", Long, true), (2, "qty", Int, false)]);
+        let metadata = TableMetadataBuilder::new(
+            v0.clone(),
+            PartitionSpec::unpartition_spec(),
+            SortOrder::unsorted_order(),
+            "memory:///t".into(),
+            FormatVersion::V2,
+            HashMap::new(),
+        )
+        .expect("builder")
+        .build()
+        .expect("metadata")
+        .metadata;
+        let change = |schema: Schema| SchemaCommit { schema, retired: BTreeSet::new(), audit: Vec::new() };
+        assert_eq!(snapshot_schema(&metadata, None).expect("current").schema_id(), 0);
+        let v1 = snapshot_schema(&metadata, Some(&change(schema(&[(1, "id", Long, true), (2, "qty", Long, false)]))))
+            .expect("widened");
+        assert_eq!(v1.schema_id(), 1, "a new schema gets the next id, not the 0 it was built with");
+        assert_eq!(v1.field_by_id(2).map(|f| f.field_type.to_string()), Some("long".to_string()));
+        assert_eq!(
+            snapshot_schema(&metadata, Some(&change(v0))).expect("same").schema_id(),
+            0,
+            "an existing one its own"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod columns;
+pub mod fuzz_input;
 pub mod generator;
 pub mod kcat;
 pub mod model;

@@ -786,7 +786,12 @@ impl CommitterCore {
                 }
                 _ => None,
             };
-            let file = f.data_file(at.unwrap_or(target))?;
+            let file = f.data_file(at.unwrap_or(target)).map_err(|e| {
+                e.context(format!(
+                    "reading the entry of {} (written under schema version {})",
+                    f.path, f.schema_version
+                ))
+            })?;
             match f.deletes {
                 true => request.delete_files.push(file),
                 false => request.data_files.push(file),
