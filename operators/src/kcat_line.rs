@@ -169,7 +169,11 @@ fn plain_string_span(line: &[u8], at: usize) -> Option<(std::ops::Range<usize>, 
     }
     let start = at + 1;
     let end = start + memchr::memchr2(b'"', b'\\', &line[start..])?;
-    (line[end] == b'"').then_some((start..end, end + 1))
+    let content = &line[start..end];
+    // JSON strings hold no raw control characters and are UTF-8; the caller's fallback
+    // (serde_json) reports what is wrong.
+    let valid = !content.iter().any(|&b| b < 0x20) && (content.is_ascii() || std::str::from_utf8(content).is_ok());
+    (valid && line[end] == b'"').then_some((start..end, end + 1))
 }
 
 /// A JSON integer at `at`.
@@ -177,34 +181,21 @@ fn integer(line: &[u8], at: usize) -> Result<(i64, usize), String> {
     let negative = line.get(at) == Some(&b'-');
     let digits_start = at + negative as usize;
     let digits_end = digits_start + line[digits_start..].iter().take_while(|b| b.is_ascii_digit()).count();
-    let simple = digits_end > digits_start && !matches!(line.get(digits_end), Some(b'.' | b'e' | b'E'));
+    // JSON forbids leading zeros (`07`); serde_json reports them.
+    let leading_zero = line.get(digits_start) == Some(&b'0') && digits_end > digits_start + 1;
+    let simple =
+        digits_end > digits_start && !leading_zero && !matches!(line.get(digits_end), Some(b'.' | b'e' | b'E'));
     if simple && let Ok(v) = std::str::from_utf8(&line[at..digits_end]).unwrap_or("x").parse::<i64>() {
         return Ok((v, digits_end));
     }
     read_json::<i64>(line, at)
 }
 
-/// Skips any JSON value at `at`.
+/// Skips any JSON value at `at`, checked as strictly as serde_json reads a document (kcat's
+/// other fields, `tstype`, `ts`, `broker`, `headers`, are short). Read into a `Value`, not
+/// `IgnoredAny`: serde_json's skip does not check a string's UTF-8.
 fn skip_value(line: &[u8], at: usize) -> Result<usize, String> {
-    match line.get(at) {
-        Some(b'"') => {
-            let mut i = at + 1;
-            loop {
-                match line.get(i) {
-                    Some(b'"') => return Ok(i + 1),
-                    Some(b'\\') => i += 2,
-                    Some(_) => i += 1,
-                    None => return Err(err("unterminated string")),
-                }
-            }
-        }
-        Some(b'{' | b'[') => read_json::<IgnoredAny>(line, at).map(|(_, next)| next),
-        Some(_) => {
-            let end = line[at..].iter().position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace());
-            Ok(at + end.unwrap_or(line.len() - at))
-        }
-        None => Err(err("unexpected end of line")),
-    }
+    read_json::<serde_json::Value>(line, at).map(|(_, next)| next)
 }
 
 /// A `key`/`payload` value: a JSON string (the record bytes), `null`, or inline JSON.
@@ -258,8 +249,8 @@ fn learn(cache: &mut PrefixCache, escaped_content: &[u8], value: &str) {
 /// Unescapes the body of a JSON string (after its opening quote) into `out`, up to the
 /// closing quote; returns how many input bytes were consumed, closing quote included.
 /// `None` on a malformed escape or a missing closing quote (the caller then falls back
-/// to serde_json, which reports the error). UTF-8 is not validated here: the decoder
-/// parses the value with serde_json, which does.
+/// to serde_json, which reports the error), a raw control character, or bytes that are
+/// not UTF-8, as in any JSON string.
 fn unescape_into(body: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     // Escapes are dense in embedded JSON (every quote is one). Eight bytes at a time: find
     // the first quote or backslash in the word with a zero-byte test, copy the word, and
@@ -267,19 +258,24 @@ fn unescape_into(body: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    // Flags bytes below 0x20 (raw control characters, which a JSON string may not hold).
+    let control = |v: u64| v.wrapping_sub(ONES * 0x20) & !v & HIGHS;
     let base = out.len();
+    let mut high = 0u64;
     out.reserve(body.len().min(4096));
     let mut i = 0;
     loop {
         if let Some(chunk) = body.get(i..i + 8) {
             let w =
                 u64::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7]]);
-            let hits = zero_byte(w ^ (ONES * b'"' as u64)) | zero_byte(w ^ (ONES * b'\\' as u64));
+            let hits = zero_byte(w ^ (ONES * b'"' as u64)) | zero_byte(w ^ (ONES * b'\\' as u64)) | control(w);
             // The lowest flagged byte is exact (borrows only disturb bytes above it).
             let clean = ((hits.trailing_zeros() / 8) as usize).min(8);
             // A fixed-size copy compiles to one store; then drop the bytes past the hit.
             out.extend_from_slice(&w.to_le_bytes());
             out.truncate(out.len() - (8 - clean));
+            // Non-ASCII among the kept bytes: UTF-8 is checked at the end.
+            high |= if clean == 8 { w } else { w & ((1u64 << (clean * 8)) - 1) } & HIGHS;
             i += clean;
             if clean == 8 {
                 continue;
@@ -291,7 +287,13 @@ fn unescape_into(body: &[u8], out: &mut Vec<u8>) -> Option<usize> {
         };
         i += 1;
         match b {
-            b'"' => return Some(i),
+            b'"' => {
+                if high != 0 && std::str::from_utf8(&out[base..]).is_err() {
+                    out.truncate(base);
+                    return None;
+                }
+                return Some(i);
+            }
             b'\\' => {
                 let Some(&esc) = body.get(i) else {
                     out.truncate(base);
@@ -326,7 +328,14 @@ fn unescape_into(body: &[u8], out: &mut Vec<u8>) -> Option<usize> {
                 };
                 out.push(byte);
             }
-            _ => out.push(b),
+            _ if b < 0x20 => {
+                out.truncate(base);
+                return None;
+            }
+            _ => {
+                high |= u64::from(b) & 0x80;
+                out.push(b);
+            }
         }
     }
 }
@@ -370,6 +379,33 @@ mod tests {
         format!(
             r#"{{"topic":"t","partition":2,"offset":9,"tstype":"create","ts":1,"broker":-1,"headers":["a","b"],"key":"{{\"id\":1}}","payload":{p}}}"#
         )
+    }
+
+    /// Found by the cargo-fuzz target: lines that are not JSON must not parse. A field
+    /// name or skipped value that is not UTF-8, a raw control character in a payload, and
+    /// a bare word where a value goes.
+    #[test]
+    fn a_line_that_is_not_json_is_refused() {
+        let good = line(Some(r#"{"schema":null,"payload":{"a":"é"}}"#)).into_bytes();
+        let mut p = KcatParser::new();
+        assert!(p.parse(&good).is_ok());
+        assert!(p.parse(&good).is_ok(), "and again, with the prefix cache warm");
+        let bad_name: Vec<u8> =
+            [&br#"{"topic":"t","partition":0,"offset":1,""#[..], &[0x97], br#"":1,"payload":null}"#].concat();
+        let control = good.iter().map(|&b| if b == b'\xc3' { 0x01 } else { b }).collect::<Vec<u8>>();
+        let not_utf8 = good.iter().map(|&b| if b == b'\xc3' { 0xff } else { b }).collect::<Vec<u8>>();
+        let bare = br#"{"topic":"t","partition":0,"offset":1,"broker":nope,"payload":null}"#.to_vec();
+        let skipped: Vec<u8> =
+            [&br#"{"topic":"t","partition":0,"offset":1,"tstype":""#[..], &[0x8d], br#"","payload":null}"#].concat();
+        let cases =
+            [("name", bad_name), ("control", control), ("utf-8", not_utf8), ("bare word", bare), ("skipped", skipped)];
+        for (what, l) in cases {
+            assert!(serde_json::from_slice::<serde_json::Value>(&l).is_err(), "{what}: the case must be invalid JSON");
+            assert!(KcatParser::new().parse(&l).is_err(), "{what}: accepted cold");
+            let mut warm = KcatParser::new();
+            let _ = warm.parse(&good);
+            assert!(warm.parse(&l).is_err(), "{what}: accepted with the cache warm");
+        }
     }
 
     #[test]

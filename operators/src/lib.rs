@@ -27,7 +27,9 @@ pub mod erase;
 pub mod erase_proof;
 pub mod erasure_requests;
 pub mod files;
+#[cfg(feature = "kafka")]
 pub mod kafka_client;
+#[cfg(feature = "kafka")]
 pub mod kafka_source;
 pub mod kcat_line;
 pub mod key_index;
