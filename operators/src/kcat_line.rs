@@ -363,8 +363,10 @@ fn unicode_escape(body: &[u8], at: usize) -> Option<(char, usize)> {
     }
 }
 
+/// Skips JSON whitespace (space, tab, newline, carriage return; not form feed, which
+/// `is_ascii_whitespace` also counts).
 fn skip_ws(line: &[u8], mut i: usize) -> usize {
-    while line.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = line.get(i) {
         i += 1;
     }
     i
@@ -382,8 +384,8 @@ mod tests {
     }
 
     /// Found by the cargo-fuzz target: lines that are not JSON must not parse. A field
-    /// name or skipped value that is not UTF-8, a raw control character in a payload, and
-    /// a bare word where a value goes.
+    /// name or skipped value that is not UTF-8, a raw control character in a payload, a
+    /// bare word where a value goes, a leading zero, a form feed as whitespace.
     #[test]
     fn a_line_that_is_not_json_is_refused() {
         let good = line(Some(r#"{"schema":null,"payload":{"a":"é"}}"#)).into_bytes();
@@ -397,8 +399,17 @@ mod tests {
         let bare = br#"{"topic":"t","partition":0,"offset":1,"broker":nope,"payload":null}"#.to_vec();
         let skipped: Vec<u8> =
             [&br#"{"topic":"t","partition":0,"offset":1,"tstype":""#[..], &[0x8d], br#"","payload":null}"#].concat();
-        let cases =
-            [("name", bad_name), ("control", control), ("utf-8", not_utf8), ("bare word", bare), ("skipped", skipped)];
+        let zero = br#"{"topic":"t","partition":0,"offset":07,"payload":null}"#.to_vec();
+        let form_feed = b"{\"topic\":\"t\",\"partition\":\x0c0,\"offset\":1,\"payload\":null}".to_vec();
+        let cases = [
+            ("name", bad_name),
+            ("control", control),
+            ("utf-8", not_utf8),
+            ("bare word", bare),
+            ("skipped", skipped),
+            ("leading zero", zero),
+            ("form feed", form_feed),
+        ];
         for (what, l) in cases {
             assert!(serde_json::from_slice::<serde_json::Value>(&l).is_err(), "{what}: the case must be invalid JSON");
             assert!(KcatParser::new().parse(&l).is_err(), "{what}: accepted cold");

@@ -327,8 +327,9 @@ fn scan_header(line: &[u8]) -> Option<(&[u8], i32, i64)> {
     }
 }
 
+/// Skips JSON whitespace (not form feed, which `is_ascii_whitespace` also counts).
 fn skip_ws(line: &[u8], mut i: usize) -> usize {
-    while line.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = line.get(i) {
         i += 1;
     }
     i
