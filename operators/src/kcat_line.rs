@@ -195,7 +195,15 @@ fn integer(line: &[u8], at: usize) -> Result<(i64, usize), String> {
 /// other fields, `tstype`, `ts`, `broker`, `headers`, are short). Read into a `Value`, not
 /// `IgnoredAny`: serde_json's skip does not check a string's UTF-8.
 fn skip_value(line: &[u8], at: usize) -> Result<usize, String> {
-    read_json::<serde_json::Value>(line, at).map(|(_, next)| next)
+    match line.get(at) {
+        // A plain string is checked where it lies (UTF-8, no control characters).
+        Some(b'"') if let Some((_, next)) = plain_string_span(line, at) => Ok(next),
+        Some(b'"' | b'{' | b'[') => read_json::<serde_json::Value>(line, at).map(|(_, next)| next),
+        // An integer (`ts`, `broker`) without a deserializer; any other number or literal
+        // holds no string, so serde_json's skip checks it fully.
+        Some(b'-' | b'0'..=b'9') if let Ok((_, next)) = integer(line, at) => Ok(next),
+        _ => read_json::<IgnoredAny>(line, at).map(|(_, next)| next),
+    }
 }
 
 /// A `key`/`payload` value: a JSON string (the record bytes), `null`, or inline JSON.
