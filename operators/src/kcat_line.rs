@@ -199,10 +199,10 @@ fn skip_value(line: &[u8], at: usize) -> Result<usize, String> {
         // A plain string is checked where it lies (UTF-8, no control characters).
         Some(b'"') if let Some((_, next)) = plain_string_span(line, at) => Ok(next),
         Some(b'"' | b'{' | b'[') => read_json::<serde_json::Value>(line, at).map(|(_, next)| next),
-        // An integer (`ts`, `broker`) without a deserializer; any other number or literal
-        // holds no string, so serde_json's skip checks it fully.
+        // An integer (`ts`, `broker`) without a deserializer. Anything else is read as a
+        // `Value`: serde_json's skip also lets a float overflow (`1e999`) through.
         Some(b'-' | b'0'..=b'9') if let Ok((_, next)) = integer(line, at) => Ok(next),
-        _ => read_json::<IgnoredAny>(line, at).map(|(_, next)| next),
+        _ => read_json::<serde_json::Value>(line, at).map(|(_, next)| next),
     }
 }
 
@@ -408,6 +408,7 @@ mod tests {
         let skipped: Vec<u8> =
             [&br#"{"topic":"t","partition":0,"offset":1,"tstype":""#[..], &[0x8d], br#"","payload":null}"#].concat();
         let zero = br#"{"topic":"t","partition":0,"offset":07,"payload":null}"#.to_vec();
+        let overflow = br#"{"topic":"t","partition":0,"offset":1,"ts":1e999,"payload":null}"#.to_vec();
         let form_feed = b"{\"topic\":\"t\",\"partition\":\x0c0,\"offset\":1,\"payload\":null}".to_vec();
         let cases = [
             ("name", bad_name),
@@ -417,6 +418,7 @@ mod tests {
             ("skipped", skipped),
             ("leading zero", zero),
             ("form feed", form_feed),
+            ("float overflow", overflow),
         ];
         for (what, l) in cases {
             assert!(serde_json::from_slice::<serde_json::Value>(&l).is_err(), "{what}: the case must be invalid JSON");
