@@ -252,7 +252,7 @@ pub fn fit_bounds(file: DataFile, schema: &Schema, spec_id: i32) -> Result<DataF
         bounds.iter().map(|(id, d)| (*id, promoted(id, d).unwrap_or_else(|| d.clone()))).collect()
     };
     let (lower, upper) = (fit(file.lower_bounds()), fit(file.upper_bounds()));
-    rebuild_with(&file, file.first_row_id(), spec_id, Some((lower, upper)))
+    rebuild(&file, file.first_row_id(), spec_id, Some((lower, upper)))
 }
 
 /// A kind of manifest: whether it lists data files, and its partition spec id.
@@ -410,7 +410,7 @@ fn add_existing(writer: &mut EntryWriter, entry: &ManifestEntry, file: DataFile,
 /// `file` without its column metrics (sizes, counts, bounds): what a DELETED entry keeps.
 /// `spec_id` is the partition spec of the manifest that lists it.
 pub fn without_metrics(file: &DataFile, spec_id: i32) -> Result<DataFile> {
-    rebuild(file, file.first_row_id(), spec_id, false)
+    rebuild(file, file.first_row_id(), spec_id, None)
 }
 
 /// The bounds a rebuilt file gets: (lower, upper).
@@ -418,20 +418,13 @@ type Bounds = (HashMap<i32, Datum>, HashMap<i32, Datum>);
 
 /// `file` with an explicit `first_row_id` (the struct's fields are crate-private upstream).
 fn with_first_row_id(file: &DataFile, first_row_id: i64, spec_id: i32) -> Result<DataFile> {
-    rebuild(file, Some(first_row_id), spec_id, true)
-}
-
-fn rebuild(file: &DataFile, first_row_id: Option<i64>, spec_id: i32, metrics: bool) -> Result<DataFile> {
-    if !metrics {
-        return rebuild_with(file, first_row_id, spec_id, None);
-    }
     let bounds = (file.lower_bounds().clone(), file.upper_bounds().clone());
-    rebuild_with(file, first_row_id, spec_id, Some(bounds))
+    rebuild(file, Some(first_row_id), spec_id, Some(bounds))
 }
 
 /// `file` with `first_row_id` and `spec_id`; with its metrics and these bounds, or without
 /// metrics when `bounds` is `None`.
-fn rebuild_with(file: &DataFile, first_row_id: Option<i64>, spec_id: i32, bounds: Option<Bounds>) -> Result<DataFile> {
+fn rebuild(file: &DataFile, first_row_id: Option<i64>, spec_id: i32, bounds: Option<Bounds>) -> Result<DataFile> {
     let mut b = DataFileBuilder::default();
     b.content(file.content_type())
         .file_path(file.file_path().to_string())

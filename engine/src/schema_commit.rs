@@ -8,7 +8,6 @@
 //! - An identical existing schema is reused by id; nothing is audited twice.
 
 use std::collections::{BTreeSet, HashMap};
-
 use std::sync::Arc;
 
 use iceberg::spec::{Schema, SchemaRef, TableMetadata, TableMetadataBuilder};

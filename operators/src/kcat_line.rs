@@ -192,16 +192,16 @@ fn integer(line: &[u8], at: usize) -> Result<(i64, usize), String> {
 }
 
 /// Skips any JSON value at `at`, checked as strictly as serde_json reads a document (kcat's
-/// other fields, `tstype`, `ts`, `broker`, `headers`, are short). Read into a `Value`, not
-/// `IgnoredAny`: serde_json's skip does not check a string's UTF-8.
+/// other fields, `tstype`, `ts`, `broker`, `headers`, are short). Not with `IgnoredAny`:
+/// serde_json's skip does not check a string's UTF-8.
 fn skip_value(line: &[u8], at: usize) -> Result<usize, String> {
     match line.get(at) {
         // A plain string is checked where it lies (UTF-8, no control characters).
         Some(b'"') if let Some((_, next)) = plain_string_span(line, at) => Ok(next),
-        Some(b'"' | b'{' | b'[') => read_json::<serde_json::Value>(line, at).map(|(_, next)| next),
-        // An integer (`ts`, `broker`) without a deserializer. Anything else is read as a
-        // `Value`: serde_json's skip also lets a float overflow (`1e999`) through.
+        // An integer (`ts`, `broker`) without a deserializer.
         Some(b'-' | b'0'..=b'9') if let Ok((_, next)) = integer(line, at) => Ok(next),
+        // Anything else as a `Value`: serde_json's skip also lets a float overflow
+        // (`1e999`) through.
         _ => read_json::<serde_json::Value>(line, at).map(|(_, next)| next),
     }
 }
@@ -269,7 +269,6 @@ fn unescape_into(body: &[u8], out: &mut Vec<u8>) -> Option<usize> {
     // Flags bytes below 0x20 (raw control characters, which a JSON string may not hold).
     let control = |v: u64| v.wrapping_sub(ONES * 0x20) & !v & HIGHS;
     let base = out.len();
-    let mut high = 0u64;
     out.reserve(body.len().min(4096));
     let mut i = 0;
     loop {
@@ -282,8 +281,6 @@ fn unescape_into(body: &[u8], out: &mut Vec<u8>) -> Option<usize> {
             // A fixed-size copy compiles to one store; then drop the bytes past the hit.
             out.extend_from_slice(&w.to_le_bytes());
             out.truncate(out.len() - (8 - clean));
-            // Non-ASCII among the kept bytes: UTF-8 is checked at the end.
-            high |= if clean == 8 { w } else { w & ((1u64 << (clean * 8)) - 1) } & HIGHS;
             i += clean;
             if clean == 8 {
                 continue;
@@ -296,7 +293,8 @@ fn unescape_into(body: &[u8], out: &mut Vec<u8>) -> Option<usize> {
         i += 1;
         match b {
             b'"' => {
-                if high != 0 && std::str::from_utf8(&out[base..]).is_err() {
+                // One UTF-8 check of the whole result (ASCII runs through std's fast path).
+                if std::str::from_utf8(&out[base..]).is_err() {
                     out.truncate(base);
                     return None;
                 }
@@ -340,10 +338,7 @@ fn unescape_into(body: &[u8], out: &mut Vec<u8>) -> Option<usize> {
                 out.truncate(base);
                 return None;
             }
-            _ => {
-                high |= u64::from(b) & 0x80;
-                out.push(b);
-            }
+            _ => out.push(b),
         }
     }
 }
