@@ -239,11 +239,19 @@ pub fn kafka_source<'s>(
                     last_tick = Instant::now();
                     tracing::debug!(worker, frontier = ?clock.frontier(), held = frontier, throttled, paused = ?paused, positions = ?mine.iter().map(|a| (a.table, a.partition, clock.position(a.table, a.partition), clock.epoch(a.table, a.partition))).collect::<Vec<_>>(), "source tick");
                     let lift_to = if spec.until_caught_up || stopping { None } else { clock.leader() };
+                    // A run that ends before the first statistics (a stop within a second
+                    // of the start) asks the broker, so that the summary still reports the
+                    // lag at exit; after one failed ask it stops asking (broker down).
+                    let mut ask_broker = clock.frontier().is_none();
                     for a in &mine {
-                        let (Some(high), Some(pos)) = (
-                            consumer.context().high_watermark(&a.topic, a.partition),
-                            clock.position(a.table, a.partition),
-                        ) else {
+                        let mut high = consumer.context().high_watermark(&a.topic, a.partition);
+                        if high.is_none() && ask_broker {
+                            match consumer.fetch_watermarks(&a.topic, a.partition, Duration::from_secs(2)) {
+                                Ok((_, h)) => high = Some(h),
+                                Err(_) => ask_broker = false,
+                            }
+                        }
+                        let (Some(high), Some(pos)) = (high, clock.position(a.table, a.partition)) else {
                             continue;
                         };
                         plan.metrics.set_lag(&a.topic, a.partition, (high - pos).max(0));
