@@ -72,6 +72,11 @@ pub struct SparkBenchOptions {
     /// Also compare `floe maintain` with Spark's rewrite_data_files on floe's final table.
     #[arg(long)]
     pub compaction: bool,
+    /// Run floe without compaction and expiry inside the run, as the MERGE runs without
+    /// them: the ingest paths alone, like for like (the read cost then shows what the
+    /// skipped compaction would have bought).
+    #[arg(long)]
+    pub no_run_maintenance: bool,
 }
 
 /// Spark's answer to `floe_race.py scan`, per table.
@@ -190,11 +195,12 @@ base = "floe.accounts"
 cdc = "floe_cdc.accounts"
 buckets = {}
 deletes = "{}"
-{}"#,
+{}{}"#,
         race_table().topic,
         options.buckets,
         options.deletes,
-        race_columns_toml()
+        race_columns_toml(),
+        if options.no_run_maintenance { "[tables.maintenance]\ncompaction = false\nexpiry = false\n" } else { "" }
     )
 }
 
@@ -584,6 +590,26 @@ mod tests {
             final_null_emails: 1,
             ..RaceSummary::default()
         }
+    }
+
+    #[test]
+    fn the_pipeline_parses_and_no_run_maintenance_turns_compaction_and_expiry_off() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            options: SparkBenchOptions,
+        }
+        let parse = |args: &[&str]| {
+            let options = Cli::parse_from(std::iter::once("bench").chain(args.iter().copied())).options;
+            let text = pipeline("changes.jsonl", &options, 25_000);
+            floe_engine::config::PipelineConfig::parse(&text, Path::new("race.toml")).expect("pipeline")
+        };
+        let default = parse(&[]);
+        assert!(default.tables[0].maintenance.compaction && default.tables[0].maintenance.expiry);
+        let off = parse(&["--no-run-maintenance"]);
+        assert!(!off.tables[0].maintenance.compaction && !off.tables[0].maintenance.expiry);
+        assert_eq!(off.tables[0].base, default.tables[0].base);
     }
 
     #[test]
