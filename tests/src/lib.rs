@@ -41,18 +41,30 @@ pub struct Scratch {
     pub seed: u64,
 }
 
-/// The default test pipeline file for the standard workload.
-pub fn pipeline_toml(commit_every: u64, workers: usize) -> String {
+/// A pipeline file that replays `<dir>/changes.jsonl` into `tables` (their `[[tables]]`
+/// sections, concatenated).
+pub fn replay_pipeline(id: &str, commit_every: u64, workers: usize, tables: &[String]) -> String {
     format!(
         r#"[pipeline]
-id = "test"
+id = "{id}"
 commit_every = {commit_every}
 workers = {workers}
 
 [source]
 kind = "replay"
 path = "changes.jsonl"
+{}"#,
+        tables.concat()
+    )
+}
 
+/// The default test pipeline file for the standard workload.
+pub fn pipeline_toml(commit_every: u64, workers: usize) -> String {
+    replay_pipeline(
+        "test",
+        commit_every,
+        workers,
+        &[r#"
 [[tables]]
 topic = "shop.inventory.orders"
 base = "shop.orders"
@@ -65,6 +77,7 @@ base = "shop.order_lines"
 cdc = "shop_cdc.order_lines"
 buckets = 4
 "#
+        .to_string()],
     )
 }
 

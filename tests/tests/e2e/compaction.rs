@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use floe_engine::config::TableName;
 use floe_harness::WorkloadSpec;
-use floe_tests::{Scratch, kill_at_random_moments, seed};
+use floe_tests::{Scratch, kill_at_random_moments, replay_pipeline, seed};
 use rand::{Rng, SeedableRng};
 
 const FLOE: &str = env!("CARGO_BIN_EXE_floe-under-test");
@@ -36,19 +36,7 @@ cdc_max_files = 3
 "#
         )
     };
-    format!(
-        r#"[pipeline]
-id = "compact"
-commit_every = {commit_every}
-workers = 2
-
-[source]
-kind = "replay"
-path = "changes.jsonl"
-{}{}"#,
-        table("orders", "orders", 4),
-        table("order_lines", "order_lines", 4)
-    )
+    replay_pipeline("compact", commit_every, 2, &[table("orders", "orders", 4), table("order_lines", "order_lines", 4)])
 }
 
 fn floe(scratch: &Scratch, args: &[&str], faults: Option<&str>) -> Command {

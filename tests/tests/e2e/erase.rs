@@ -18,7 +18,7 @@ use floe_engine::value::{Row, Value};
 use floe_harness::WorkloadSpec;
 use floe_harness::tables::GenTable;
 use floe_harness::verify::batch_rows;
-use floe_tests::{Scratch, seed};
+use floe_tests::{Scratch, replay_pipeline, seed};
 use iceberg::spec::{Manifest, PrimitiveLiteral};
 use rand::seq::IteratorRandom;
 use rand::{Rng, SeedableRng};
@@ -48,19 +48,7 @@ snapshot_max_age = "24h"
 "#
         )
     };
-    format!(
-        r#"[pipeline]
-id = "erase"
-commit_every = {commit_every}
-workers = 2
-
-[source]
-kind = "replay"
-path = "changes.jsonl"
-{}{}"#,
-        table("accounts", "position"),
-        table("order_lines", "equality")
-    )
+    replay_pipeline("erase", commit_every, 2, &[table("accounts", "position"), table("order_lines", "equality")])
 }
 
 /// A key to erase: its model row and its `--key` text.

@@ -19,7 +19,7 @@ use floe_engine::runtime::IoRuntime;
 use floe_harness::WorkloadSpec;
 use floe_harness::tables::GenTable;
 use floe_tests::reference::spark;
-use floe_tests::{Scratch, kill_at_random_moments, seed};
+use floe_tests::{Scratch, kill_at_random_moments, replay_pipeline, seed};
 use rand::{Rng, SeedableRng};
 
 const FLOE: &str = env!("CARGO_BIN_EXE_floe-under-test");
@@ -53,18 +53,11 @@ orphan_min_age = "1h"
 "#
         )
     };
-    format!(
-        r#"[pipeline]
-id = "expire"
-commit_every = {commit_every}
-workers = {workers}
-
-[source]
-kind = "replay"
-path = "changes.jsonl"
-{}{}"#,
-        table("order_lines", "order_lines"),
-        table("accounts", "accounts")
+    replay_pipeline(
+        "expire",
+        commit_every,
+        workers,
+        &[table("order_lines", "order_lines"), table("accounts", "accounts")],
     )
 }
 

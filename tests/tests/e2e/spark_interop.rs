@@ -10,7 +10,7 @@ use floe_harness::WorkloadSpec;
 use floe_harness::tables::GenTable;
 use floe_harness::verify::{compare_base, compare_cdc};
 use floe_tests::reference::{pyiceberg, read_parquet_dir, spark};
-use floe_tests::{Scratch, seed};
+use floe_tests::{Scratch, replay_pipeline, seed};
 use serde_json::json;
 
 /// One table per delete mode, compacting early: at most 3 data files and 2 delete files
@@ -33,19 +33,15 @@ cdc_max_files = 3
 "#
         )
     };
-    format!(
-        r#"[pipeline]
-id = "interop"
-commit_every = 150
-workers = 2
-
-[source]
-kind = "replay"
-path = "changes.jsonl"
-{}{}{}"#,
-        table("order_lines", "order_lines", "position"),
-        table("accounts", "accounts", "vector"),
-        table("members", "members", "equality"),
+    replay_pipeline(
+        "interop",
+        150,
+        2,
+        &[
+            table("order_lines", "order_lines", "position"),
+            table("accounts", "accounts", "vector"),
+            table("members", "members", "equality"),
+        ],
     )
 }
 
